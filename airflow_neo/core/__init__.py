@@ -1,0 +1,1 @@
+"""Pure logic shared by every layer of airflow-neo: nothing here imports Airflow."""

@@ -1,0 +1,36 @@
+"""Access to botocore's loaded SageMaker service model (the single source of enums and limits)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from botocore.model import ServiceModel, Shape
+
+
+@lru_cache(maxsize=1)
+def sagemaker_model() -> ServiceModel:
+    import botocore.session
+
+    return botocore.session.get_session().get_service_model("sagemaker")
+
+
+def input_shape(operation: str) -> Shape:
+    return sagemaker_model().operation_model(operation).input_shape
+
+
+def output_shape(operation: str) -> Shape:
+    return sagemaker_model().operation_model(operation).output_shape
+
+
+def enum_of(shape_name: str) -> list[str]:
+    return list(sagemaker_model().shape_for(shape_name).enum)
+
+
+def frameworks() -> list[str]:
+    return enum_of("Framework")
+
+
+def target_devices() -> list[str]:
+    return enum_of("TargetDevice")

@@ -1,0 +1,332 @@
+"""Operators for SageMaker Neo compilation jobs, on the SageMaker service or the local TVM backend."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.configuration import conf
+from airflow.sdk.exceptions import AirflowException
+from airflow_neo.core.backends import Backend
+from airflow_neo.core.exceptions import CompilationJobFailed, CompilationJobTimeout, NeoError
+from airflow_neo.core.status import TERMINAL_STATES
+from airflow_neo.links.neo import NeoCompilationJobLink
+from airflow_neo.operators.base import NEO_TEMPLATE_FIELDS, NeoTaskMixin, payload_from_event, task_identity_of
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+
+def _default_deferrable() -> bool:
+    return conf.getboolean("operators", "default_deferrable", fallback=False)
+
+
+class NeoBaseOperator(NeoTaskMixin, BaseOperator):
+    """Base of the compilation-job operators; see :class:`NeoTaskMixin` for the shared parameters."""
+
+    template_fields: Sequence[str] = NEO_TEMPLATE_FIELDS
+    ui_color = "#f3e5ab"
+
+    def __init__(
+        self,
+        *,
+        backend: str = Backend.SAGEMAKER.value,
+        aws_conn_id: str | None = "aws_default",
+        region_name: str | None = None,
+        verify: bool | str | None = None,
+        botocore_config: dict[str, Any] | None = None,
+        local_store: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self._init_neo(backend, aws_conn_id, region_name, verify, botocore_config, local_store)
+
+    def _persist_link(self, context: Context, job_name: str) -> None:
+        if not self.is_sagemaker:
+            return
+        NeoCompilationJobLink.persist(
+            context=context,
+            operator=self,
+            region_name=self.hook.conn_region_name,
+            aws_partition=self.hook.conn_partition,
+            job_name=job_name,
+        )
+
+
+class NeoCompilationOperator(NeoBaseOperator):
+    """
+    Create a compilation job and (by default) wait for it; return the full describe payload.
+
+    The request is validated before anything is called. A retry of the task re-attaches to the
+    job that its earlier try created (found by a task-instance tag) instead of creating another.
+
+    .. seealso::
+        For more information on how to use this operator, take a look at the guide:
+        :ref:`howto/operator:NeoCompilationOperator`
+
+    :param config: the CreateCompilationJob request (templated). ``DataInputConfig`` and
+        ``CompilerOptions`` may be dicts.
+    :param wait_for_completion: wait until the job is terminal.
+    :param check_interval: seconds between status checks.
+    :param max_ingestion_time: give up (stop the job, fail the task) after this many seconds
+        of waiting; None waits without limit.
+    :param deferrable: wait in the triggerer instead of the worker.
+    :param action_if_job_exists: ``"fail"``, ``"increment"`` (``name-1``, ``name-2``...) or
+        ``"timestamp"`` (``name-YYYYmmddHHMMSS``) when the name is taken by another job.
+    :param stop_on_kill: stop the job when the task is killed.
+    """
+
+    template_fields: Sequence[str] = (*NEO_TEMPLATE_FIELDS, "config")
+    template_fields_renderers = {"config": "json"}
+    operator_extra_links = (NeoCompilationJobLink(),)
+
+    def __init__(
+        self,
+        *,
+        config: dict,
+        wait_for_completion: bool = True,
+        check_interval: float = 30,
+        max_ingestion_time: float | None = None,
+        deferrable: bool | None = None,
+        action_if_job_exists: str = "fail",
+        stop_on_kill: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        from airflow_neo.core.attach import parse_action
+
+        self.config = config
+        self.wait_for_completion = wait_for_completion
+        self.check_interval = check_interval
+        self.max_ingestion_time = max_ingestion_time
+        self.deferrable = _default_deferrable() if deferrable is None else deferrable
+        self.action_if_job_exists = parse_action(action_if_job_exists).value
+        self.stop_on_kill = stop_on_kill
+        self.compilation_job_name: str | None = None
+
+    def execute(self, context: Context) -> dict:
+        request = self._validated_request()
+        name = self._create_or_reattach(request, context)
+        self.compilation_job_name = name
+        context["ti"].xcom_push(key="compilation_job_name", value=name)
+        self._persist_link(context, name)
+        payload = self.hook.describe_compilation_job(name)
+        if not self.wait_for_completion:
+            return payload
+        if self.deferrable and payload["CompilationJobStatus"] not in TERMINAL_STATES:
+            self._defer(name)
+        return self._finish(self._wait(name) if payload["CompilationJobStatus"] not in TERMINAL_STATES else payload)
+
+    def _validated_request(self) -> dict:
+        try:
+            return self.hook.validate(self.config)
+        except NeoError as err:
+            raise AirflowException(str(err)) from err
+
+    def _create_or_reattach(self, request: dict, context: Context) -> str:
+        from airflow_neo.core.attach import choose_job_name, parse_action, with_identity_tag
+
+        identity = task_identity_of(context)
+        base = request["CompilationJobName"]
+        existing = [s["CompilationJobName"] for s in self.hook.list_compilation_jobs(NameContains=base)]
+        decision = choose_job_name(
+            base,
+            parse_action(self.action_if_job_exists),
+            existing_names=existing,
+            identity=identity,
+            tags_of=self.hook.list_compilation_job_tags,
+            status_of=lambda n: self.hook.describe_compilation_job(n)["CompilationJobStatus"],
+        )
+        if decision.reattach:
+            self.log.info("Re-attaching to compilation job %s created by an earlier try of this task", decision.name)
+            return decision.name
+        if decision.name != base:
+            self.log.info("Compilation job %s exists; creating %s instead", base, decision.name)
+        self.hook.create_compilation_job(with_identity_tag({**request, "CompilationJobName": decision.name}, identity))
+        return decision.name
+
+    def _wait(self, name: str) -> dict:
+        try:
+            return self.hook.wait_for_compilation_job(name, self.check_interval, self.max_ingestion_time)
+        except CompilationJobTimeout as err:
+            self._stop_quietly(name)
+            raise AirflowException(f"{err}; the job was stopped") from err
+
+    def _defer(self, name: str) -> None:
+        from airflow_neo.triggers.neo import NeoCompilationJobTrigger
+
+        max_attempts = None
+        if self.max_ingestion_time is not None:
+            max_attempts = max(1, math.ceil(self.max_ingestion_time / self.check_interval))
+        self.defer(
+            trigger=NeoCompilationJobTrigger(
+                compilation_job_name=name,
+                poll_interval=self.check_interval,
+                max_attempts=max_attempts,
+                stop_on_kill=self.stop_on_kill,
+                **self.hook_params,
+            ),
+            method_name="execute_complete",
+        )
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict:
+        if isinstance(event, dict) and event.get("status") == "timeout":
+            self._stop_quietly(event.get("compilation_job_name"))
+        return payload_from_event(event)
+
+    def _finish(self, payload: dict) -> dict:
+        from airflow_neo.core.outcome import raise_unless_completed
+
+        try:
+            return raise_unless_completed(payload)
+        except CompilationJobFailed as err:
+            raise AirflowException(str(err)) from err
+
+    def _stop_quietly(self, name: str | None) -> None:
+        if not name:
+            return
+        try:
+            self.hook.stop_compilation_job(name)
+        except Exception as err:
+            self.log.warning("Could not stop compilation job %s: %s", name, err)
+
+    def on_kill(self) -> None:
+        if self.stop_on_kill and self.compilation_job_name:
+            self._stop_quietly(self.compilation_job_name)
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """Input model archive and output artifact as OpenLineage datasets."""
+        from airflow_neo.openlineage import lineage_for_job
+
+        if not self.compilation_job_name:
+            return None
+        return lineage_for_job(self.hook.describe_compilation_job(self.compilation_job_name))
+
+
+class NeoDescribeCompilationJobOperator(NeoBaseOperator):
+    """
+    Describe a compilation job; return the full JSON-safe payload.
+
+    :param compilation_job_name: the job (templated).
+    """
+
+    template_fields: Sequence[str] = (*NEO_TEMPLATE_FIELDS, "compilation_job_name")
+    operator_extra_links = (NeoCompilationJobLink(),)
+
+    def __init__(self, *, compilation_job_name: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.compilation_job_name = compilation_job_name
+
+    def execute(self, context: Context) -> dict:
+        self._persist_link(context, self.compilation_job_name)
+        return self.hook.describe_compilation_job(self.compilation_job_name)
+
+
+class NeoStopCompilationJobOperator(NeoBaseOperator):
+    """
+    Stop a compilation job; return its payload once STOPPED (or at once when not waiting).
+
+    A job that is already terminal is left as it is and its payload returned.
+
+    :param compilation_job_name: the job (templated).
+    :param wait_for_completion: wait until the job is STOPPED.
+    :param check_interval: seconds between status checks.
+    :param max_wait: seconds to wait before failing (None: no limit).
+    """
+
+    template_fields: Sequence[str] = (*NEO_TEMPLATE_FIELDS, "compilation_job_name")
+
+    def __init__(
+        self,
+        *,
+        compilation_job_name: str,
+        wait_for_completion: bool = True,
+        check_interval: float = 30,
+        max_wait: float | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.compilation_job_name = compilation_job_name
+        self.wait_for_completion = wait_for_completion
+        self.check_interval = check_interval
+        self.max_wait = max_wait
+
+    def execute(self, context: Context) -> dict:
+        name = self.compilation_job_name
+        payload = self.hook.describe_compilation_job(name)
+        if payload["CompilationJobStatus"] in TERMINAL_STATES:
+            self.log.warning("Compilation job %s is already %s; nothing to stop", name, payload["CompilationJobStatus"])
+            return payload
+        self.hook.stop_compilation_job(name)
+        if not self.wait_for_completion:
+            return self.hook.describe_compilation_job(name)
+        try:
+            return self.hook.wait_for_compilation_job(name, self.check_interval, self.max_wait)
+        except CompilationJobTimeout as err:
+            raise AirflowException(str(err)) from err
+
+
+class NeoListCompilationJobsOperator(NeoBaseOperator):
+    """
+    List compilation jobs (every page); return the JSON-safe summaries.
+
+    :param name_contains: NameContains filter.
+    :param status_equals: StatusEquals filter (``COMPLETED``, ``FAILED``...).
+    :param creation_time_after: CreationTimeAfter (datetime or ISO-8601 string).
+    :param creation_time_before: CreationTimeBefore.
+    :param last_modified_time_after: LastModifiedTimeAfter.
+    :param last_modified_time_before: LastModifiedTimeBefore.
+    :param sort_by: ``Name``, ``CreationTime`` or ``Status``.
+    :param sort_order: ``Ascending`` or ``Descending``.
+    :param max_results: at most this many summaries (None: all).
+    """
+
+    template_fields: Sequence[str] = (
+        *NEO_TEMPLATE_FIELDS,
+        "name_contains",
+        "status_equals",
+        "creation_time_after",
+        "creation_time_before",
+        "last_modified_time_after",
+        "last_modified_time_before",
+    )
+
+    def __init__(
+        self,
+        *,
+        name_contains: str | None = None,
+        status_equals: str | None = None,
+        creation_time_after: Any = None,
+        creation_time_before: Any = None,
+        last_modified_time_after: Any = None,
+        last_modified_time_before: Any = None,
+        sort_by: str | None = None,
+        sort_order: str | None = None,
+        max_results: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.name_contains = name_contains
+        self.status_equals = status_equals
+        self.creation_time_after = creation_time_after
+        self.creation_time_before = creation_time_before
+        self.last_modified_time_after = last_modified_time_after
+        self.last_modified_time_before = last_modified_time_before
+        self.sort_by = sort_by
+        self.sort_order = sort_order
+        self.max_results = max_results
+
+    def execute(self, context: Context) -> list[dict]:
+        return self.hook.list_compilation_jobs(
+            max_results=self.max_results,
+            NameContains=self.name_contains,
+            StatusEquals=self.status_equals,
+            CreationTimeAfter=self.creation_time_after,
+            CreationTimeBefore=self.creation_time_before,
+            LastModifiedTimeAfter=self.last_modified_time_after,
+            LastModifiedTimeBefore=self.last_modified_time_before,
+            SortBy=self.sort_by,
+            SortOrder=self.sort_order,
+        )

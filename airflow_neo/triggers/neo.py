@@ -1,0 +1,147 @@
+"""Deferrable trigger that waits for a compilation job, on either backend."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+from airflow_neo.core.backends import Backend, parse_backend
+from airflow_neo.core.exceptions import CompilationJobNotFound
+from airflow_neo.core.retry import is_transient
+from airflow_neo.core.status import COMPLETED, FAILED, STOPPED, TERMINAL_STATES
+
+EVENT_FOR_STATUS = {COMPLETED: "success", FAILED: "failed", STOPPED: "stopped"}
+
+
+class NeoCompilationJobTrigger(BaseTrigger):
+    """
+    Poll a compilation job until it is terminal, then fire one event.
+
+    Events carry ``status`` (``success``, ``failed``, ``stopped``, ``timeout`` or ``error``),
+    ``compilation_job_name``, ``message`` and ``payload`` (the JSON-safe describe payload, the
+    last one seen for ``timeout``/``error``).
+
+    :param compilation_job_name: the job to wait for.
+    :param backend: ``"sagemaker"`` or ``"local"``.
+    :param aws_conn_id: Airflow AWS connection.
+    :param region_name: AWS region.
+    :param verify: SSL verification for the client.
+    :param botocore_config: botocore client config dict.
+    :param local_store: local backend job store.
+    :param poll_interval: seconds between describes.
+    :param max_attempts: describes before a ``timeout`` event (None: wait forever).
+    :param max_transient_errors: consecutive throttling/connection errors tolerated.
+    :param stop_on_kill: stop the job when a user kills the deferred task.
+    """
+
+    def __init__(
+        self,
+        compilation_job_name: str,
+        backend: str = Backend.SAGEMAKER.value,
+        aws_conn_id: str | None = "aws_default",
+        region_name: str | None = None,
+        verify: bool | str | None = None,
+        botocore_config: dict[str, Any] | None = None,
+        local_store: str | None = None,
+        poll_interval: float = 30,
+        max_attempts: int | None = None,
+        max_transient_errors: int = 5,
+        stop_on_kill: bool = True,
+    ) -> None:
+        super().__init__()
+        self.compilation_job_name = compilation_job_name
+        self.backend = parse_backend(backend).value
+        self.aws_conn_id = aws_conn_id
+        self.region_name = region_name
+        self.verify = verify
+        self.botocore_config = botocore_config
+        self.local_store = local_store
+        self.poll_interval = poll_interval
+        self.max_attempts = max_attempts
+        self.max_transient_errors = max_transient_errors
+        self.stop_on_kill = stop_on_kill
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "compilation_job_name": self.compilation_job_name,
+                "backend": self.backend,
+                "aws_conn_id": self.aws_conn_id,
+                "region_name": self.region_name,
+                "verify": self.verify,
+                "botocore_config": self.botocore_config,
+                "local_store": self.local_store,
+                "poll_interval": self.poll_interval,
+                "max_attempts": self.max_attempts,
+                "max_transient_errors": self.max_transient_errors,
+                "stop_on_kill": self.stop_on_kill,
+            },
+        )
+
+    def hook(self):
+        from airflow_neo.hooks.factory import get_neo_hook
+
+        return get_neo_hook(
+            self.backend,
+            aws_conn_id=self.aws_conn_id,
+            region_name=self.region_name,
+            verify=self.verify,
+            botocore_config=self.botocore_config,
+            local_store=self.local_store,
+        )
+
+    def _event(self, status: str, message: str, payload: dict | None) -> TriggerEvent:
+        return TriggerEvent(
+            {
+                "status": status,
+                "compilation_job_name": self.compilation_job_name,
+                "message": message,
+                "payload": payload or {},
+            }
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        hook = self.hook()
+        name = self.compilation_job_name
+        attempts = transient_errors = 0
+        payload: dict | None = None
+        while True:
+            try:
+                payload = await hook.adescribe_compilation_job(name)
+                transient_errors = 0
+            except CompilationJobNotFound as err:
+                yield self._event("error", f"Compilation job {name} not found: {err}", payload)
+                return
+            except Exception as err:
+                transient_errors += 1
+                if not is_transient(err) or transient_errors > self.max_transient_errors:
+                    yield self._event("error", f"Describing compilation job {name} failed: {err!r}", payload)
+                    return
+                self.log.warning("Transient error %d/%d describing %s: %s", transient_errors, self.max_transient_errors, name, err)
+            else:
+                status = payload.get("CompilationJobStatus")
+                if status in TERMINAL_STATES:
+                    yield self._event(EVENT_FOR_STATUS[status], f"Compilation job {name} is {status}", payload)
+                    return
+                self.log.info("Compilation job %s is %s", name, status)
+            attempts += 1
+            if self.max_attempts is not None and attempts >= self.max_attempts:
+                yield self._event(
+                    "timeout",
+                    f"Compilation job {name} not finished after {attempts} checks {self.poll_interval} s apart",
+                    payload,
+                )
+                return
+            await asyncio.sleep(self.poll_interval)
+
+    async def on_kill(self) -> None:
+        if not self.stop_on_kill:
+            return
+        self.log.info("Task killed by a user: stopping compilation job %s", self.compilation_job_name)
+        try:
+            await self.hook().astop_compilation_job(self.compilation_job_name)
+        except Exception as err:  # the job may already be terminal
+            self.log.warning("Could not stop compilation job %s: %s", self.compilation_job_name, err)
