@@ -1,0 +1,238 @@
+"""Safe extraction of a model archive and Neo's conventions for finding the model file in it.
+
+Pure Python (tarfile); nothing here imports Airflow, TVM or a framework.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import tarfile
+import zlib
+from pathlib import Path, PurePosixPath
+
+from airflow_neo.local.errors import ModelArchiveError, UnsupportedFrameworkError
+
+__all__ = [
+    "DEFAULT_MAX_MEMBERS",
+    "DEFAULT_MAX_TOTAL_BYTES",
+    "MODEL_SUFFIXES",
+    "ModelArchiveError",
+    "find_model_file",
+    "safe_extract",
+]
+
+DEFAULT_MAX_MEMBERS = 10_000
+DEFAULT_MAX_TOTAL_BYTES = 4 * 1024**3
+
+#: The model-file suffixes the local backend looks for, per Framework (Neo's conventions):
+#: PyTorch ``.pt``/``.pth`` are TorchScript, ``.pt2`` is a ``torch.export`` program.
+MODEL_SUFFIXES: dict[str, tuple[str, ...]] = {
+    "ONNX": (".onnx",),
+    "PYTORCH": (".pt", ".pth", ".pt2"),
+    "TFLITE": (".tflite",),
+    "XGBOOST": (".model", ".json", ".ubj", ".bst", ".xgb"),
+}
+
+_COPY_CHUNK = 1024 * 1024
+_LISTING_LIMIT = 25
+
+
+def safe_extract(
+    archive_path: str | os.PathLike,
+    dest_dir: str | os.PathLike,
+    *,
+    max_members: int = DEFAULT_MAX_MEMBERS,
+    max_total_bytes: int = DEFAULT_MAX_TOTAL_BYTES,
+) -> list[str]:
+    """Extract a ``.tar.gz`` (or plain ``.tar``) into ``dest_dir`` after checking every member.
+
+    Rejected, with :class:`ModelArchiveError`: absolute paths, ``..`` components, symbolic and
+    hard links, devices, FIFOs and other special members, more than ``max_members`` members,
+    more than ``max_total_bytes`` of file data, and archives that cannot be read. Nothing is
+    written before the whole member list has passed the checks. Files are written with mode
+    0644, directories 0755; owners and times from the archive are ignored.
+
+    :return: the extracted regular files, as sorted POSIX paths relative to ``dest_dir``.
+    """
+    archive_path = Path(archive_path)
+    dest = Path(dest_dir)
+    if not archive_path.is_file():
+        raise ModelArchiveError(f"model archive {str(archive_path)!r} does not exist or is not a file")
+    try:
+        with tarfile.open(archive_path, mode="r:*") as tar:
+            members = _checked_members(tar, max_members, max_total_bytes)
+            dest.mkdir(parents=True, exist_ok=True)
+            root = dest.resolve()
+            files = _write_members(tar, members, root, max_total_bytes)
+    except ModelArchiveError:
+        raise
+    except (tarfile.TarError, EOFError, zlib.error, OSError, UnicodeError, ValueError) as err:
+        raise ModelArchiveError(f"not a valid .tar.gz: {archive_path.name}: {type(err).__name__}: {err}") from err
+    return sorted(files)
+
+
+def _checked_members(tar: tarfile.TarFile, max_members: int, max_total_bytes: int) -> list[tuple[tarfile.TarInfo, PurePosixPath]]:
+    checked: list[tuple[tarfile.TarInfo, PurePosixPath]] = []
+    total = 0
+    kinds: dict[PurePosixPath, bool] = {}  # path -> is_dir
+    while True:
+        member = tar.next()
+        if member is None:
+            break
+        if len(checked) >= max_members:
+            raise ModelArchiveError(f"model archive has more than {max_members} members; refusing to extract it")
+        rel = _safe_relative_path(member.name)
+        if member.issym() or member.islnk():
+            kind = "symbolic link" if member.issym() else "hard link"
+            raise ModelArchiveError(
+                f"model archive member {member.name!r} is a {kind} (to {member.linkname!r}); links are not allowed"
+            )
+        if member.ischr() or member.isblk() or member.isfifo() or not (member.isfile() or member.isdir()):
+            raise ModelArchiveError(
+                f"model archive member {member.name!r} is a {_type_name(member)}; only regular files and directories are allowed"
+            )
+        if rel is None:  # "." or "./": the archive root itself
+            if member.isdir():
+                continue
+            raise ModelArchiveError(f"model archive member {member.name!r} has an empty path")
+        is_dir = member.isdir()
+        for parent in rel.parents:
+            if parent != PurePosixPath(".") and kinds.get(parent) is False:
+                raise ModelArchiveError(f"model archive member {member.name!r} lies under {str(parent)!r}, which is a file")
+        if rel in kinds and kinds[rel] != is_dir:
+            raise ModelArchiveError(f"model archive holds {member.name!r} both as a file and as a directory")
+        kinds[rel] = is_dir
+        if member.isfile():
+            total += member.size
+            if total > max_total_bytes:
+                raise ModelArchiveError(
+                    f"model archive expands to more than {_human(max_total_bytes)}; refusing to extract it"
+                )
+        checked.append((member, rel))
+    return checked
+
+
+def _safe_relative_path(name: str) -> PurePosixPath | None:
+    if not name or "\x00" in name:
+        raise ModelArchiveError(f"model archive member {name!r} has an invalid name")
+    normalized = name.replace("\\", "/")
+    if normalized.startswith("/") or (len(normalized) > 1 and normalized[1] == ":"):
+        raise ModelArchiveError(f"model archive member {name!r} has an absolute path; only relative paths are allowed")
+    parts = [part for part in normalized.split("/") if part not in ("", ".")]
+    if ".." in parts:
+        raise ModelArchiveError(f"model archive member {name!r} leaves the extraction directory ('..'); refusing to extract it")
+    if not parts:
+        return None
+    return PurePosixPath(*parts)
+
+
+def _write_members(tar: tarfile.TarFile, members, root: Path, max_total_bytes: int) -> list[str]:
+    files: list[str] = []
+    written = 0
+    for member, rel in members:
+        target = root.joinpath(*rel.parts)
+        # The checks above make this impossible; keep the belt with the braces.
+        if root != target and root not in target.parents:
+            raise ModelArchiveError(f"model archive member {member.name!r} leaves the extraction directory")
+        if member.isdir():
+            target.mkdir(parents=True, exist_ok=True)
+            os.chmod(target, 0o755)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        source = tar.extractfile(member)
+        if source is None:  # pragma: no cover - isfile() members always have data
+            raise ModelArchiveError(f"model archive member {member.name!r} has no data")
+        with source, open(target, "wb") as out:
+            while True:
+                chunk = source.read(_COPY_CHUNK)
+                if not chunk:
+                    break
+                written += len(chunk)
+                if written > max_total_bytes:
+                    raise ModelArchiveError(
+                        f"model archive expands to more than {_human(max_total_bytes)}; refusing to extract it"
+                    )
+                out.write(chunk)
+        os.chmod(target, 0o644)
+        files.append(rel.as_posix())
+    return files
+
+
+def _type_name(member: tarfile.TarInfo) -> str:
+    if member.ischr():
+        return "character device"
+    if member.isblk():
+        return "block device"
+    if member.isfifo():
+        return "FIFO"
+    return f"special member (tar type {member.type!r})"
+
+
+def _human(size: int) -> str:
+    for unit, scale in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if size >= scale:
+            return f"{size / scale:.4g} {unit}"
+    return f"{size} B"
+
+
+def _is_junk(rel: PurePosixPath) -> bool:
+    """Files that archiving tools add and that are never the model (macOS resource forks, hidden files)."""
+    return any(part == "__MACOSX" or part.startswith(".") for part in rel.parts)
+
+
+def list_files(extracted_dir: str | os.PathLike) -> list[str]:
+    """The regular files under ``extracted_dir`` as sorted relative POSIX paths (junk included)."""
+    root = Path(extracted_dir)
+    found = []
+    for dirpath, _dirnames, filenames in os.walk(root):
+        for filename in filenames:
+            path = Path(dirpath, filename)
+            if stat.S_ISREG(path.lstat().st_mode):
+                found.append(path.relative_to(root).as_posix())
+    return sorted(found)
+
+
+def find_model_file(extracted_dir: str | os.PathLike, framework: str) -> Path:
+    """The one model file in an extracted archive, by Neo's suffix conventions for ``framework``.
+
+    Hidden files and ``__MACOSX`` folders are ignored. Raises :class:`ModelArchiveError` when
+    no file or more than one file matches (the message lists what the archive holds), and
+    :class:`UnsupportedFrameworkError` for a framework the local backend cannot compile.
+    """
+    framework = str(framework).upper()
+    suffixes = MODEL_SUFFIXES.get(framework)
+    if suffixes is None:
+        raise UnsupportedFrameworkError(
+            f"Framework {framework!r} is not supported by the local backend; supported: {sorted(MODEL_SUFFIXES)}"
+        )
+    root = Path(extracted_dir)
+    files = list_files(root)
+    candidates = [
+        rel for rel in files if not _is_junk(PurePosixPath(rel)) and PurePosixPath(rel).suffix.lower() in suffixes
+    ]
+    wanted = " or ".join(f"*{suffix}" for suffix in suffixes)
+    if len(candidates) == 1:
+        return root / candidates[0]
+    if not candidates:
+        raise ModelArchiveError(
+            f"no {framework} model file ({wanted}) in the model archive; it holds {_listing(files)}"
+        )
+    raise ModelArchiveError(
+        f"the model archive holds {len(candidates)} {framework} model files ({wanted}): {_listing(candidates)}; "
+        "it must hold exactly one"
+    )
+
+
+def _listing(files: list[str]) -> str:
+    if not files:
+        return "no files"
+    shown = ", ".join(files[:_LISTING_LIMIT])
+    more = f" and {len(files) - _LISTING_LIMIT} more" if len(files) > _LISTING_LIMIT else ""
+    return f"{len(files)} file(s): {shown}{more}"
+
+
+def remove_tree(path: str | os.PathLike) -> None:
+    """Remove an extraction directory, ignoring errors."""
+    shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,520 @@
+"""Tests of the local backend's SQLite job store (airflow_neo.local.store)."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import datetime as dt
+import json
+import multiprocessing
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from airflow_neo.core import status as st
+from airflow_neo.core.exceptions import CompilationJobExists, CompilationJobNotFound, CompilationJobStateError
+from airflow_neo.core.service_model import output_shape, sagemaker_model
+from airflow_neo.local.store import (
+    InvalidListRequest,
+    JobStore,
+    StoreSchemaError,
+    archive_stem,
+    artifact_uri_for,
+    pid_alive,
+    target_label,
+)
+
+T0 = dt.datetime(2024, 5, 1, 12, 0, 0, tzinfo=dt.timezone.utc)
+
+
+class Clock:
+    def __init__(self, start: dt.datetime = T0):
+        self.now = start
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += dt.timedelta(seconds=seconds)
+
+
+def make_request(name: str, *, out: str = "/tmp/neo-out", device: str | None = "ml_c5", platform=None, **extra) -> dict:
+    output: dict = {"S3OutputLocation": out}
+    if platform:
+        output["TargetPlatform"] = platform
+    else:
+        output["TargetDevice"] = device
+    request = {
+        "CompilationJobName": name,
+        "RoleArn": "arn:aws:iam::123456789012:role/neo",
+        "InputConfig": {"S3Uri": "s3://bucket/models/resnet.tar.gz", "DataInputConfig": {"input0": [1, 3, 8, 8]}, "Framework": "ONNX"},
+        "OutputConfig": output,
+        "StoppingCondition": {"MaxRuntimeInSeconds": 900},
+    }
+    request.update(extra)
+    return request
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def store(tmp_path, clock) -> JobStore:
+    return JobStore(tmp_path / "nested" / "jobs.db", clock=clock)
+
+
+def _describe_order() -> list[str]:
+    return list(output_shape("DescribeCompilationJob").members)
+
+
+def _summary_order() -> list[str]:
+    return list(sagemaker_model().shape_for("CompilationJobSummary").members)
+
+
+def _is_ordered_subset(keys: list[str], order: list[str]) -> bool:
+    positions = [order.index(k) for k in keys]
+    return positions == sorted(positions)
+
+
+# ----------------------------------------------------------------------------- CRUD and shapes
+
+
+def test_create_and_describe_shape(store, tmp_path):
+    assert (tmp_path / "nested").is_dir()
+    response = store.create(make_request("job-a", Tags=[{"Key": "team", "Value": "ml"}]))
+    assert response == {"CompilationJobArn": "arn:aws:sagemaker:local:000000000000:compilation-job/job-a"}
+    job = store.describe("job-a")
+    assert list(job) == [
+        "CompilationJobName",
+        "CompilationJobArn",
+        "CompilationJobStatus",
+        "StoppingCondition",
+        "CreationTime",
+        "LastModifiedTime",
+        "FailureReason",
+        "ModelArtifacts",
+        "RoleArn",
+        "InputConfig",
+        "OutputConfig",
+    ]
+    assert _is_ordered_subset(list(job), _describe_order())
+    assert job["CompilationJobStatus"] == st.STARTING
+    assert job["CreationTime"] == "2024-05-01T12:00:00+00:00" == job["LastModifiedTime"]
+    assert job["FailureReason"] == ""
+    assert job["ModelArtifacts"] == {"S3ModelArtifacts": "/tmp/neo-out/resnet-ml_c5.tar.gz"}
+    assert job["InputConfig"]["DataInputConfig"] == '{"input0": [1, 3, 8, 8]}'  # normalized to a JSON string
+    assert "InferenceImage" not in job and "VpcConfig" not in job
+    json.dumps(job)  # JSON-safe
+    assert store.tags("job-a") == [{"Key": "team", "Value": "ml"}]
+    assert store.get_request("job-a")["Tags"] == [{"Key": "team", "Value": "ml"}]
+
+
+def test_full_describe_after_completion_keeps_api_order(store, clock):
+    store.create(make_request("job-b", VpcConfig={"SecurityGroupIds": ["sg-1"], "Subnets": ["subnet-1"]}))
+    clock.advance(1)
+    assert store.mark_inprogress("job-b", store.host, os.getpid(), 30)
+    clock.advance(5)
+    assert store.complete("job-b", "/tmp/neo-out/resnet-ml_c5.tar.gz", "ab" * 64, '{"input0": [1, 3, 8, 8]}', metadata={"x": 1})
+    job = store.describe("job-b")
+    assert _is_ordered_subset(list(job), _describe_order())
+    assert set(_describe_order()) - set(job) == {"InferenceImage", "ModelPackageVersionArn"}
+    assert job["CompilationJobStatus"] == st.COMPLETED
+    assert job["CompilationStartTime"] == "2024-05-01T12:00:01+00:00"
+    assert job["CompilationEndTime"] == "2024-05-01T12:00:06+00:00" == job["LastModifiedTime"]
+    assert job["ModelDigests"] == {"ArtifactDigest": "ab" * 64}
+    assert job["DerivedInformation"] == {"DerivedDataInputConfig": '{"input0": [1, 3, 8, 8]}'}
+    assert store.compile_metadata("job-b") == {"x": 1}
+    assert store.runner_info("job-b")["lease_expires_at"] is None
+
+
+def test_duplicate_name_is_resource_in_use(store):
+    store.create(make_request("dup"))
+    with pytest.raises(CompilationJobExists, match="Compilation job with name dup already exists") as info:
+        store.create(make_request("dup"))
+    assert info.value.code == "ResourceInUse"
+
+
+def test_unknown_job_is_resource_not_found(store):
+    for call in (store.describe, store.request_stop, store.delete, store.get_request):
+        with pytest.raises(CompilationJobNotFound, match="Could not find compilation job 'nope'"):
+            call("nope")
+    with pytest.raises(CompilationJobNotFound):
+        store.mark_inprogress("nope", "h", 1, 10)
+    with pytest.raises(CompilationJobNotFound):
+        store.fail("nope", "x")
+
+
+def test_invalid_request_is_rejected(store):
+    from airflow_neo.core.exceptions import InvalidCompilationRequest
+
+    with pytest.raises(InvalidCompilationRequest):
+        store.create(make_request("bad_name!"))
+
+
+def test_arn_region_and_account(tmp_path):
+    store = JobStore(tmp_path / "j.db", region="eu-west-1", account="123456789012")
+    assert store.create(make_request("a1"))["CompilationJobArn"] == (
+        "arn:aws:sagemaker:eu-west-1:123456789012:compilation-job/a1"
+    )
+
+
+def test_artifact_naming():
+    assert archive_stem("s3://b/p/model.tar.gz") == "model"
+    assert archive_stem("/x/y/net.tgz") == "net"
+    assert target_label({"TargetDevice": "ml_c5"}) == "ml_c5"
+    assert target_label({"TargetPlatform": {"Os": "LINUX", "Arch": "X86_64"}}) == "linux-x86_64"
+    request = make_request("n1", out="s3://out/prefix/", platform={"Os": "LINUX", "Arch": "ARM64", "Accelerator": "MALI"})
+    assert artifact_uri_for(request) == "s3://out/prefix/resnet-linux-arm64.tar.gz"
+
+
+def test_schema_is_versioned(tmp_path):
+    path = tmp_path / "s.db"
+    store = JobStore(path)
+    assert store.schema_version() == 1
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "1"
+        conn.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
+    with pytest.raises(StoreSchemaError, match="schema version 99"):
+        JobStore(path)
+
+
+# ----------------------------------------------------------------------------- concurrency
+
+
+def _create_colliding(path: str, start_at: float, names: list[str]) -> list[str]:
+    store = JobStore(path)
+    delay = start_at - time.time()
+    if delay > 0:
+        time.sleep(delay)
+    won = []
+    for name in names:
+        try:
+            store.create(make_request(name))
+            won.append(name)
+        except CompilationJobExists:
+            pass
+    return won
+
+
+def test_unique_names_under_concurrent_processes(tmp_path):
+    path = str(tmp_path / "c.db")
+    JobStore(path)
+    names = [f"job-{i}" for i in range(12)]
+    ctx = multiprocessing.get_context("spawn")
+    start_at = time.time() + 2.0
+    with concurrent.futures.ProcessPoolExecutor(8, mp_context=ctx) as pool:
+        futures = [pool.submit(_create_colliding, path, start_at, names[i % 3 :] + names[: i % 3]) for i in range(8)]
+        results = [f.result(timeout=60) for f in futures]
+    winners = [name for won in results for name in won]
+    assert sorted(winners) == sorted(names)  # every name won exactly once
+    store = JobStore(path)
+    assert sorted(s["CompilationJobName"] for s in store.iter_all()) == sorted(names)
+
+
+# ----------------------------------------------------------------------------- list
+
+
+@pytest.fixture
+def listed(store, clock):
+    """Six jobs created one minute apart, with assorted statuses and targets."""
+    specs = [
+        ("alpha-resnet", {}),
+        ("Beta-resnet", {"platform": {"Os": "LINUX", "Arch": "X86_64"}}),
+        ("gamma-bert", {"platform": {"Os": "LINUX", "Arch": "ARM64", "Accelerator": "NVIDIA"},
+                        "OutputConfig_opts": '{"gpu-code": "sm_72", "trt-ver": "8.0.1", "cuda-ver": "11.4"}'}),
+        ("delta-bert", {}),
+        ("epsilon-mobilenet", {}),
+        ("zeta-resnet", {}),
+    ]
+    for name, spec in specs:
+        options = spec.pop("OutputConfig_opts", None)
+        request = make_request(name, **spec)
+        if options:
+            request["OutputConfig"]["CompilerOptions"] = options
+        store.create(request, lease_seconds=3600)
+        clock.advance(60)
+    # statuses: alpha COMPLETED, Beta FAILED, gamma INPROGRESS, delta STOPPED, epsilon STARTING, zeta STARTING
+    store.mark_inprogress("alpha-resnet", store.host, os.getpid(), 3600)
+    store.complete("alpha-resnet", "/o/x.tar.gz", "00", None)
+    store.fail("Beta-resnet", "boom")
+    store.mark_inprogress("gamma-bert", store.host, os.getpid(), 3600)
+    store.request_stop("delta-bert")
+    store.mark_stopped("delta-bert")
+    clock.advance(1)
+    return store
+
+
+def names(page: dict) -> list[str]:
+    return [s["CompilationJobName"] for s in page["CompilationJobSummaries"]]
+
+
+def test_list_default_sort_is_creation_time_descending(listed):
+    page = listed.list()
+    assert names(page) == ["zeta-resnet", "epsilon-mobilenet", "delta-bert", "gamma-bert", "Beta-resnet", "alpha-resnet"]
+    assert "NextToken" not in page
+    for summary in page["CompilationJobSummaries"]:
+        assert _is_ordered_subset(list(summary), _summary_order())
+    by_name = {s["CompilationJobName"]: s for s in page["CompilationJobSummaries"]}
+    assert list(by_name["alpha-resnet"]) == [
+        "CompilationJobName",
+        "CompilationJobArn",
+        "CreationTime",
+        "CompilationStartTime",
+        "CompilationEndTime",
+        "CompilationTargetDevice",
+        "LastModifiedTime",
+        "CompilationJobStatus",
+    ]
+    assert by_name["Beta-resnet"]["CompilationTargetPlatformOs"] == "LINUX"
+    assert "CompilationTargetPlatformAccelerator" not in by_name["Beta-resnet"]
+    assert by_name["gamma-bert"]["CompilationTargetPlatformAccelerator"] == "NVIDIA"
+    assert by_name["zeta-resnet"]["CompilationJobStatus"] == st.STARTING
+    json.dumps(page)
+
+
+def test_list_sorting(listed):
+    assert names(listed.list(SortBy="CreationTime", SortOrder="Ascending"))[0] == "alpha-resnet"
+    assert names(listed.list(SortBy="Name", SortOrder="Ascending")) == sorted(
+        ["alpha-resnet", "Beta-resnet", "gamma-bert", "delta-bert", "epsilon-mobilenet", "zeta-resnet"]
+    )
+    by_status = names(listed.list(SortBy="Status", SortOrder="Ascending"))
+    # COMPLETED < FAILED < INPROGRESS < STARTING (epsilon before zeta by creation) < STOPPED
+    assert by_status == ["alpha-resnet", "Beta-resnet", "gamma-bert", "epsilon-mobilenet", "zeta-resnet", "delta-bert"]
+    assert names(listed.list(SortBy="Status", SortOrder="Descending")) == list(reversed(by_status))
+
+
+def test_list_filters(listed):
+    assert names(listed.list(NameContains="resnet", SortOrder="Ascending")) == ["alpha-resnet", "Beta-resnet", "zeta-resnet"]
+    assert names(listed.list(NameContains="BETA")) == ["Beta-resnet"]  # case-insensitive
+    assert names(listed.list(StatusEquals="STARTING")) == ["zeta-resnet", "epsilon-mobilenet"]
+    assert names(listed.list(StatusEquals="FAILED")) == ["Beta-resnet"]
+    # Creation times are T0, T0+60, ... T0+300; comparisons are strict.
+    after = T0 + dt.timedelta(seconds=120)
+    assert names(listed.list(CreationTimeAfter=after)) == ["zeta-resnet", "epsilon-mobilenet", "delta-bert"]
+    assert names(listed.list(CreationTimeAfter=after.isoformat(), CreationTimeBefore="2024-05-01T12:05:00Z")) == [
+        "epsilon-mobilenet",
+        "delta-bert",
+    ]
+    naive = dt.datetime(2024, 5, 1, 12, 1, 0)  # naive = UTC
+    assert names(listed.list(CreationTimeBefore=naive)) == ["alpha-resnet"]
+    # alpha, Beta, gamma, delta were modified at T0+360 (after the last create); the rest never
+    modified_after = T0 + dt.timedelta(seconds=330)
+    assert set(names(listed.list(LastModifiedTimeAfter=modified_after))) == {"alpha-resnet", "Beta-resnet", "gamma-bert", "delta-bert"}
+    assert names(listed.list(LastModifiedTimeBefore=modified_after)) == ["zeta-resnet", "epsilon-mobilenet"]
+    assert names(listed.list(NameContains="bert", StatusEquals="STOPPED")) == ["delta-bert"]
+
+
+def test_list_paging(listed):
+    for sort_by in ("Name", "CreationTime", "Status"):
+        for order in ("Ascending", "Descending"):
+            expected = names(listed.list(SortBy=sort_by, SortOrder=order))
+            collected, token, pages = [], None, 0
+            while True:
+                page = listed.list(SortBy=sort_by, SortOrder=order, MaxResults=4 if pages else 2, NextToken=token)
+                pages += 1
+                assert len(page["CompilationJobSummaries"]) <= (4 if pages > 1 else 2)
+                collected += names(page)
+                token = page.get("NextToken")
+                if not token:
+                    break
+            assert collected == expected, (sort_by, order)
+            assert pages == 2  # 2 + 4 = all 6 jobs; no empty last page
+    exact = listed.list(MaxResults=6)
+    assert "NextToken" not in exact and len(exact["CompilationJobSummaries"]) == 6
+    assert names(listed.list(MaxResults=5, NameContains="resnet")) == ["zeta-resnet", "Beta-resnet", "alpha-resnet"]
+
+
+def test_list_paging_sees_no_duplicates_when_jobs_are_added(listed, clock):
+    first = listed.list(MaxResults=3, SortOrder="Ascending")
+    listed.create(make_request("late-job"))
+    rest = listed.list(MaxResults=100, SortOrder="Ascending", NextToken=first["NextToken"])
+    assert names(first) + names(rest) == [
+        "alpha-resnet", "Beta-resnet", "gamma-bert", "delta-bert", "epsilon-mobilenet", "zeta-resnet", "late-job",
+    ]
+
+
+def test_list_validation(listed):
+    token = listed.list(MaxResults=1)["NextToken"]
+    with pytest.raises(InvalidListRequest, match="same filters"):
+        listed.list(MaxResults=1, NextToken=token, StatusEquals="FAILED")
+    with pytest.raises(InvalidListRequest, match="Invalid pagination token"):
+        listed.list(NextToken="garbage!!")
+    for bad in ({"MaxResults": 0}, {"MaxResults": 101}, {"SortBy": "Status2"}, {"SortOrder": "Up"},
+                {"StatusEquals": "InProgress"}, {"NameContains": "a b"}, {"CreationTimeAfter": "yesterday"},
+                {"Bogus": 1}):
+        with pytest.raises(InvalidListRequest):
+            listed.list(**bad)
+
+
+def test_list_on_empty_store(store):
+    assert store.list() == {"CompilationJobSummaries": []}
+
+
+# ----------------------------------------------------------------------------- transitions
+
+
+def test_transitions_are_conditional(store, clock):
+    store.create(make_request("t1"))
+    assert store.mark_inprogress("t1", store.host, os.getpid(), 30)
+    assert not store.mark_inprogress("t1", store.host, os.getpid(), 30)  # already picked up
+    assert store.describe("t1")["CompilationJobStatus"] == st.INPROGRESS
+    assert store.renew_lease("t1", 30) is False
+    assert store.fail("t1", "x" * 5000)
+    job = store.describe("t1")
+    assert job["CompilationJobStatus"] == st.FAILED
+    assert len(job["FailureReason"]) == 1024 and job["FailureReason"].endswith("...")
+    assert not store.complete("t1", "/o", "d", None)  # a terminal job never changes again
+    assert not store.fail("t1", "again")
+    assert not store.mark_stopped("t1")
+    assert store.describe("t1")["CompilationJobStatus"] == st.FAILED
+    with pytest.raises(CompilationJobStateError, match="FAILED"):
+        store.renew_lease("t1", 30)
+
+
+def test_stop_rules(store):
+    store.create(make_request("s-start"))
+    store.request_stop("s-start")  # STARTING -> STOPPING
+    assert store.describe("s-start")["CompilationJobStatus"] == st.STOPPING
+    assert not store.mark_inprogress("s-start", store.host, os.getpid(), 30)  # a runner must not start it
+    store.request_stop("s-start")  # idempotent while STOPPING
+    assert store.mark_stopped("s-start")
+    assert store.describe("s-start")["CompilationJobStatus"] == st.STOPPED
+
+    store.create(make_request("s-run"))
+    store.mark_inprogress("s-run", store.host, os.getpid(), 30)
+    assert store.renew_lease("s-run", 30) is False
+    store.request_stop("s-run")
+    assert store.describe("s-run")["CompilationJobStatus"] == st.STOPPING
+    assert store.renew_lease("s-run", 30) is True
+    assert store.runner_info("s-run")["stop_requested"] is True
+    assert store.mark_stopped("s-run")
+
+    for name in ("s-start", "s-run"):
+        with pytest.raises(CompilationJobStateError, match="in status STOPPED") as info:
+            store.request_stop(name)
+        assert info.value.code == "ValidationException"
+    store.create(make_request("s-done"))
+    store.mark_inprogress("s-done", store.host, os.getpid(), 30)
+    store.complete("s-done", "/o", "d", None)
+    with pytest.raises(CompilationJobStateError, match="COMPLETED"):
+        store.request_stop("s-done")
+
+
+def test_delete_rules(store):
+    store.create(make_request("d1"))
+    with pytest.raises(CompilationJobStateError, match="STARTING"):
+        store.delete("d1")
+    store.mark_inprogress("d1", store.host, os.getpid(), 30)
+    with pytest.raises(CompilationJobStateError, match="INPROGRESS"):
+        store.delete("d1")
+    store.request_stop("d1")
+    with pytest.raises(CompilationJobStateError, match="STOPPING"):
+        store.delete("d1")
+    store.mark_stopped("d1")
+    store.delete("d1")
+    assert not store.exists("d1")
+    with pytest.raises(CompilationJobNotFound):
+        store.delete("d1")
+    store.create(make_request("d1"))  # the name is free again
+    assert store.describe("d1")["CompilationJobStatus"] == st.STARTING
+
+
+# ----------------------------------------------------------------------------- dead runners
+
+
+def test_lease_expiry_marks_failed(store, clock):
+    store.create(make_request("lease"))
+    store.mark_inprogress("lease", "some-other-host", 4242, 10)
+    clock.advance(9)
+    assert store.describe("lease")["CompilationJobStatus"] == st.INPROGRESS
+    clock.advance(2)
+    job = store.describe("lease")
+    assert job["CompilationJobStatus"] == st.FAILED
+    assert job["FailureReason"] == (
+        "Compile worker lost: lease expired at 2024-05-01T12:00:10+00:00 "
+        "(process 4242 on host some-other-host stopped renewing it)"
+    )
+    assert job["CompilationEndTime"] == "2024-05-01T12:00:11+00:00"
+
+
+def test_renewed_lease_keeps_job_alive(store, clock):
+    store.create(make_request("renew"))
+    store.mark_inprogress("renew", "some-other-host", 4242, 10)
+    for _ in range(5):
+        clock.advance(8)
+        store.renew_lease("renew", 10)
+        assert store.describe("renew")["CompilationJobStatus"] == st.INPROGRESS
+
+
+def test_start_lease_expiry_marks_failed(store, clock):
+    store.create(make_request("never"), lease_seconds=60)
+    clock.advance(61)
+    job = store.list()["CompilationJobSummaries"][0]
+    assert job["CompilationJobStatus"] == st.FAILED  # list reaps too
+    assert "no runner picked up the job" in store.describe("never")["FailureReason"]
+
+
+def test_dead_pid_on_this_host_marks_failed(store):
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    assert not pid_alive(proc.pid)
+    store.create(make_request("dead"))
+    store.mark_inprogress("dead", store.host, proc.pid, 3600)
+    job = store.describe("dead")
+    assert job["CompilationJobStatus"] == st.FAILED
+    assert job["FailureReason"] == (
+        f"Compile worker lost: process {proc.pid} on host {store.host} exited without recording a result"
+    )
+
+
+def test_zombie_runner_counts_as_dead(store):
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    store.create(make_request("zombie"))
+    store.mark_inprogress("zombie", store.host, proc.pid, 3600)
+    deadline = time.time() + 10
+    while time.time() < deadline and pid_alive(proc.pid):
+        time.sleep(0.05)
+    assert store.list(StatusEquals="FAILED")["CompilationJobSummaries"][0]["CompilationJobName"] == "zombie"
+    proc.wait()
+
+
+def test_reused_pid_counts_as_dead(store):
+    store.create(make_request("reused"))
+    store.mark_inprogress("reused", store.host, os.getpid(), 3600)
+    with sqlite3.connect(store.path) as conn:
+        conn.execute("UPDATE jobs SET pid_start='1' WHERE name='reused'")
+    assert store.describe("reused")["CompilationJobStatus"] == st.FAILED
+
+
+def test_live_runner_is_left_alone(store):
+    store.create(make_request("alive"))
+    store.mark_inprogress("alive", store.host, os.getpid(), 3600)
+    assert store.describe("alive")["CompilationJobStatus"] == st.INPROGRESS
+    assert store.reap() == []
+
+
+def test_dead_runner_of_stopping_job_means_stopped(store):
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    store.create(make_request("stopping"))
+    store.mark_inprogress("stopping", store.host, proc.pid, 3600)
+    with sqlite3.connect(store.path) as conn:  # stop requested while the runner was still alive
+        conn.execute("UPDATE jobs SET status='STOPPING', stop_requested=1 WHERE name='stopping'")
+    job = store.describe("stopping")
+    assert job["CompilationJobStatus"] == st.STOPPED
+    assert job["FailureReason"] == ""
+
+
+def test_delete_of_dead_running_job_works(store):
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    store.create(make_request("gone"))
+    store.mark_inprogress("gone", store.host, proc.pid, 3600)
+    store.delete("gone")  # reaped to FAILED first, then deletable
+    assert not store.exists("gone")
