@@ -1,0 +1,108 @@
+"""The deferrable trigger against a moto server, through an Airflow AWS connection."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from airflow_neo.hooks.neo import NeoHook
+from airflow_neo.triggers.neo import NeoCompilationJobTrigger
+from tests.support import moto_neo
+from tests.support.requests import valid_request
+
+
+def _trigger(conn_id, name, **kwargs):
+    kwargs.setdefault("poll_interval", 0.01)
+    return NeoCompilationJobTrigger(compilation_job_name=name, aws_conn_id=conn_id, **kwargs)
+
+
+async def _first_event(trigger):
+    async for event in trigger.run():
+        return event.payload
+    raise AssertionError("no event")
+
+
+def test_serialize_round_trips_every_argument():
+    trigger = NeoCompilationJobTrigger(
+        compilation_job_name="j", backend="local", aws_conn_id="c", region_name="eu-west-1", verify="/ca.pem",
+        botocore_config={"read_timeout": 5}, local_store="/tmp/s.sqlite", poll_interval=7, max_attempts=9,
+        max_transient_errors=2, stop_on_kill=False,
+    )
+    path, kwargs = trigger.serialize()
+    assert path == "airflow_neo.triggers.neo.NeoCompilationJobTrigger"
+    assert NeoCompilationJobTrigger(**kwargs).serialize() == (path, kwargs)
+    assert kwargs == {
+        "compilation_job_name": "j", "backend": "local", "aws_conn_id": "c", "region_name": "eu-west-1",
+        "verify": "/ca.pem", "botocore_config": {"read_timeout": 5}, "local_store": "/tmp/s.sqlite",
+        "poll_interval": 7, "max_attempts": 9, "max_transient_errors": 2, "stop_on_kill": False,
+    }
+
+
+@pytest.mark.parametrize(
+    ("name", "tags", "status", "reason"),
+    [
+        ("t-ok", [], "success", None),
+        ("t-bad", [{"Key": "moto:fail-reason", "Value": "Unsupported op Foo"}], "failed", "Unsupported op Foo"),
+    ],
+)
+async def test_terminal_events(aws_conn_env, name, tags, status, reason):
+    NeoHook(aws_conn_id=aws_conn_env).create_compilation_job(valid_request(name, Tags=tags) if tags else valid_request(name))
+    event = await _first_event(_trigger(aws_conn_env, name))
+    assert event["status"] == status and event["compilation_job_name"] == name
+    assert event["payload"]["CompilationJobName"] == name
+    if reason:
+        assert event["payload"]["FailureReason"] == reason
+
+
+async def test_stopped_event(aws_conn_env):
+    hook = NeoHook(aws_conn_id=aws_conn_env)
+    hook.create_compilation_job(valid_request("t-stop"))
+    hook.stop_compilation_job("t-stop")
+    event = await _first_event(_trigger(aws_conn_env, "t-stop"))
+    assert event["status"] == "stopped"
+    assert event["payload"]["CompilationJobStatus"] == "STOPPED"
+
+
+async def test_timeout_event_carries_last_payload(aws_conn_env):
+    NeoHook(aws_conn_id=aws_conn_env).create_compilation_job(valid_request("t-slow"))
+    event = await _first_event(_trigger(aws_conn_env, "t-slow", max_attempts=1))
+    assert event["status"] == "timeout"
+    assert event["payload"]["CompilationJobStatus"] == "STARTING"
+
+
+async def test_not_found_is_an_error_event(aws_conn_env):
+    event = await _first_event(_trigger(aws_conn_env, "missing"))
+    assert event["status"] == "error" and "not found" in event["message"]
+
+
+async def test_transient_errors_are_tolerated(aws_conn_env):
+    NeoHook(aws_conn_id=aws_conn_env).create_compilation_job(valid_request("t-flaky"))
+    moto_neo.throttle_next(3, job_name="t-flaky")
+    event = await _first_event(_trigger(aws_conn_env, "t-flaky", max_transient_errors=3))
+    assert event["status"] == "success"
+
+
+async def test_too_many_transient_errors_end_in_error(aws_conn_env):
+    NeoHook(aws_conn_id=aws_conn_env).create_compilation_job(valid_request("t-flaky2"))
+    moto_neo.throttle_next(5, job_name="t-flaky2")
+    event = await _first_event(_trigger(aws_conn_env, "t-flaky2", max_transient_errors=2))
+    assert event["status"] == "error" and "Throttling" in event["message"]
+
+
+async def test_on_kill_stops_the_job(aws_conn_env):
+    hook = NeoHook(aws_conn_id=aws_conn_env)
+    hook.create_compilation_job(valid_request("t-kill"))
+    trigger = _trigger(aws_conn_env, "t-kill", poll_interval=0.05)
+    task = asyncio.ensure_future(_first_event(trigger))
+    await asyncio.sleep(0.2)
+    await trigger.on_kill()
+    event = await asyncio.wait_for(task, 30)
+    assert event["status"] == "stopped"
+
+
+async def test_on_kill_can_leave_the_job_running(aws_conn_env):
+    hook = NeoHook(aws_conn_id=aws_conn_env)
+    hook.create_compilation_job(valid_request("t-keep"))
+    await _trigger(aws_conn_env, "t-keep", stop_on_kill=False).on_kill()
+    assert hook.describe_compilation_job("t-keep")["CompilationJobStatus"] == "STARTING"
