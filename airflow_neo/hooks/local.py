@@ -1,0 +1,146 @@
+"""Hook for compilation jobs run by the local backend: compiled in the worker with Apache TVM."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import BaseHook
+from airflow_neo.core.backends import Backend
+from airflow_neo.core.payload import json_safe
+from airflow_neo.core.validation import normalize_request
+from airflow_neo.core.waiting import wait_for_terminal
+
+DEFAULT_MEMORY_LIMIT_MB = 8192
+
+
+def default_store_path() -> str:
+    """``[neo] local_store``, or ``$AIRFLOW_HOME/neo/jobs.sqlite``."""
+    from airflow.sdk.configuration import conf
+
+    configured = conf.get("neo", "local_store", fallback="") or ""
+    if configured.strip():
+        return os.path.expanduser(configured.strip())
+    home = os.environ.get("AIRFLOW_HOME") or conf.get("core", "airflow_home", fallback="~/airflow")
+    return str(Path(os.path.expanduser(home)) / "neo" / "jobs.sqlite")
+
+
+def default_memory_limit_bytes() -> int | None:
+    from airflow.sdk.configuration import conf
+
+    mb = conf.getint("neo", "local_memory_limit_mb", fallback=DEFAULT_MEMORY_LIMIT_MB)
+    return mb * 1024 * 1024 if mb > 0 else None
+
+
+class LocalNeoHook(BaseHook):
+    """
+    Compilation jobs compiled on this worker with Apache TVM, recorded in a local job store.
+
+    Same methods and return shapes as :class:`~airflow_neo.hooks.neo.NeoHook`. Each job runs in
+    a detached runner process (so it goes on while a deferrable task waits in the triggerer),
+    which compiles in a child process with the job's MaxRuntimeInSeconds and a memory cap.
+
+    :param aws_conn_id: AWS connection used for ``s3://`` input and output locations.
+    :param region_name: region of that connection.
+    :param verify: SSL verification for S3.
+    :param botocore_config: botocore config for S3.
+    :param store_path: the job store (default ``[neo] local_store``).
+    :param memory_limit_bytes: address-space cap of the compile process (default
+        ``[neo] local_memory_limit_mb``).
+    """
+
+    hook_name = "SageMaker Neo (local TVM backend)"
+    backend = Backend.LOCAL
+
+    def __init__(
+        self,
+        aws_conn_id: str | None = "aws_default",
+        region_name: str | None = None,
+        verify: bool | str | None = None,
+        botocore_config: dict[str, Any] | None = None,
+        store_path: str | None = None,
+        memory_limit_bytes: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.aws_conn_id = aws_conn_id
+        self.region_name = region_name
+        self.verify = verify
+        self.botocore_config = botocore_config
+        self.store_path = store_path or default_store_path()
+        self.memory_limit_bytes = memory_limit_bytes
+
+    @cached_property
+    def store(self):
+        from airflow_neo.local.store import JobStore
+
+        return JobStore(self.store_path)
+
+    @staticmethod
+    def validate(config: dict) -> dict:
+        """The normalized request (``file://`` and absolute paths allowed), or every problem."""
+        return normalize_request(config, allow_local_uris=True)
+
+    def create_compilation_job(self, config: dict) -> dict:
+        """Validate, record the job (STARTING) and start its runner; return the create response."""
+        from airflow_neo.local.runner import launch_detached
+
+        request = self.validate(config)
+        name = request["CompilationJobName"]
+        self.store.create(request)
+        try:
+            pid = launch_detached(
+                self.store.path,
+                name,
+                aws_conn_id=self.aws_conn_id,
+                memory_limit_bytes=self.memory_limit_bytes or default_memory_limit_bytes(),
+            )
+        except Exception as err:
+            self.store.fail(name, f"Could not start the local compile runner: {err}")
+            raise
+        self.log.info("Compilation job %s started locally (runner pid %s, log %s)", name, pid, self.store.log_path(name))
+        return {"CompilationJobArn": self.store.arn(name)}
+
+    def describe_compilation_job(self, name: str) -> dict:
+        return self.store.describe(name)
+
+    def list_compilation_jobs(self, max_results: int | None = None, **filters: Any) -> list[dict]:
+        args = {k: v for k, v in filters.items() if v is not None}
+        summaries: list[dict] = []
+        token = None
+        while True:
+            page = self.store.list(**args, **({"NextToken": token} if token else {}))
+            summaries.extend(page["CompilationJobSummaries"])
+            token = page.get("NextToken")
+            if not token or (max_results is not None and len(summaries) >= max_results):
+                break
+        return json_safe(summaries[:max_results] if max_results is not None else summaries)
+
+    def stop_compilation_job(self, name: str) -> None:
+        self.log.info("Stopping compilation job %s", name)
+        self.store.request_stop(name)
+
+    def delete_compilation_job(self, name: str) -> None:
+        self.log.info("Deleting compilation job %s", name)
+        self.store.delete(name)
+
+    def list_compilation_job_tags(self, name: str) -> list[dict]:
+        return self.store.tags(name)
+
+    def wait_for_compilation_job(self, name: str, check_interval: float = 30, max_wait: float | None = None) -> dict:
+        return wait_for_terminal(
+            self.describe_compilation_job, name, check_interval=check_interval, max_wait=max_wait, log=self.log.info
+        )
+
+    async def adescribe_compilation_job(self, name: str) -> dict:
+        return await asyncio.to_thread(self.describe_compilation_job, name)
+
+    async def astop_compilation_job(self, name: str) -> None:
+        await asyncio.to_thread(self.stop_compilation_job, name)
+
+    def job_log(self, name: str) -> str:
+        """The runner's log of the job (progress and phase timings)."""
+        path = self.store.log_path(name)
+        return path.read_text(errors="replace") if path.exists() else ""

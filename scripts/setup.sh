@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Create ./.venv and install airflow-neo with the local backend (TVM) and the test tools.
+# As root on Debian/Ubuntu it also installs the ARM cross toolchains used for ARM targets.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV="${VENV:-.venv}"
+PYTHON="${PYTHON:-python3}"
+
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  if ! command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 || ! command -v arm-linux-gnueabihf-gcc >/dev/null 2>&1; then
+    echo "==> installing ARM cross toolchains (apt)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf >/dev/null
+  fi
+fi
+
+echo "==> virtualenv $VENV"
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+"$VENV/bin/python" -m pip install -q --upgrade pip
+echo "==> torch (CPU build)"
+"$VENV/bin/python" -m pip install -q "torch==2.13.0"
+echo "==> airflow-neo[local,test,docs]"
+"$VENV/bin/python" -m pip install -q -e ".[local,torch,test,docs]"

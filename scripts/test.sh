@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Set up (scripts/setup.sh) and run the whole test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+VENV="${VENV:-.venv}"
+echo "==> pytest"
+exec "$VENV/bin/python" -m pytest -q -p no:cacheprovider "$@"
