@@ -152,6 +152,10 @@ class NeoHook(AwsBaseHook):
             except ClientError as err:
                 raise translate_client_error(err, "stop_compilation_job") from err
 
+    def job_log(self, name: str) -> str:
+        """SageMaker keeps compilation logs in CloudWatch (``/aws/sagemaker/CompilationJobs``); none here."""
+        return ""
+
     def console_url(self, name: str) -> str:
         region = self.conn_region_name
         return f"https://console.aws.amazon.com/sagemaker/home?region={region}#/compilation-jobs/{name}"

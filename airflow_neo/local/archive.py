@@ -17,6 +17,7 @@ from airflow_neo.local.errors import ModelArchiveError, UnsupportedFrameworkErro
 __all__ = [
     "DEFAULT_MAX_MEMBERS",
     "DEFAULT_MAX_TOTAL_BYTES",
+    "MODEL_FILENAMES",
     "MODEL_SUFFIXES",
     "ModelArchiveError",
     "find_model_file",
@@ -33,6 +34,11 @@ MODEL_SUFFIXES: dict[str, tuple[str, ...]] = {
     "PYTORCH": (".pt", ".pth", ".pt2"),
     "TFLITE": (".tflite",),
     "XGBOOST": (".model", ".json", ".ubj", ".bst", ".xgb"),
+}
+#: Exact file names that also count as the model, per Framework (SageMaker's built-in XGBoost
+#: algorithm writes ``xgboost-model`` without a suffix).
+MODEL_FILENAMES: dict[str, tuple[str, ...]] = {
+    "XGBOOST": ("xgboost-model",),
 }
 
 _COPY_CHUNK = 1024 * 1024
@@ -209,10 +215,14 @@ def find_model_file(extracted_dir: str | os.PathLike, framework: str) -> Path:
         )
     root = Path(extracted_dir)
     files = list_files(root)
+    names = MODEL_FILENAMES.get(framework, ())
     candidates = [
-        rel for rel in files if not _is_junk(PurePosixPath(rel)) and PurePosixPath(rel).suffix.lower() in suffixes
+        rel
+        for rel in files
+        if not _is_junk(PurePosixPath(rel))
+        and (PurePosixPath(rel).suffix.lower() in suffixes or PurePosixPath(rel).name in names)
     ]
-    wanted = " or ".join(f"*{suffix}" for suffix in suffixes)
+    wanted = " or ".join([f"*{suffix}" for suffix in suffixes] + list(names))
     if len(candidates) == 1:
         return root / candidates[0]
     if not candidates:

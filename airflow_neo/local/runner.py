@@ -509,17 +509,38 @@ def _current_status(store: JobStore, name: str) -> str:
 
 
 def _derived_data_input_config(metadata: Any, request: dict) -> str | None:
+    """DerivedDataInputConfig: what the compiler says it used, else the model's static input shapes
+    (``metadata["inputs"]``), else the DataInputConfig the request gave."""
     value = None
     if isinstance(metadata, dict):
-        for key in ("DerivedDataInputConfig", "derived_data_input_config", "DataInputConfig", "data_input_config"):
+        for key in ("DerivedDataInputConfig", "derived_data_input_config"):
             if metadata.get(key) is not None:
                 value = metadata[key]
                 break
+        if value is None:
+            value = _static_input_shapes(metadata.get("inputs"))
+        if value is None and metadata.get("data_input_config") is not None:
+            value = metadata["data_input_config"]
     if value is None:
         value = (request.get("InputConfig") or {}).get("DataInputConfig")
     if value is None:
         return None
     return value if isinstance(value, str) else json.dumps(value)
+
+
+def _static_input_shapes(inputs: Any) -> dict | None:
+    """``{name: shape}`` from the compiler's input specs when every input has a fully static shape."""
+    if not isinstance(inputs, list) or not inputs:
+        return None
+    shapes = {}
+    for spec in inputs:
+        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+            return None
+        shape = spec.get("shape")
+        if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
+            return None
+        shapes[spec["name"]] = shape
+    return shapes
 
 
 def _split_s3(uri: str) -> tuple[str, str]:

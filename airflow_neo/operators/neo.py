@@ -174,11 +174,19 @@ class NeoCompilationOperator(NeoBaseOperator):
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict:
         if isinstance(event, dict) and event.get("status") == "timeout":
             self._stop_quietly(event.get("compilation_job_name"))
+        if isinstance(event, dict) and event.get("compilation_job_name"):
+            self._log_job_output(event["compilation_job_name"])
         return payload_from_event(event)
+
+    def _log_job_output(self, name: str) -> None:
+        text = self.hook.job_log(name)
+        if text:
+            self.log.info("Log of compilation job %s:\n%s", name, text.rstrip())
 
     def _finish(self, payload: dict) -> dict:
         from airflow_neo.core.outcome import raise_unless_completed
 
+        self._log_job_output(payload["CompilationJobName"])
         try:
             return raise_unless_completed(payload)
         except CompilationJobFailed as err:
