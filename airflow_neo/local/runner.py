@@ -237,6 +237,7 @@ class _JobRun:
         )
         self.heartbeat.start()
         store.work_dir.mkdir(parents=True, exist_ok=True)
+        _remove_stale_work_dirs(store, self.log)
         workdir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=store.work_dir))
         published: str | None = None
         try:
@@ -499,6 +500,22 @@ class _JobRun:
 
 
 # --------------------------------------------------------------------------- module helpers
+
+
+def _remove_stale_work_dirs(store: JobStore, logger: logging.Logger) -> None:
+    """Remove work dirs left by runners that were killed (their job is no longer running or gone)."""
+    try:
+        entries = list(store.work_dir.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        job, sep, _suffix = entry.name.rpartition("-")
+        if not sep or not entry.is_dir():
+            continue
+        if _current_status(store, job) in st.RUNNING_STATES:
+            continue
+        shutil.rmtree(entry, ignore_errors=True)
+        logger.info("removed the stale work dir %s", entry.name)
 
 
 def _current_status(store: JobStore, name: str) -> str:

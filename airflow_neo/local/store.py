@@ -110,6 +110,7 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
             owner_host                TEXT,
             pid                       INTEGER,
             pid_start                 TEXT,
+            pid_namespace             TEXT,
             lease_expires_us          INTEGER,
             stop_requested            INTEGER NOT NULL DEFAULT 0,
             compile_metadata          TEXT
@@ -219,6 +220,18 @@ def process_start_token(pid: int) -> str | None:
     return info[1] if info and info[1] else None
 
 
+def pid_namespace() -> str | None:
+    """This process's PID namespace (``pid:[4026531836]``) where /proc shows it, else None.
+
+    Two containers can share a host name (host networking) but not their pids: a pid is only
+    checked for liveness from the same namespace.
+    """
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+
+
 def pid_alive(pid: int, start_token: str | None = None) -> bool:
     """Whether process ``pid`` on this host is alive (zombies and reused pids count as dead)."""
     if pid <= 0:
@@ -268,6 +281,7 @@ class JobStore:
         self.account = account
         self.host = host or socket.gethostname()
         self._clock = clock
+        self._pid_namespace = pid_namespace()
         self._init_schema()
 
     # ---------------------------------------------------------------- locations
@@ -582,12 +596,15 @@ class JobStore:
         requested, or it was already picked up or ended). Raises CompilationJobNotFound.
         """
         now = self._now_us()
-        token = process_start_token(pid) if owner_host == self.host else None
+        local = owner_host == self.host
+        token = process_start_token(pid) if local else None
+        namespace = self._pid_namespace if local else None
         with self._connection() as conn, self._write(conn):
             cur = conn.execute(
-                "UPDATE jobs SET status=?, owner_host=?, pid=?, pid_start=?, lease_expires_us=?, start_us=?,"
-                " last_modified_us=? WHERE name=? AND status=?",
-                (st.INPROGRESS, owner_host, pid, token, now + int(lease_seconds * 1_000_000), now, now, name, st.STARTING),
+                "UPDATE jobs SET status=?, owner_host=?, pid=?, pid_start=?, pid_namespace=?, lease_expires_us=?,"
+                " start_us=?, last_modified_us=? WHERE name=? AND status=?",
+                (st.INPROGRESS, owner_host, pid, token, namespace, now + int(lease_seconds * 1_000_000), now, now,
+                 name, st.STARTING),
             )
             if cur.rowcount:
                 return True
@@ -714,7 +731,7 @@ class JobStore:
     def _reap(self, conn: sqlite3.Connection, name: str | None = None) -> list[str]:
         now = self._now_us()
         sql = (
-            "SELECT name, status, owner_host, pid, pid_start, lease_expires_us FROM jobs"
+            "SELECT name, status, owner_host, pid, pid_start, pid_namespace, lease_expires_us FROM jobs"
             f" WHERE status IN {_RUNNING_SQL} AND (owner_host=? OR lease_expires_us < ?)"
         )
         params: list[Any] = [self.host, now]
@@ -748,7 +765,8 @@ class JobStore:
 
     def _death_reason(self, row: sqlite3.Row, now: int) -> str | None:
         pid, host = row["pid"], row["owner_host"]
-        if pid is not None and host == self.host and not pid_alive(pid, row["pid_start"]):
+        same_namespace = row["pid_namespace"] is None or row["pid_namespace"] == self._pid_namespace
+        if pid is not None and host == self.host and same_namespace and not pid_alive(pid, row["pid_start"]):
             return f"Compile worker lost: process {pid} on host {host} exited without recording a result"
         lease = row["lease_expires_us"]
         if lease is not None and lease < now:

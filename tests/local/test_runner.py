@@ -336,6 +336,10 @@ def test_killed_runner_is_detected_as_worker_lost(store_path, model_archive, tmp
     )
     wait_for(lambda: not pid_alive(compiler_pid), timeout=10)  # the compiler died with its supervisor
     assert files_in(tmp_path / "out") == []
+    assert len(files_in(store.work_dir)) == 1  # the killed runner could not clean up...
+    store.create(make_request("after", str(model_archive), str(tmp_path / "out")))
+    assert runner.run_job(store_path, "after", compile_fn=fake_ok, poll_interval=POLL) == st.COMPLETED
+    assert files_in(store.work_dir) == []  # ...the next run removes its stale work dir
 
 
 def test_concurrent_runs_on_one_store(store_path, model_archive, tmp_path):
@@ -447,3 +451,75 @@ def test_s3_with_moto(store_path, model_archive, monkeypatch):
         assert store.describe("moto-missing")["FailureReason"].startswith(
             "InputConfig.S3Uri: could not download s3://models/in/absent.tar.gz: 404"
         )
+
+
+def test_sigterm_to_detached_runner_fails_the_job(store_path, model_archive, tmp_path):
+    marker = tmp_path / "started"
+    store = JobStore(store_path)
+    store.create(make_request("term", str(model_archive), str(tmp_path / "out"), tags={"marker": str(marker)}))
+    pid = runner.launch_detached(store_path, "term", compile_fn="tests.local.test_runner:fake_sleep")
+    wait_for(marker.exists, timeout=60)
+    compiler_pid = int(marker.read_text())
+    os.kill(pid, signal.SIGTERM)
+    wait_for(lambda: store.describe("term")["CompilationJobStatus"] in st.TERMINAL_STATES, timeout=30)
+    job = store.describe("term")
+    assert job["CompilationJobStatus"] == st.FAILED
+    assert job["FailureReason"] == "Compile worker was terminated by signal SIGTERM before the job ended"
+    wait_for(lambda: not pid_alive(compiler_pid), timeout=10)
+    assert files_in(tmp_path / "out") == []
+
+
+# ----------------------------------------------------------------------------- the real compiler
+
+
+def _tiny_onnx_archive(path: Path) -> None:
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("input0", TensorProto.FLOAT, [1, 3, 8, 8])
+    y = helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, 3, 8, 8])
+    graph = helper.make_graph([helper.make_node("Relu", ["input0"], ["output0"])], "tiny", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    _write_tar_gz(str(path), {"model.onnx": model.SerializeToString()})
+
+
+def test_real_compiler_end_to_end(store_path, tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("airflow_neo.local.compiler") is None or importlib.util.find_spec("tvm") is None:
+        pytest.skip("the TVM compiler (airflow_neo.local.compiler, apache-tvm) is not installed")
+    archive = tmp_path / "tiny.tar.gz"
+    _tiny_onnx_archive(archive)
+    out = tmp_path / "out"
+    store = JobStore(store_path)
+    request = make_request("real", str(archive), f"file://{out}", platform={"Os": "LINUX", "Arch": "X86_64"})
+    request["InputConfig"]["DataInputConfig"] = '{"input0": [1, 3, 8, 8]}'
+    store.create(request)
+    final = runner.run_job(store_path, "real", poll_interval=POLL)  # default compile_fn: the TVM compiler
+    job = store.describe("real")
+    assert final == st.COMPLETED, job["FailureReason"]
+    artifact = out / "tiny-linux-x86_64.tar.gz"
+    assert files_in(out) == [artifact.name]
+    assert job["ModelDigests"]["ArtifactDigest"] == blake2b(artifact)
+    assert json.loads(job["DerivedInformation"]["DerivedDataInputConfig"]) == {"input0": [1, 3, 8, 8]}
+    with tarfile.open(artifact) as tar:
+        assert {"model.so", "metadata.json"} <= set(tar.getnames())
+    assert store.compile_metadata("real")["framework"] == "ONNX"
+
+
+def test_real_compiler_bad_input_name_fails_clearly(store_path, tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("airflow_neo.local.compiler") is None or importlib.util.find_spec("tvm") is None:
+        pytest.skip("the TVM compiler (airflow_neo.local.compiler, apache-tvm) is not installed")
+    archive = tmp_path / "tiny.tar.gz"
+    _tiny_onnx_archive(archive)
+    store = JobStore(store_path)
+    request = make_request("real-bad", str(archive), str(tmp_path / "out"), platform={"Os": "LINUX", "Arch": "X86_64"})
+    request["InputConfig"]["DataInputConfig"] = '{"data": [1, 3, 8, 8]}'
+    store.create(request)
+    assert runner.run_job(store_path, "real-bad", poll_interval=POLL) == st.FAILED
+    reason = store.describe("real-bad")["FailureReason"]
+    assert reason.startswith("ModelInputError: ") and "input0" in reason
+    assert files_in(tmp_path / "out") == []

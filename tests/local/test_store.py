@@ -518,3 +518,15 @@ def test_delete_of_dead_running_job_works(store):
     store.mark_inprogress("gone", store.host, proc.pid, 3600)
     store.delete("gone")  # reaped to FAILED first, then deletable
     assert not store.exists("gone")
+
+
+def test_dead_pid_in_another_pid_namespace_is_left_to_the_lease(store, clock):
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    store.create(make_request("other-ns"))
+    store.mark_inprogress("other-ns", store.host, proc.pid, 30)
+    with sqlite3.connect(store.path) as conn:  # as if a container sharing our host name ran it
+        conn.execute("UPDATE jobs SET pid_namespace='pid:[1]' WHERE name='other-ns'")
+    assert store.describe("other-ns")["CompilationJobStatus"] == st.INPROGRESS
+    clock.advance(31)
+    assert "lease expired" in store.describe("other-ns")["FailureReason"]

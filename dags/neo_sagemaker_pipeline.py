@@ -1,0 +1,109 @@
+"""Compilation on SageMaker: create a job deferrably, wait for a job started elsewhere, describe, consume.
+
+Connection id, S3 locations, role and the name of the externally started job come from
+params, whose defaults read Airflow Variables (``neo_aws_conn_id``, ``neo_bucket``,
+``neo_role_arn``, ``neo_external_job``) with sensible fallbacks.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pendulum
+
+from airflow.sdk import Param, dag, task
+from airflow_neo.operators.neo import NeoCompilationOperator, NeoDescribeCompilationJobOperator
+from airflow_neo.sensors.neo import NeoCompilationJobSensor
+
+# Seconds between status checks; SageMaker jobs take minutes, so 30 s is plenty.
+POLL_SECONDS = float(os.environ.get("NEO_EXAMPLE_POLL_SECONDS", "30"))
+CONN_ID = "{{ params.aws_conn_id }}"
+
+# [START howto_operator_neo_sagemaker_config]
+SAGEMAKER_CONFIG = {
+    "CompilationJobName": "resnet18-c5-{{ ds_nodash }}",
+    "RoleArn": "{{ params.role_arn }}",
+    "InputConfig": {
+        "S3Uri": "s3://{{ params.bucket }}/models/resnet18/model.tar.gz",
+        "Framework": "PYTORCH",
+        "FrameworkVersion": "2.0",
+        "DataInputConfig": {"input0": [1, 3, 224, 224]},
+    },
+    "OutputConfig": {
+        "S3OutputLocation": "s3://{{ params.bucket }}/compiled/",
+        "TargetDevice": "ml_c5",
+    },
+    "StoppingCondition": {"MaxRuntimeInSeconds": 900},
+    "Tags": [{"Key": "team", "Value": "vision"}],
+}
+# [END howto_operator_neo_sagemaker_config]
+
+
+@dag(
+    dag_id="neo_sagemaker_pipeline",
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    tags=["neo", "sagemaker"],
+    doc_md=__doc__,
+    params={
+        "aws_conn_id": Param("{{ var.value.get('neo_aws_conn_id', 'aws_default') }}", type="string"),
+        "bucket": Param("{{ var.value.get('neo_bucket', 'my-neo-models') }}", type="string"),
+        "role_arn": Param(
+            "{{ var.value.get('neo_role_arn', 'arn:aws:iam::123456789012:role/SageMakerNeoRole') }}", type="string"
+        ),
+        "external_job": Param("{{ var.value.get('neo_external_job', 'nightly-export-ml-c5') }}", type="string"),
+    },
+)
+def neo_sagemaker_pipeline():
+    # [START howto_operator_neo_compilation_deferrable]
+    compile_model = NeoCompilationOperator(
+        task_id="compile",
+        config=SAGEMAKER_CONFIG,
+        aws_conn_id=CONN_ID,
+        deferrable=True,
+        check_interval=POLL_SECONDS,
+        max_ingestion_time=3600,
+        action_if_job_exists="timestamp",
+    )
+    # [END howto_operator_neo_compilation_deferrable]
+
+    # [START howto_sensor_neo_compilation_job]
+    wait_external = NeoCompilationJobSensor(
+        task_id="wait_for_external_job",
+        compilation_job_name="{{ params.external_job }}",
+        aws_conn_id=CONN_ID,
+        deferrable=True,
+        poke_interval=POLL_SECONDS,
+        timeout=6 * 3600,
+    )
+    # [END howto_sensor_neo_compilation_job]
+
+    # [START howto_operator_neo_describe]
+    describe = NeoDescribeCompilationJobOperator(
+        task_id="describe",
+        compilation_job_name="{{ ti.xcom_pull(task_ids='compile')['CompilationJobName'] }}",
+        aws_conn_id=CONN_ID,
+    )
+    # [END howto_operator_neo_describe]
+
+    @task
+    def publish_manifest(compiled: dict, external: dict) -> dict:
+        """A downstream consumer: build a deployment manifest from the two payloads."""
+        manifest = {
+            job["CompilationJobName"]: {
+                "artifact": job["ModelArtifacts"]["S3ModelArtifacts"],
+                "digest": job.get("ModelDigests", {}).get("ArtifactDigest"),
+                "target": job["OutputConfig"].get("TargetDevice") or job["OutputConfig"].get("TargetPlatform"),
+                "completed_at": job.get("CompilationEndTime"),
+            }
+            for job in (compiled, external)
+        }
+        print(manifest)
+        return manifest
+
+    compile_model >> describe
+    publish_manifest(describe.output, wait_external.output)
+
+
+neo_sagemaker_pipeline()
