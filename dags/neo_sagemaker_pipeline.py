@@ -1,8 +1,8 @@
 """Compilation on SageMaker: create a job deferrably, wait for a job started elsewhere, describe, consume.
 
-Connection id, S3 locations, role and the name of the externally started job come from
-params, whose defaults read Airflow Variables (``neo_aws_conn_id``, ``neo_bucket``,
-``neo_role_arn``, ``neo_external_job``) with sensible fallbacks.
+Connection id, S3 bucket, role and the name of the externally started job come from params;
+an empty param falls back to an Airflow Variable (``neo_aws_conn_id``, ``neo_bucket``,
+``neo_role_arn``, ``neo_external_job``) and then to a default.
 """
 
 from __future__ import annotations
@@ -17,20 +17,23 @@ from airflow_neo.sensors.neo import NeoCompilationJobSensor
 
 # Seconds between status checks; SageMaker jobs take minutes, so 30 s is plenty.
 POLL_SECONDS = float(os.environ.get("NEO_EXAMPLE_POLL_SECONDS", "30"))
-CONN_ID = "{{ params.aws_conn_id }}"
+CONN_ID = "{{ params.aws_conn_id or var.value.get('neo_aws_conn_id', 'aws_default') }}"
+BUCKET = "{{ params.bucket or var.value.get('neo_bucket', 'my-neo-models') }}"
+ROLE_ARN = "{{ params.role_arn or var.value.get('neo_role_arn', 'arn:aws:iam::123456789012:role/SageMakerNeoRole') }}"
+EXTERNAL_JOB = "{{ params.external_job or var.value.get('neo_external_job', 'nightly-export-ml-c5') }}"
 
 # [START howto_operator_neo_sagemaker_config]
 SAGEMAKER_CONFIG = {
     "CompilationJobName": "resnet18-c5-{{ ds_nodash }}",
-    "RoleArn": "{{ params.role_arn }}",
+    "RoleArn": ROLE_ARN,
     "InputConfig": {
-        "S3Uri": "s3://{{ params.bucket }}/models/resnet18/model.tar.gz",
+        "S3Uri": f"s3://{BUCKET}/models/resnet18/model.tar.gz",
         "Framework": "PYTORCH",
         "FrameworkVersion": "2.0",
         "DataInputConfig": {"input0": [1, 3, 224, 224]},
     },
     "OutputConfig": {
-        "S3OutputLocation": "s3://{{ params.bucket }}/compiled/",
+        "S3OutputLocation": f"s3://{BUCKET}/compiled/",
         "TargetDevice": "ml_c5",
     },
     "StoppingCondition": {"MaxRuntimeInSeconds": 900},
@@ -47,12 +50,10 @@ SAGEMAKER_CONFIG = {
     tags=["neo", "sagemaker"],
     doc_md=__doc__,
     params={
-        "aws_conn_id": Param("{{ var.value.get('neo_aws_conn_id', 'aws_default') }}", type="string"),
-        "bucket": Param("{{ var.value.get('neo_bucket', 'my-neo-models') }}", type="string"),
-        "role_arn": Param(
-            "{{ var.value.get('neo_role_arn', 'arn:aws:iam::123456789012:role/SageMakerNeoRole') }}", type="string"
-        ),
-        "external_job": Param("{{ var.value.get('neo_external_job', 'nightly-export-ml-c5') }}", type="string"),
+        "aws_conn_id": Param("", type="string", description="AWS connection id (empty: Variable neo_aws_conn_id, else aws_default)"),
+        "bucket": Param("", type="string", description="S3 bucket (empty: Variable neo_bucket)"),
+        "role_arn": Param("", type="string", description="SageMaker execution role (empty: Variable neo_role_arn)"),
+        "external_job": Param("", type="string", description="job started outside the DAG (empty: Variable neo_external_job)"),
     },
 )
 def neo_sagemaker_pipeline():
@@ -71,7 +72,7 @@ def neo_sagemaker_pipeline():
     # [START howto_sensor_neo_compilation_job]
     wait_external = NeoCompilationJobSensor(
         task_id="wait_for_external_job",
-        compilation_job_name="{{ params.external_job }}",
+        compilation_job_name=EXTERNAL_JOB,
         aws_conn_id=CONN_ID,
         deferrable=True,
         poke_interval=POLL_SECONDS,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from functools import cached_property
 from pathlib import Path
@@ -89,19 +90,41 @@ class LocalNeoHook(BaseHook):
 
         request = self.validate(config)
         name = request["CompilationJobName"]
+        uses_s3 = _uses_s3(request)
         self.store.create(request)
         try:
             pid = launch_detached(
                 self.store.path,
                 name,
-                aws_conn_id=self.aws_conn_id,
+                aws_conn_id=self.aws_conn_id if uses_s3 else None,
                 memory_limit_bytes=self.memory_limit_bytes or default_memory_limit_bytes(),
+                env=self._connection_env() if uses_s3 else None,
             )
         except Exception as err:
             self.store.fail(name, f"Could not start the local compile runner: {err}")
             raise
         self.log.info("Compilation job %s started locally (runner pid %s, log %s)", name, pid, self.store.log_path(name))
         return {"CompilationJobArn": self.store.arn(name)}
+
+    def _connection_env(self) -> dict[str, str]:
+        """The AWS connection, handed to the detached runner as an ``AIRFLOW_CONN_*`` variable.
+
+        A runner is not a task process, so it cannot ask the task supervisor for connections;
+        the task resolves the connection (from any secrets backend) and passes it on.
+        """
+        if not self.aws_conn_id:
+            return {}
+        connection = self.get_connection(self.aws_conn_id)
+        extra = dict(connection.extra_dejson)
+        if self.region_name:
+            extra["region_name"] = self.region_name
+        if self.verify is not None:
+            extra["verify"] = self.verify
+        if self.botocore_config:
+            extra["config_kwargs"] = self.botocore_config
+        payload = json.loads(connection.as_json())
+        payload["extra"] = json.dumps(extra)
+        return {f"AIRFLOW_CONN_{self.aws_conn_id.upper()}": json.dumps(payload)}
 
     def describe_compilation_job(self, name: str) -> dict:
         return self.store.describe(name)
@@ -144,3 +167,8 @@ class LocalNeoHook(BaseHook):
         """The runner's log of the job (progress and phase timings)."""
         path = self.store.log_path(name)
         return path.read_text(errors="replace") if path.exists() else ""
+
+
+def _uses_s3(request: dict) -> bool:
+    uris = [(request.get("InputConfig") or {}).get("S3Uri", ""), request["OutputConfig"]["S3OutputLocation"]]
+    return any(uri.startswith(("s3://", "https://")) for uri in uris)
