@@ -1,0 +1,209 @@
+"""The local backend through the same hook methods, operators, sensor and trigger as SageMaker."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import boto3
+import numpy as np
+import pytest
+from botocore.config import Config
+
+from airflow.sdk.exceptions import AirflowException, TaskDeferred
+from airflow_neo.core.exceptions import CompilationJobExists, CompilationJobNotFound, CompilationJobStateError
+from airflow_neo.core.service_model import output_shape
+from airflow_neo.hooks.factory import get_neo_hook
+from airflow_neo.hooks.local import LocalNeoHook
+from airflow_neo.operators.neo import (
+    NeoCompilationOperator,
+    NeoDescribeCompilationJobOperator,
+    NeoListCompilationJobsOperator,
+    NeoStopCompilationJobOperator,
+)
+from airflow_neo.sensors.neo import NeoCompilationJobSensor
+from airflow_neo.samples import sample_cnn_onnx, write_sample_archive
+from tests.support.context import make_context
+from tests.support.requests import ROLE_ARN
+
+# Optional describe members that a local job never has (no image, no package, no VPC given).
+NEVER_LOCAL = {"InferenceImage", "ModelPackageVersionArn", "VpcConfig"}
+
+
+@pytest.fixture
+def store(tmp_path):
+    return str(tmp_path / "store" / "jobs.sqlite")
+
+
+@pytest.fixture(scope="module")
+def sample_archive(tmp_path_factory):
+    return write_sample_archive(tmp_path_factory.mktemp("models") / "model.tar.gz")
+
+
+def local_request(name, archive: Path, out_dir: Path, **output) -> dict:
+    return {
+        "CompilationJobName": name,
+        "RoleArn": ROLE_ARN,
+        "InputConfig": {"S3Uri": archive.as_uri(), "Framework": "ONNX", "DataInputConfig": {"data": [1, 3, 32, 32]}},
+        "OutputConfig": {"S3OutputLocation": out_dir.as_uri(), **(output or {"TargetPlatform": {"Os": "LINUX", "Arch": "X86_64"}})},
+        "StoppingCondition": {"MaxRuntimeInSeconds": 600},
+    }
+
+
+def _op(config, store, **kwargs):
+    kwargs.setdefault("check_interval", 0.5)
+    return NeoCompilationOperator(task_id="compile", backend="local", local_store=store, config=config, aws_conn_id=None, **kwargs)
+
+
+def test_factory_picks_the_local_hook(store):
+    hook = get_neo_hook("local", local_store=store)
+    assert isinstance(hook, LocalNeoHook) and hook.store_path == store
+
+
+def test_local_compile_payload_has_the_api_shape_and_the_artifact_runs(store, sample_archive, tmp_path):
+    payload = _op(local_request("local-ok", sample_archive, tmp_path / "out"), store).execute(make_context())
+    assert payload["CompilationJobStatus"] == "COMPLETED"
+    api_members = list(output_shape("DescribeCompilationJob").members)
+    assert set(payload) == set(api_members) - NEVER_LOCAL
+    assert list(payload) == [m for m in api_members if m in payload], "keys in the API's order"
+    assert json.loads(json.dumps(payload)) == payload
+    artifact = payload["ModelArtifacts"]["S3ModelArtifacts"]
+    assert artifact == (tmp_path / "out" / "model-linux-x86_64.tar.gz").as_uri()
+    import hashlib
+
+    data = Path(artifact[len("file://"):]).read_bytes()
+    assert payload["ModelDigests"]["ArtifactDigest"] == hashlib.blake2b(data).hexdigest()
+    assert json.loads(payload["DerivedInformation"]["DerivedDataInputConfig"]) == {"data": [1, 3, 32, 32]}
+
+    import onnxruntime as ort
+
+    from airflow_neo import runtime
+
+    x = np.random.default_rng(1).standard_normal((1, 3, 32, 32)).astype("float32")
+    [got] = runtime.load(artifact).run({"data": x})
+    session = ort.InferenceSession(sample_cnn_onnx().SerializeToString(), providers=["CPUExecutionProvider"])
+    [want] = session.run(None, {"data": x})
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_deferred_local_compile_runs_the_trigger(store, sample_archive, tmp_path):
+    op = _op(local_request("local-def", sample_archive, tmp_path / "out"), store, deferrable=True)
+    context = make_context()
+    with pytest.raises(TaskDeferred) as info:
+        op.execute(context)
+    trigger = info.value.trigger
+    assert trigger.serialize()[1]["backend"] == "local" and trigger.serialize()[1]["local_store"] == store
+
+    import asyncio
+
+    async def first_event():
+        async for event in trigger.run():
+            return event.payload
+
+    event = asyncio.run(first_event())
+    payload = op.execute_complete(context, event)
+    assert payload["CompilationJobStatus"] == "COMPLETED"
+    assert payload == LocalNeoHook(store_path=store).describe_compilation_job("local-def")
+
+
+def test_failed_local_compile_fails_the_task_with_reason(store, tmp_path):
+    missing = tmp_path / "no-such" / "model.tar.gz"
+    with pytest.raises(AirflowException, match="FAILED: .*no-such"):
+        _op(local_request("local-missing", missing, tmp_path / "out"), store).execute(make_context())
+    payload = LocalNeoHook(store_path=store).describe_compilation_job("local-missing")
+    assert payload["CompilationJobStatus"] == "FAILED"
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_unsupported_target_ends_failed_naming_the_reason(store, sample_archive, tmp_path):
+    request = local_request("local-gpu", sample_archive, tmp_path / "out", TargetDevice="ml_p3")
+    with pytest.raises(AirflowException, match="not supported by the local backend"):
+        _op(request, store).execute(make_context())
+
+
+def test_sensor_waits_for_a_local_job_started_elsewhere(store, sample_archive, tmp_path):
+    LocalNeoHook(store_path=store).create_compilation_job(local_request("local-ext", sample_archive, tmp_path / "out"))
+    sensor = NeoCompilationJobSensor(
+        task_id="wait", compilation_job_name="local-ext", backend="local", local_store=store, poke_interval=0.5
+    )
+    payload = sensor.execute(make_context())
+    assert payload["CompilationJobStatus"] == "COMPLETED"
+
+
+def test_stop_mid_compile_publishes_nothing(store, sample_archive, tmp_path):
+    out = tmp_path / "out"
+    LocalNeoHook(store_path=store).create_compilation_job(local_request("local-stop", sample_archive, out))
+    time.sleep(1.0)
+    payload = NeoStopCompilationJobOperator(
+        task_id="stop", compilation_job_name="local-stop", backend="local", local_store=store, check_interval=0.2
+    ).execute(make_context())
+    assert payload["CompilationJobStatus"] == "STOPPED"
+    assert not out.exists() or not list(out.iterdir())
+    described = NeoDescribeCompilationJobOperator(
+        task_id="d", compilation_job_name="local-stop", backend="local", local_store=store
+    ).execute(make_context())
+    assert described == payload
+
+
+def test_local_api_errors_match_sagemaker(store, sample_archive, tmp_path):
+    hook = LocalNeoHook(store_path=store)
+    hook.create_compilation_job(local_request("local-dup", sample_archive, tmp_path / "out"))
+    with pytest.raises(CompilationJobExists):
+        hook.create_compilation_job(local_request("local-dup", sample_archive, tmp_path / "out"))
+    with pytest.raises(CompilationJobStateError):
+        hook.delete_compilation_job("local-dup")
+    with pytest.raises(CompilationJobNotFound):
+        hook.describe_compilation_job("nope")
+    hook.wait_for_compilation_job("local-dup", check_interval=0.5)
+    hook.delete_compilation_job("local-dup")
+    with pytest.raises(CompilationJobNotFound):
+        hook.describe_compilation_job("local-dup")
+
+
+def test_list_operator_on_local_jobs(store, sample_archive, tmp_path):
+    hook = LocalNeoHook(store_path=store)
+    for name in ("b-job", "a-job"):
+        hook.create_compilation_job(local_request(name, sample_archive, tmp_path / name))
+    for name in ("b-job", "a-job"):
+        hook.wait_for_compilation_job(name, check_interval=0.5)
+    listed = NeoListCompilationJobsOperator(
+        task_id="l", backend="local", local_store=store, name_contains="-job", sort_by="Name", sort_order="Ascending"
+    ).execute(make_context())
+    assert [s["CompilationJobName"] for s in listed] == ["a-job", "b-job"]
+    assert listed[0]["CompilationTargetPlatformOs"] == "LINUX" and listed[0]["CompilationJobStatus"] == "COMPLETED"
+
+
+def test_retry_reattaches_to_the_local_job(store, sample_archive, tmp_path):
+    config = local_request("local-retry", sample_archive, tmp_path / "out")
+    _op(config, store, wait_for_completion=False).execute(make_context(try_number=1))
+    payload = _op(config, store).execute(make_context(try_number=2))
+    assert payload["CompilationJobName"] == "local-retry" and payload["CompilationJobStatus"] == "COMPLETED"
+    assert len(LocalNeoHook(store_path=store).list_compilation_jobs()) == 1
+
+
+def test_s3_input_and_output_through_the_aws_connection(store, sample_archive, aws_conn_env, moto_reset):
+    s3 = boto3.client(
+        "s3", endpoint_url=moto_reset, region_name="us-east-1", aws_access_key_id="testing",
+        aws_secret_access_key="testing", config=Config(retries={"total_max_attempts": 1}),
+    )
+    s3.create_bucket(Bucket="models")
+    s3.upload_file(str(sample_archive), "models", "cnn/model.tar.gz")
+    request = {
+        "CompilationJobName": "local-s3",
+        "RoleArn": ROLE_ARN,
+        "InputConfig": {"S3Uri": "s3://models/cnn/model.tar.gz", "Framework": "ONNX", "DataInputConfig": '{"data": [1, 3, 32, 32]}'},
+        "OutputConfig": {"S3OutputLocation": "s3://models/compiled", "TargetDevice": "ml_c5", "KmsKeyId": "alias/neo-artifacts"},
+        "StoppingCondition": {"MaxRuntimeInSeconds": 600},
+    }
+    hook = LocalNeoHook(aws_conn_id=aws_conn_env, store_path=store)
+    hook.create_compilation_job(request)
+    payload = hook.wait_for_compilation_job("local-s3", check_interval=0.5)
+    assert payload["CompilationJobStatus"] == "COMPLETED", payload["FailureReason"] + hook.job_log("local-s3")
+    assert payload["ModelArtifacts"]["S3ModelArtifacts"] == "s3://models/compiled/model-ml_c5.tar.gz"
+    head = s3.head_object(Bucket="models", Key="compiled/model-ml_c5.tar.gz")
+    assert head["ServerSideEncryption"] == "aws:kms"
+    import hashlib
+
+    body = s3.get_object(Bucket="models", Key="compiled/model-ml_c5.tar.gz")["Body"].read()
+    assert payload["ModelDigests"]["ArtifactDigest"] == hashlib.blake2b(body).hexdigest()
