@@ -69,8 +69,11 @@ def safe_extract(
     try:
         with tarfile.open(archive_path, mode="r:*") as tar:
             members = _checked_members(tar, max_members, max_total_bytes)
-            dest.mkdir(parents=True, exist_ok=True)
-            root = dest.resolve()
+        dest.mkdir(parents=True, exist_ok=True)
+        root = dest.resolve()
+        # A second, forward-only pass: reading each member right after its header never seeks
+        # backwards in the gzip stream (which would decompress from the start again).
+        with tarfile.open(archive_path, mode="r:*") as tar:
             files = _write_members(tar, members, root, max_total_bytes)
     except ModelArchiveError:
         raise
@@ -137,7 +140,13 @@ def _safe_relative_path(name: str) -> PurePosixPath | None:
 def _write_members(tar: tarfile.TarFile, members, root: Path, max_total_bytes: int) -> list[str]:
     files: list[str] = []
     written = 0
-    for member, rel in members:
+    expected = iter(members)
+    for member in iter(tar.next, None):
+        if _safe_relative_path(member.name) is None and member.isdir():
+            continue
+        checked, rel = next(expected, (None, None))
+        if checked is None or checked.name != member.name or checked.type != member.type:
+            raise ModelArchiveError("model archive changed while it was being extracted")
         target = root.joinpath(*rel.parts)
         # The checks above make this impossible; keep the belt with the braces.
         if root != target and root not in target.parents:

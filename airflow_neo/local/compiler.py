@@ -124,6 +124,7 @@ def compile_model(request: dict, archive_path: str, artifact_path: str, *, log: 
         f"target: {target.source} -> {json.dumps(target.target, sort_keys=True)}"
         + (f" (cross-compiling with {target.cross_compiler})" if target.is_cross else "")
     )
+    compiler_path = target.compiler()  # fail before the long work when the (cross) C compiler is missing
     digest = file_digest(archive_path)
     timings: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="airflow-neo-compile-") as work_dir:
@@ -136,7 +137,6 @@ def compile_model(request: dict, archive_path: str, artifact_path: str, *, log: 
         out_dir.mkdir()
         library = out_dir / LIBRARY_NAME
         if framework == "XGBOOST":
-            compiler_path = target.compiler()
             with _phase("import", timings, log):
                 tree_model, versions = _load_xgboost(model_file)
                 log(f"XGBoost model: {int(tree_model.num_tree)} trees, {int(tree_model.num_feature)} features")
@@ -153,7 +153,7 @@ def compile_model(request: dict, archive_path: str, artifact_path: str, *, log: 
             with _phase("build", timings, log):
                 executable, outputs = _build(imported, target)
             with _phase("export", timings, log):
-                _export_library(executable, library, target)
+                _export_library(executable, library, compiler_path)
             inputs, versions = imported.inputs, imported.framework_versions
             runtime = "tvm-relax-vm"
         metadata = _metadata(
@@ -239,6 +239,8 @@ def _phase(name: str, timings: dict, log: Log):
     log(f"phase {name}: {timings[name]:.2f} s")
 
 
+_PACKAGES = {"tvm": "apache-tvm", "torch": "torch", "onnx": "onnx", "tflite": "tflite", "treelite": "treelite",
+             "tl2cgen": "tl2cgen"}
 _UNSUPPORTED_TORCH = re.compile(r"Unsupported function types? \[?([^\]\n]+)")
 
 
@@ -254,6 +256,12 @@ def _translate(err: Exception, phase: str) -> LocalCompilationError:
         operators = [op.strip() for op in text.rsplit(":", 1)[-1].split(",") if op.strip()] if ":" in text else []
         return UnsupportedOperatorsError(
             f"the model uses operators that TVM {_tvm_version()} cannot convert: {text}", operators
+        )
+    if isinstance(err, ModuleNotFoundError):
+        package = _PACKAGES.get((err.name or "").split(".")[0], err.name)
+        return CompilationError(
+            f"{phase} failed: the Python package {package!r} is not installed on this worker; "
+            f"install it (pip install {package}) or the airflow-neo[local] extra"
         )
     match = _UNSUPPORTED_TORCH.search(text)
     if match:
@@ -671,10 +679,9 @@ def _is_int(value) -> bool:
         return False
 
 
-def _export_library(executable, library: Path, target: ResolvedTarget) -> None:
+def _export_library(executable, library: Path, compiler: str) -> None:
     from tvm.support import cc
 
-    compiler = target.compiler()
     # A fresh fcompile per export: tvm's cross_compiler appends to its option list in place.
     fcompile = cc.cross_compiler(compiler, options=[])
     try:
@@ -739,7 +746,13 @@ def _export_xgboost(model, source_dir: Path, library: Path, compiler_path: str):
     output_dtype = str(model.output_type) if getattr(model, "output_type", None) else "float32"
     inputs = [InputSpec("data", [None, int(model.num_feature)], input_dtype)]
     # tl2cgen predicts (rows, targets, classes); the runtime returns that array as is.
-    outputs = [InputSpec("predictions", [None, None, None], output_dtype)]
+    try:
+        header = model.get_header_accessor()
+        num_target = int(header.get_field("num_target")[0])
+        num_class = int(max(header.get_field("num_class")))
+    except Exception:  # noqa: BLE001 - only a description
+        num_target = num_class = None
+    outputs = [InputSpec("predictions", [None, num_target, num_class], output_dtype)]
     return inputs, outputs
 
 

@@ -375,16 +375,21 @@ def validate_cpu(triple: str, mcpu: str, mattr: list[str] | tuple[str, ...] = ()
         except Exception:  # noqa: BLE001 - the list is only a hint
             known = []
         close = difflib.get_close_matches(mcpu, known, n=5, cutoff=0.5)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        sample = f" LLVM knows {len(known)} CPUs for this triple, e.g. {', '.join(known[:12])} ..." if known else ""
-        raise UnsupportedTargetError(f"CompilerOptions mcpu {mcpu!r} is not a CPU LLVM knows{where}{hint}.{sample}")
+        message = f"CompilerOptions mcpu {mcpu!r} is not a CPU LLVM knows{where}"
+        if close:
+            message += f"; did you mean {', '.join(close)}?"
+        if known:
+            message += f" LLVM knows {len(known)} CPUs for this triple, e.g. {', '.join(known[:12])} ..."
+        raise UnsupportedTargetError(message)
     for flag in mattr:
         feature = flag[1:]
         probe = Target({"kind": "llvm", "mtriple": triple, "mcpu": mcpu, "mattr": [f"+{feature}"]})
         if not codegen.llvm_cpu_has_features(feature, probe):
+            base = Target({"kind": "llvm", "mtriple": triple, "mcpu": mcpu})
+            features = sorted(str(f) for f in codegen.llvm_get_cpu_features(base))
+            shown = ", ".join(features[:40]) + (" ..." if len(features) > 40 else "")
             raise UnsupportedTargetError(
-                f"CompilerOptions mattr {flag!r} is not a feature LLVM knows{where}; "
-                f"features of {mcpu}: {', '.join(sorted(str(f) for f in codegen.llvm_get_cpu_features(Target({'kind': 'llvm', 'mtriple': triple, 'mcpu': mcpu}))))[:600]}"
+                f"CompilerOptions mattr {flag!r} is not a feature LLVM knows{where}; {mcpu} has: {shown}"
             )
 
 
