@@ -12,7 +12,12 @@ import os
 import pendulum
 
 from airflow.sdk import Param, dag, task
-from airflow_neo.operators.neo import NeoCompilationOperator, NeoDescribeCompilationJobOperator
+from airflow_neo.operators.neo import (
+    NeoCompilationOperator,
+    NeoDescribeCompilationJobOperator,
+    NeoListCompilationJobsOperator,
+    NeoStopCompilationJobOperator,
+)
 from airflow_neo.sensors.neo import NeoCompilationJobSensor
 
 # Seconds between status checks; SageMaker jobs take minutes, so 30 s is plenty.
@@ -88,6 +93,38 @@ def neo_sagemaker_pipeline():
     )
     # [END howto_operator_neo_describe]
 
+    # A speculative compile for a second target, started without waiting and then cancelled.
+    # [START howto_operator_neo_compilation_no_wait]
+    start_canary = NeoCompilationOperator(
+        task_id="start_canary",
+        config={**SAGEMAKER_CONFIG, "CompilationJobName": "resnet18-c6g-{{ ds_nodash }}",
+                "OutputConfig": {"S3OutputLocation": f"s3://{BUCKET}/compiled/", "TargetDevice": "ml_c6g"}},
+        aws_conn_id=CONN_ID,
+        wait_for_completion=False,
+        action_if_job_exists="timestamp",
+    )
+    # [END howto_operator_neo_compilation_no_wait]
+
+    # [START howto_operator_neo_stop]
+    cancel_canary = NeoStopCompilationJobOperator(
+        task_id="cancel_canary",
+        compilation_job_name="{{ ti.xcom_pull(task_ids='start_canary')['CompilationJobName'] }}",
+        aws_conn_id=CONN_ID,
+        check_interval=POLL_SECONDS,
+        max_wait=1800,
+    )
+    # [END howto_operator_neo_stop]
+
+    # [START howto_operator_neo_list]
+    list_today = NeoListCompilationJobsOperator(
+        task_id="list_todays_jobs",
+        name_contains="{{ ds_nodash }}",
+        sort_by="CreationTime",
+        sort_order="Descending",
+        aws_conn_id=CONN_ID,
+    )
+    # [END howto_operator_neo_list]
+
     @task
     def publish_manifest(compiled: dict, external: dict) -> dict:
         """A downstream consumer: build a deployment manifest from the two payloads."""
@@ -104,6 +141,7 @@ def neo_sagemaker_pipeline():
         return manifest
 
     compile_model >> describe
+    start_canary >> cancel_canary >> list_today
     publish_manifest(describe.output, wait_external.output)
 
 

@@ -128,3 +128,5 @@ def test_neo_sagemaker_pipeline_against_moto_server(airflow_home, moto_server_pr
     compiled = client.describe_compilation_job(CompilationJobName="resnet18-c5-20261121")
     assert compiled["CompilationJobStatus"] == "COMPLETED"
     assert "started-elsewhere" in output and "resnet18-c5-20261121" in output
+    canary = client.describe_compilation_job(CompilationJobName="resnet18-c6g-20261121")
+    assert canary["CompilationJobStatus"] == "STOPPED"
