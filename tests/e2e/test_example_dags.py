@@ -130,3 +130,12 @@ def test_neo_sagemaker_pipeline_against_moto_server(airflow_home, moto_server_pr
     assert "started-elsewhere" in output and "resnet18-c5-20261121" in output
     canary = client.describe_compilation_job(CompilationJobName="resnet18-c6g-20261121")
     assert canary["CompilationJobStatus"] == "STOPPED"
+
+
+def test_airflow_lists_the_provider(airflow_home):
+    _, env = airflow_home
+    out = subprocess.run([AIRFLOW, "providers", "list", "-o", "json"], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    start = out.stdout.index("[")
+    providers = {p["package_name"]: p for p in json.loads(out.stdout[start:])}
+    assert providers["airflow-neo"]["version"] == "0.1.0"
