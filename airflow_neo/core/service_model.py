@@ -34,3 +34,11 @@ def frameworks() -> list[str]:
 
 def target_devices() -> list[str]:
     return enum_of("TargetDevice")
+
+
+PAGING_MEMBERS = ("NextToken", "MaxResults")
+
+
+def list_filters() -> list[str]:
+    """ListCompilationJobs' filter and sort members (its input members less the paging ones)."""
+    return [m for m in input_shape("ListCompilationJobs").members if m not in PAGING_MEMBERS]

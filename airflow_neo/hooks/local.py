@@ -11,6 +11,7 @@ from typing import Any
 
 from airflow.sdk import BaseHook
 from airflow_neo.core.backends import Backend
+from airflow_neo.core.paging import collect_pages
 from airflow_neo.core.payload import json_safe
 from airflow_neo.core.validation import normalize_request
 from airflow_neo.core.waiting import wait_for_terminal
@@ -131,15 +132,12 @@ class LocalNeoHook(BaseHook):
 
     def list_compilation_jobs(self, max_results: int | None = None, **filters: Any) -> list[dict]:
         args = {k: v for k, v in filters.items() if v is not None}
-        summaries: list[dict] = []
-        token = None
-        while True:
-            page = self.store.list(**args, **({"NextToken": token} if token else {}))
-            summaries.extend(page["CompilationJobSummaries"])
-            token = page.get("NextToken")
-            if not token or (max_results is not None and len(summaries) >= max_results):
-                break
-        return json_safe(summaries[:max_results] if max_results is not None else summaries)
+        summaries = collect_pages(
+            lambda token: self.store.list(**args, **({"NextToken": token} if token else {})),
+            "CompilationJobSummaries",
+            max_results,
+        )
+        return json_safe(summaries)
 
     def stop_compilation_job(self, name: str) -> None:
         self.log.info("Stopping compilation job %s", name)

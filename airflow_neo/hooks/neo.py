@@ -10,22 +10,14 @@ from botocore.exceptions import ClientError
 from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 from airflow_neo.core.backends import Backend
 from airflow_neo.core.exceptions import CompilationJobExists, CompilationJobNotFound, CompilationJobStateError
+from airflow_neo.core.paging import collect_pages
 from airflow_neo.core.payload import describe_payload, json_safe
 from airflow_neo.core.retry import call_with_retries, error_code, error_message
+from airflow_neo.core.service_model import list_filters
 from airflow_neo.core.validation import normalize_request
 from airflow_neo.core.waiting import wait_for_terminal
 
 T = TypeVar("T")
-LIST_FILTERS = (
-    "CreationTimeAfter",
-    "CreationTimeBefore",
-    "LastModifiedTimeAfter",
-    "LastModifiedTimeBefore",
-    "NameContains",
-    "StatusEquals",
-    "SortBy",
-    "SortOrder",
-)
 
 
 class NeoHook(AwsBaseHook):
@@ -93,20 +85,17 @@ class NeoHook(AwsBaseHook):
         :param filters: ListCompilationJobs members (``NameContains``, ``StatusEquals``,
             ``CreationTimeAfter``... ``SortBy``, ``SortOrder``).
         """
-        unknown = sorted(set(filters) - set(LIST_FILTERS))
+        allowed = list_filters()
+        unknown = sorted(set(filters) - set(allowed))
         if unknown:
-            raise ValueError(f"list_compilation_jobs: unknown filter(s) {unknown}; allowed: {list(LIST_FILTERS)}")
+            raise ValueError(f"list_compilation_jobs: unknown filter(s) {unknown}; allowed: {allowed}")
         args = {k: v for k, v in filters.items() if v is not None}
-        summaries: list[dict] = []
-        token = None
-        while True:
-            page_args = {**args, **({"NextToken": token} if token else {})}
-            page = self._call("list_compilation_jobs", **page_args)
-            summaries.extend(page.get("CompilationJobSummaries", []))
-            token = page.get("NextToken")
-            if not token or (max_results is not None and len(summaries) >= max_results):
-                break
-        return json_safe(summaries[:max_results] if max_results is not None else summaries)
+        summaries = collect_pages(
+            lambda token: self._call("list_compilation_jobs", **args, **({"NextToken": token} if token else {})),
+            "CompilationJobSummaries",
+            max_results,
+        )
+        return json_safe(summaries)
 
     def stop_compilation_job(self, name: str) -> None:
         self.log.info("Stopping compilation job %s", name)
@@ -118,14 +107,9 @@ class NeoHook(AwsBaseHook):
 
     def list_compilation_job_tags(self, name: str) -> list[dict]:
         arn = self.describe_compilation_job(name)["CompilationJobArn"]
-        tags: list[dict] = []
-        token = None
-        while True:
-            page = self._call("list_tags", ResourceArn=arn, **({"NextToken": token} if token else {}))
-            tags.extend(page.get("Tags", []))
-            token = page.get("NextToken")
-            if not token:
-                return tags
+        return collect_pages(
+            lambda token: self._call("list_tags", ResourceArn=arn, **({"NextToken": token} if token else {})), "Tags"
+        )
 
     def wait_for_compilation_job(self, name: str, check_interval: float = 30, max_wait: float | None = None) -> dict:
         """Poll until the job is terminal; return its final payload (whatever the status).
