@@ -42,11 +42,47 @@ def get_provider_info() -> dict:
                         "default": "sagemaker",
                     },
                     "local_store": {
-                        "description": "Job store of the local backend: a SQLite file path. Empty: $AIRFLOW_HOME/neo/jobs.sqlite.",
+                        "description": (
+                            "Job store of the local backend: a SQLite file path, or a SQLAlchemy URL of a database "
+                            "shared by all workers and the triggerer (postgresql://user:password@host:5432/db). "
+                            "Empty: $AIRFLOW_HOME/neo/jobs.sqlite. Ignored when local_store_conn_id is set."
+                        ),
                         "version_added": "0.1.0",
                         "type": "string",
-                        "example": "/var/lib/airflow/neo/jobs.sqlite",
+                        "example": "postgresql://neo:secret@db.internal:5432/neo",
                         "default": "",
+                    },
+                    "local_store_conn_id": {
+                        "description": (
+                            "Airflow connection (type Postgres) of a database that holds the local backend's job "
+                            "store, shared by all workers, the triggerer and the CLI. Takes precedence over "
+                            "local_store. Tables neo_jobs and neo_meta are created on first use."
+                        ),
+                        "version_added": "0.2.0",
+                        "type": "string",
+                        "example": "neo_job_store",
+                        "default": "",
+                    },
+                    "local_work_dir": {
+                        "description": (
+                            "This machine's directory for local compile logs and work dirs. Empty: next to a SQLite "
+                            "job store's file, or $AIRFLOW_HOME/neo for a store on a database server."
+                        ),
+                        "version_added": "0.2.0",
+                        "type": "string",
+                        "example": "/var/tmp/airflow-neo",
+                        "default": "",
+                    },
+                    "local_lease_seconds": {
+                        "description": (
+                            "Lease of a local compile worker on its job, renewed while it works. A job whose "
+                            "worker stops renewing (killed, machine lost) is marked FAILED by the next reader "
+                            "once the lease has run out. Keep the clocks of the machines within a few seconds."
+                        ),
+                        "version_added": "0.2.0",
+                        "type": "float",
+                        "example": "60",
+                        "default": "30",
                     },
                     "local_memory_limit_mb": {
                         "description": "Address-space cap of a local compile process, in MiB (0: no cap).",
@@ -54,6 +90,52 @@ def get_provider_info() -> dict:
                         "type": "integer",
                         "example": "8192",
                         "default": "8192",
+                    },
+                    "tuning_trials": {
+                        "description": (
+                            "MetaSchedule trials a local compile job may spend tuning its model (the operator's and "
+                            "hook's tuning_trials override it). Trials already spent on the model's kernels (by any "
+                            "job) count towards it, so a repeat compile runs none and only applies the records. "
+                            "About 1-2 s a trial on 2 cores; tuning also stops in time for the job's "
+                            "MaxRuntimeInSeconds. 0: no tuning (records already in the database are still applied)."
+                        ),
+                        "version_added": "0.2.0",
+                        "type": "integer",
+                        "example": "512",
+                        "default": "256",
+                    },
+                    "tuning_database": {
+                        "description": (
+                            "Directory of the local backend's tuning databases (one per target and core count), "
+                            "shared by all jobs on the machine. Empty: tuning/ in the local work directory "
+                            "($AIRFLOW_HOME/neo/tuning by default)."
+                        ),
+                        "version_added": "0.2.0",
+                        "type": "string",
+                        "example": "/var/lib/airflow/neo/tuning",
+                        "default": "",
+                    },
+                    "cache_dir": {
+                        "description": (
+                            "Directory of the local backend's compile cache: a job whose model archive, request, "
+                            "TVM version and applicable tuning records match an earlier compile publishes that "
+                            "artifact in about a second. Empty: cache/ in the local work directory "
+                            "($AIRFLOW_HOME/neo/cache by default)."
+                        ),
+                        "version_added": "0.2.0",
+                        "type": "string",
+                        "example": "/var/cache/airflow-neo",
+                        "default": "",
+                    },
+                    "cache_max_bytes": {
+                        "description": (
+                            "Size cap of the compile cache in bytes; least recently used artifacts are evicted. "
+                            "0 turns the cache off."
+                        ),
+                        "version_added": "0.2.0",
+                        "type": "integer",
+                        "example": "10737418240",
+                        "default": "2147483648",
                     },
                 },
             }

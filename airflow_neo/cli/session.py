@@ -188,19 +188,5 @@ def open_hook(target: Target) -> Iterator[object]:
 
 
 def list_page_method(hook):
-    """One ListCompilationJobs call (``NextToken``/``MaxResults`` honoured) with the hook's semantics.
-
-    The hooks' ``list_compilation_jobs`` follows every page itself; the command line pages the
-    AWS CLI's way (``--max-items``/``--starting-token``), so it calls one page at a time: the
-    local store's ``list`` (what LocalNeoHook pages over), or NeoHook's retried, error-translating
-    call of the SageMaker API.
-    """
-    from airflow_neo.core.backends import Backend
-
-    if getattr(hook, "backend", None) is Backend.LOCAL:
-        return hook.store.list
-
-    def page(**kwargs):
-        return hook._call("list_compilation_jobs", **kwargs)
-
-    return page
+    """One ListCompilationJobs call with the hook's semantics (the CLI pages the AWS CLI's way)."""
+    return hook.list_compilation_jobs_page

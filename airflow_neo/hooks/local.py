@@ -20,14 +20,115 @@ DEFAULT_MEMORY_LIMIT_MB = 8192
 
 
 def default_store_path() -> str:
-    """``[neo] local_store``, or ``$AIRFLOW_HOME/neo/jobs.sqlite``."""
+    """The local backend's job store, from the configuration.
+
+    ``[neo] local_store_conn_id`` (an Airflow connection to a PostgreSQL database, shared by every
+    worker and the triggerer), else ``[neo] local_store`` (a SQLite file path or a SQLAlchemy URL),
+    else ``$AIRFLOW_HOME/neo/jobs.sqlite``.
+    """
     from airflow.sdk.configuration import conf
 
+    conn_id = (conf.get("neo", "local_store_conn_id", fallback="") or "").strip()
+    if conn_id:
+        return store_url_for_connection(conn_id)
     configured = conf.get("neo", "local_store", fallback="") or ""
     if configured.strip():
         return os.path.expanduser(configured.strip())
     home = os.environ.get("AIRFLOW_HOME") or conf.get("core", "airflow_home", fallback="~/airflow")
     return str(Path(os.path.expanduser(home)) / "neo" / "jobs.sqlite")
+
+
+def default_work_dir() -> str | None:
+    """``[neo] local_work_dir``: this machine's directory for job logs and compile work dirs.
+
+    Empty: next to a SQLite store's file, or ``$AIRFLOW_HOME/neo`` for a store on a database server.
+    """
+    from airflow.sdk.configuration import conf
+
+    configured = (conf.get("neo", "local_work_dir", fallback="") or "").strip()
+    return os.path.expanduser(configured) if configured else None
+
+
+STORE_CONN_TYPES = {"postgres": "postgresql", "postgresql": "postgresql"}
+_PG_QUERY_KEYS = (
+    "sslmode", "sslcert", "sslkey", "sslrootcert", "sslcrl", "options", "connect_timeout", "application_name",
+    "target_session_attrs", "keepalives", "keepalives_idle",
+)
+
+
+def store_url_for_connection(conn_id: str) -> str:
+    """The SQLAlchemy URL (password included) of the job store behind an Airflow connection.
+
+    A Postgres connection (``conn_type`` ``postgres``): host, port, login, password, and the
+    database in ``schema``; libpq options (``sslmode``, ``sslrootcert``, ``options``...) from the
+    extra. The driver is psycopg2 when installed, else psycopg 3. An extra ``sqlalchemy_url``
+    (any connection type) is used as it is.
+    """
+    from sqlalchemy.engine import URL
+
+    from airflow_neo.local.store import StoreConfigError
+
+    connection = BaseHook.get_connection(conn_id)
+    extra = connection.extra_dejson or {}
+    if extra.get("sqlalchemy_url"):
+        return str(extra["sqlalchemy_url"])
+    conn_type = (connection.conn_type or "").lower()
+    if conn_type not in STORE_CONN_TYPES:
+        raise StoreConfigError(
+            f"[neo] local_store_conn_id: connection {conn_id!r} is of type {conn_type!r}; the job store needs a "
+            "Postgres connection (or a sqlalchemy_url in the connection's extra)"
+        )
+    url = URL.create(
+        f"postgresql+{_postgres_driver()}",
+        username=connection.login or None,
+        password=connection.password or None,
+        host=connection.host or None,
+        port=int(connection.port) if connection.port else None,
+        database=connection.schema or None,
+        query={key: str(extra[key]) for key in _PG_QUERY_KEYS if extra.get(key) not in (None, "")},
+    )
+    return url.render_as_string(hide_password=False)
+
+
+def _postgres_driver() -> str:
+    import importlib.util
+
+    if importlib.util.find_spec("psycopg2") is not None:
+        return "psycopg2"
+    if importlib.util.find_spec("psycopg") is not None:
+        return "psycopg"
+    return "psycopg2"  # the store then says which package to install
+
+
+def default_lease_seconds() -> float | None:
+    """``[neo] local_lease_seconds``: how long a lost compile worker keeps its job INPROGRESS (default 30)."""
+    from airflow.sdk.configuration import conf
+
+    value = conf.getfloat("neo", "local_lease_seconds", fallback=0.0)
+    return value if value > 0 else None
+
+
+def default_compile_settings(tuning_trials: int | None = None):
+    """Tuning and compile-cache settings from ``[neo] tuning_trials``, ``tuning_database``,
+    ``cache_dir`` and ``cache_max_bytes`` (``tuning_trials`` overrides the first)."""
+    from airflow.sdk.configuration import conf
+
+    from airflow_neo.local.settings import DEFAULT_CACHE_MAX_BYTES, DEFAULT_TUNING_TRIALS, CompileSettings
+
+    def text(option: str) -> str | None:
+        value = (conf.get("neo", option, fallback="") or "").strip()
+        return os.path.expanduser(value) if value else None
+
+    return CompileSettings(
+        tuning_trials=(
+            int(tuning_trials)
+            if tuning_trials is not None
+            else conf.getint("neo", "tuning_trials", fallback=DEFAULT_TUNING_TRIALS)
+        ),
+        tuning_database=text("tuning_database"),
+        cache_dir=text("cache_dir"),
+        cache_max_bytes=conf.getint("neo", "cache_max_bytes", fallback=DEFAULT_CACHE_MAX_BYTES),
+    )
 
 
 def default_memory_limit_bytes() -> int | None:
@@ -49,9 +150,15 @@ class LocalNeoHook(BaseHook):
     :param region_name: region of that connection.
     :param verify: SSL verification for S3.
     :param botocore_config: botocore config for S3.
-    :param store_path: the job store (default ``[neo] local_store``).
+    :param store_path: the job store: a SQLite file path or a SQLAlchemy URL (default: see
+        :func:`default_store_path`, i.e. ``[neo] local_store_conn_id`` or ``[neo] local_store``).
+    :param work_dir: this machine's directory for job logs and work dirs (default
+        ``[neo] local_work_dir``).
     :param memory_limit_bytes: address-space cap of the compile process (default
         ``[neo] local_memory_limit_mb``).
+    :param tuning_trials: MetaSchedule trials the model may get (default ``[neo] tuning_trials``;
+        0: no tuning, records already in the tuning database are still applied). See
+        :mod:`airflow_neo.local.tuning`.
     """
 
     hook_name = "SageMaker Neo (local TVM backend)"
@@ -65,6 +172,8 @@ class LocalNeoHook(BaseHook):
         botocore_config: dict[str, Any] | None = None,
         store_path: str | None = None,
         memory_limit_bytes: int | None = None,
+        work_dir: str | None = None,
+        tuning_trials: int | None = None,
     ) -> None:
         super().__init__()
         self.aws_conn_id = aws_conn_id
@@ -73,12 +182,16 @@ class LocalNeoHook(BaseHook):
         self.botocore_config = botocore_config
         self.store_path = store_path or default_store_path()
         self.memory_limit_bytes = memory_limit_bytes
+        self.work_dir = work_dir
+        if tuning_trials is not None and (isinstance(tuning_trials, bool) or int(tuning_trials) < 0):
+            raise ValueError(f"tuning_trials must be a whole number >= 0; got {tuning_trials!r}")
+        self.tuning_trials = tuning_trials
 
     @cached_property
     def store(self):
-        from airflow_neo.local.store import JobStore
+        from airflow_neo.local.store import open_store
 
-        return JobStore(self.store_path)
+        return open_store(self.store_path, work_dir=self.work_dir or default_work_dir())
 
     @staticmethod
     def validate(config: dict) -> dict:
@@ -95,11 +208,15 @@ class LocalNeoHook(BaseHook):
         self.store.create(request)
         try:
             pid = launch_detached(
-                self.store.path,
+                self.store,
                 name,
                 aws_conn_id=self.aws_conn_id if uses_s3 else None,
                 memory_limit_bytes=self.memory_limit_bytes or default_memory_limit_bytes(),
-                env=self._connection_env() if uses_s3 else None,
+                env={
+                    **default_compile_settings(self.tuning_trials).to_env(),
+                    **(self._connection_env() if uses_s3 else {}),
+                },
+                lease_seconds=default_lease_seconds(),
             )
         except Exception as err:
             self.store.fail(name, f"Could not start the local compile runner: {err}")
@@ -133,11 +250,15 @@ class LocalNeoHook(BaseHook):
     def list_compilation_jobs(self, max_results: int | None = None, **filters: Any) -> list[dict]:
         args = {k: v for k, v in filters.items() if v is not None}
         summaries = collect_pages(
-            lambda token: self.store.list(**args, **({"NextToken": token} if token else {})),
+            lambda token: self.list_compilation_jobs_page(**args, **({"NextToken": token} if token else {})),
             "CompilationJobSummaries",
             max_results,
         )
         return json_safe(summaries)
+
+    def list_compilation_jobs_page(self, **kwargs: Any) -> dict:
+        """One ListCompilationJobs page of the job store (``NextToken``/``MaxResults`` honoured)."""
+        return self.store.list(**kwargs)
 
     def stop_compilation_job(self, name: str) -> None:
         self.log.info("Stopping compilation job %s", name)

@@ -91,11 +91,15 @@ class NeoHook(AwsBaseHook):
             raise ValueError(f"list_compilation_jobs: unknown filter(s) {unknown}; allowed: {allowed}")
         args = {k: v for k, v in filters.items() if v is not None}
         summaries = collect_pages(
-            lambda token: self._call("list_compilation_jobs", **args, **({"NextToken": token} if token else {})),
+            lambda token: self.list_compilation_jobs_page(**args, **({"NextToken": token} if token else {})),
             "CompilationJobSummaries",
             max_results,
         )
         return json_safe(summaries)
+
+    def list_compilation_jobs_page(self, **kwargs: Any) -> dict:
+        """One ListCompilationJobs call (``NextToken``/``MaxResults`` honoured), raw response."""
+        return self._call("list_compilation_jobs", **kwargs)
 
     def stop_compilation_job(self, name: str) -> None:
         self.log.info("Stopping compilation job %s", name)

@@ -95,7 +95,15 @@ class _Imported:
 # entry point
 
 
-def compile_model(request: dict, archive_path: str, artifact_path: str, *, log: Log = print) -> dict:
+def compile_model(
+    request: dict,
+    archive_path: str,
+    artifact_path: str,
+    *,
+    log: Log = print,
+    tuning_trials: int | None = None,
+    tuning_database: str | None = None,
+) -> dict:
     """Compile the model in ``archive_path`` as ``request`` says, and write the artifact to ``artifact_path``.
 
     :param request: a (normalized) CreateCompilationJob request: InputConfig.Framework,
@@ -105,7 +113,13 @@ def compile_model(request: dict, archive_path: str, artifact_path: str, *, log: 
     :param archive_path: the model archive (``.tar.gz``) on local disk.
     :param artifact_path: where to write the compiled artifact (``.tar.gz``); written atomically.
     :param log: called with one line per event (phases and their timings).
-    :return: the metadata dict written as ``metadata.json`` in the artifact.
+    :param tuning_trials: MetaSchedule trial budget of the model (see :mod:`airflow_neo.local.tuning`);
+        None: ``$AIRFLOW_NEO_TUNING_TRIALS`` (set by the runner), else 0. Records already in the
+        target's tuning database are applied even with 0.
+    :param tuning_database: root of the tuning databases; None: ``$AIRFLOW_NEO_TUNING_DATABASE``,
+        else ``$AIRFLOW_HOME/neo/tuning``.
+    :return: the metadata dict written as ``metadata.json`` in the artifact (``tuning``: the
+        tuning report: database, workloads, trials, records digest).
     :raises LocalCompilationError: a subclass naming what was wrong (archive, inputs, framework,
         target, operators, toolchain).
     """
@@ -136,6 +150,7 @@ def compile_model(request: dict, archive_path: str, artifact_path: str, *, log: 
         out_dir = work / "out"
         out_dir.mkdir()
         library = out_dir / LIBRARY_NAME
+        tuning_report = None
         if framework == "XGBOOST":
             with _phase("import", timings, log):
                 tree_model, versions = _load_xgboost(model_file)
@@ -151,7 +166,8 @@ def compile_model(request: dict, archive_path: str, artifact_path: str, *, log: 
                 imported = _IMPORTERS[_importer_key(framework, model_file)](model_file, data_input, dtype_option, log)
                 log("inputs: " + "; ".join(spec.describe() for spec in imported.inputs))
             with _phase("build", timings, log):
-                executable, outputs = _build(imported, target)
+                tuning = _tuning_settings(request, started, tuning_trials, tuning_database)
+                executable, outputs, tuning_report = _build(imported, target, tuning, log)
             with _phase("export", timings, log):
                 _export_library(executable, library, compiler_path)
             inputs, versions = imported.inputs, imported.framework_versions
@@ -170,6 +186,8 @@ def compile_model(request: dict, archive_path: str, artifact_path: str, *, log: 
             versions=versions,
             timings=timings,
         )
+        if tuning_report is not None:
+            metadata["tuning"] = tuning_report
         _write_artifact(artifact_path, library, metadata)
     log(f"artifact: {artifact_path} ({os.path.getsize(artifact_path)} bytes) in {time.monotonic() - started:.2f} s")
     return metadata
@@ -632,7 +650,21 @@ _IMPORTERS = {
 # build and export (TVM)
 
 
-def _build(imported: _Imported, target: ResolvedTarget):
+def _tuning_settings(request: dict, started: float, trials: int | None, database: str | None) -> dict:
+    """The job's tuning budget, database root and deadline (the time limit less a reserve for the build)."""
+    from airflow_neo.local.settings import CompileSettings
+
+    env = CompileSettings.from_env()
+    trials = env.tuning_trials if trials is None else int(trials)
+    database = database or env.resolved().tuning_database
+    max_runtime = (request.get("StoppingCondition") or {}).get("MaxRuntimeInSeconds")
+    deadline = None
+    if max_runtime:
+        deadline = started + float(max_runtime) - max(60.0, 0.2 * float(max_runtime))
+    return {"trials": max(0, trials), "database_root": database, "deadline": deadline}
+
+
+def _build(imported: _Imported, target: ResolvedTarget, tuning: dict | None = None, log: Log = print):
     import tvm
     from tvm import relax
 
@@ -641,8 +673,13 @@ def _build(imported: _Imported, target: ResolvedTarget):
     with tvm_target:
         mod = relax.get_pipeline("zero")(mod)
     outputs = _output_specs(mod["main"], imported.output_names)
+    report = None
+    if tuning is not None:
+        from airflow_neo.local.tuning import optimize
+
+        mod, report = optimize(mod, target, log=log, **tuning)
     executable = tvm.compile(mod, target=tvm_target)
-    return executable, outputs
+    return executable, outputs, report
 
 
 def _output_specs(function, names: list[str]) -> list[InputSpec]:

@@ -25,7 +25,6 @@ import multiprocessing
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,7 +38,8 @@ from typing import Any
 
 from airflow_neo.core import status as st
 from airflow_neo.core.exceptions import CompilationJobNotFound, CompilationJobStateError, NeoError
-from airflow_neo.local.store import JobStore, artifact_uri_for
+from airflow_neo.local.settings import CompileSettings
+from airflow_neo.local.store import STORE_URL_ENV, JobStore, artifact_uri_for, is_store_url, open_store, store_url
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ def _jsonable(value: Any) -> Any:
         return {"repr": repr(value)}
 
 
-def _compile_child(conn, compile_fn, request, archive_path, artifact_path, memory_limit_bytes, parent_pid) -> None:
+def _compile_child(conn, compile_fn, request, archive_path, artifact_path, memory_limit_bytes, parent_pid, env=None) -> None:
     """Entry point of the compile child (a ``spawn`` process): compile, report over ``conn``."""
     try:
         os.setpgid(0, 0)  # own process group: the supervisor kills the compiler's helpers too
@@ -142,6 +142,7 @@ def _compile_child(conn, compile_fn, request, archive_path, artifact_path, memor
             if hard != resource.RLIM_INFINITY:
                 limit = min(limit, hard)
             resource.setrlimit(resource.RLIMIT_AS, (limit, hard if hard != resource.RLIM_INFINITY else limit))
+        os.environ.update(env or {})  # the tuning budget and database (CompileSettings.child_env)
         fn = _resolve_compile_fn(compile_fn)
         metadata = fn(request, archive_path, artifact_path, log=child_log)
         send(("ok", _jsonable(metadata if metadata is not None else {})))
@@ -205,8 +206,10 @@ class _JobRun:
         memory_limit_bytes: int | None,
         poll_interval: float,
         lease_seconds: float,
+        settings: CompileSettings | None = None,
     ):
         self.store, self.name, self.log = store, name, logger
+        self.settings = settings or CompileSettings().resolved(store.root)
         self.compile_fn = compile_fn
         self.s3_client_factory = s3_client_factory
         self.memory_limit_bytes = int(memory_limit_bytes) if memory_limit_bytes else None
@@ -222,7 +225,7 @@ class _JobRun:
 
     def execute(self) -> str:
         store, name = self.store, self.name
-        host, pid = socket.gethostname(), os.getpid()
+        host, pid = store.host, os.getpid()
         if not store.mark_inprogress(name, host, pid, self.lease_seconds):
             status = store.describe(name)["CompilationJobStatus"]
             if status == st.STOPPING and store.mark_stopped(name):
@@ -255,8 +258,11 @@ class _JobRun:
             self._check_interrupts()
             artifact = workdir / "output" / "model.tar.gz"
             artifact.parent.mkdir()
-            with self._phase("compile"):
-                metadata = self._compile(request, archive, artifact)
+            metadata, cache_base = self._from_cache(request, archive, artifact)
+            if metadata is None:
+                with self._phase("compile"):
+                    metadata = self._compile(request, archive, artifact)
+                self._to_cache(cache_base, artifact, metadata)
             self._check_interrupts()
             if not artifact.is_file():
                 raise _Failed(f"The compiler reported success but wrote no artifact (expected {artifact.name})")
@@ -383,7 +389,10 @@ class _JobRun:
         compile_fn = self.compile_fn if self.compile_fn is not None else DEFAULT_COMPILE_FN
         proc = ctx.Process(
             target=_compile_child,
-            args=(writer, compile_fn, request, str(archive), str(artifact), self.memory_limit_bytes, os.getpid()),
+            args=(
+                writer, compile_fn, request, str(archive), str(artifact), self.memory_limit_bytes, os.getpid(),
+                self.settings.child_env(),
+            ),
             name=f"neo-compile-{self.name}",
             daemon=False,
         )
@@ -460,6 +469,55 @@ class _JobRun:
                 "process died without reporting a result"
             )
         raise _Failed(f"Compilation failed: the compile process exited with code {code} without reporting a result")
+
+    # ---------------------------------------------------------------- compile cache
+
+    def _from_cache(self, request: dict, archive: Path, artifact: Path) -> tuple[dict | None, str | None]:
+        """``(metadata, base key)`` of a cached artifact copied to ``artifact``, or ``(None, base key)``."""
+        if not self.settings.cache_enabled:
+            return None, None
+        from airflow_neo.local.cache import CompileCache, base_key, compiler_id
+
+        started = time.monotonic()
+        try:
+            cache = CompileCache(self.settings.cache_dir, self.settings.cache_max_bytes, log=self.log.info)
+            base = base_key(
+                _blake2b_file(archive),
+                request,
+                compiler=compiler_id(self.compile_fn if self.compile_fn is not None else DEFAULT_COMPILE_FN),
+                tuning_trials=self.settings.tuning_trials,
+                tuning_database=self.settings.tuning_database,
+            )
+            hit = cache.lookup(base, artifact)
+        except Exception as err:  # the cache must never fail a job
+            self.log.warning("compile cache lookup failed (compiling instead): %s: %s", type(err).__name__, err)
+            return None, None
+        elapsed = time.monotonic() - started
+        if hit is None:
+            self.log.info("compile cache miss (%s...; %.2f s); compiling", base[:16], elapsed)
+            return None, base
+        self.timings["cache"] = elapsed
+        self.log.info(
+            "compile cache hit: %s... (BLAKE2b %s..., compiled %s) in %.2f s; not compiling",
+            hit.key[:16], hit.digest[:16], hit.metadata.get("compiled_at", "earlier"), elapsed,
+        )
+        metadata = dict(hit.metadata)
+        metadata["cache"] = {"hit": True, "key": hit.key}
+        return metadata, base
+
+    def _to_cache(self, base: str | None, artifact: Path, metadata: dict) -> None:
+        if base is None or not artifact.is_file():
+            return
+        from airflow_neo.local.cache import CompileCache
+
+        try:
+            cache = CompileCache(self.settings.cache_dir, self.settings.cache_max_bytes, log=self.log.info)
+            key = cache.store(base, artifact, metadata if isinstance(metadata, dict) else {})
+        except Exception as err:  # the cache must never fail a job
+            self.log.warning("could not store the artifact in the compile cache: %s: %s", type(err).__name__, err)
+            return
+        if key:
+            self.log.info("stored in the compile cache: %s...", key[:16])
 
     # ---------------------------------------------------------------- publish
 
@@ -669,7 +727,7 @@ def _stderr_is(path: Path) -> bool:
 
 
 def run_job(
-    store_path: str | os.PathLike[str],
+    store_path: str | os.PathLike[str] | JobStore,
     name: str,
     *,
     compile_fn: CompileFn | str | None = None,
@@ -677,10 +735,12 @@ def run_job(
     memory_limit_bytes: int | None = None,
     poll_interval: float = 0.5,
     lease_seconds: float = 30,
+    work_dir: str | os.PathLike[str] | None = None,
+    settings: CompileSettings | None = None,
 ) -> str:
     """Run the recorded job ``name`` to its end; returns its final status.
 
-    :param store_path: the JobStore database file.
+    :param store_path: the job store: a SQLite file path, a SQLAlchemy URL or a JobStore.
     :param compile_fn: ``compile_fn(request, archive_path, artifact_path, *, log) -> dict``, a
         picklable module-level function or a ``"module:function"`` string; default
         ``airflow_neo.local.compiler.compile_model`` (imported in the compile child only).
@@ -689,9 +749,15 @@ def run_job(
     :param memory_limit_bytes: RLIMIT_AS (address space) for the compile child; None for no cap.
     :param poll_interval: seconds between checks of the child, the stop flag and the time limit.
     :param lease_seconds: the job's lease; renewed every ``min(poll_interval, lease_seconds / 3)``.
+    :param work_dir: this machine's directory for job logs and work dirs (see JobStore).
+    :param settings: tuning budget, tuning database and compile cache (default: from the
+        ``AIRFLOW_NEO_*`` environment variables the hook sets, see
+        :class:`~airflow_neo.local.settings.CompileSettings`); directories not given go next to
+        the store's work directory.
     :raises CompilationJobNotFound: no such job.
     """
-    store = JobStore(store_path)
+    store = open_store(store_path, work_dir=work_dir)
+    settings = (settings if settings is not None else CompileSettings.from_env()).resolved(store.root)
     logger, handlers = _job_logger(store, name)
     try:
         run = _JobRun(
@@ -703,6 +769,7 @@ def run_job(
             memory_limit_bytes=memory_limit_bytes,
             poll_interval=poll_interval,
             lease_seconds=lease_seconds,
+            settings=settings,
         )
         return run.execute()
     finally:
@@ -724,9 +791,21 @@ def runner_command(
     compile_fn: str | None = None,
     lease_seconds: float | None = None,
     python: str | None = None,
+    work_dir: str | os.PathLike[str] | None = None,
 ) -> list[str]:
-    """The command line that ``launch_detached`` runs."""
-    command = [python or sys.executable, "-m", "airflow_neo.local.runner", "--store", str(store_path), "--job", name]
+    """The command line that ``launch_detached`` runs.
+
+    A store URL with a password is not put on the command line (where ``ps`` shows it): the
+    command says ``--store-from-env`` and the caller puts the URL in ``$AIRFLOW_NEO_STORE_URL``.
+    """
+    target = str(store_path)
+    if is_store_url(target) and store_url(target).password:
+        store_args = ["--store-from-env"]
+    else:
+        store_args = ["--store", target]
+    command = [python or sys.executable, "-m", "airflow_neo.local.runner", *store_args, "--job", name]
+    if work_dir:
+        command += ["--work-dir", str(work_dir)]
     if aws_conn_id:
         command += ["--aws-conn-id", aws_conn_id]
     if memory_limit_bytes:
@@ -739,7 +818,7 @@ def runner_command(
 
 
 def launch_detached(
-    store_path: str | os.PathLike[str],
+    store_path: str | os.PathLike[str] | JobStore,
     name: str,
     *,
     aws_conn_id: str | None = None,
@@ -747,25 +826,30 @@ def launch_detached(
     env: dict[str, str] | None = None,
     compile_fn: str | None = None,
     lease_seconds: float | None = None,
+    work_dir: str | os.PathLike[str] | None = None,
 ) -> int:
     """Start ``python -m airflow_neo.local.runner`` for job ``name`` in a new session; returns its pid.
 
     The runner outlives the calling process; its stdout/stderr go to the job's log file
-    (``<store dir>/logs/<name>.log``). ``env`` entries are added to (override) this process's
+    (``<store root>/logs/<name>.log``). ``env`` entries are added to (override) this process's
     environment. ``compile_fn`` is a ``"module:function"`` string (default: the TVM compiler).
+    ``store_path`` is a SQLite file, a SQLAlchemy URL (a shared database) or a JobStore.
     """
-    store = JobStore(store_path)
+    store = open_store(store_path, work_dir=work_dir)
     log_path = store.log_path(name)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     child_env = dict(os.environ)
     child_env.update(env or {})
+    if store.is_shared_database:
+        child_env[STORE_URL_ENV] = store.target
     root = _package_root()
     existing = child_env.get("PYTHONPATH", "")
     if root not in existing.split(os.pathsep):
         child_env["PYTHONPATH"] = root + (os.pathsep + existing if existing else "")
     command = runner_command(
-        store.path, name, aws_conn_id=aws_conn_id, memory_limit_bytes=memory_limit_bytes,
+        store.target, name, aws_conn_id=aws_conn_id, memory_limit_bytes=memory_limit_bytes,
         compile_fn=compile_fn, lease_seconds=lease_seconds,
+        work_dir=store.root,
     )
     with open(log_path, "ab") as out:
         proc = subprocess.Popen(
@@ -802,13 +886,18 @@ def _s3_factory_for(aws_conn_id: str | None) -> Callable[[], Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m airflow_neo.local.runner --store PATH --job NAME [--aws-conn-id ID] [--memory-limit BYTES]``.
+    """``python -m airflow_neo.local.runner --store PATH|URL --job NAME [--work-dir DIR] [--aws-conn-id ID] [--memory-limit BYTES]``.
 
     Exit status: 0 when the job ended COMPLETED, 1 when it ended FAILED or STOPPED (or was no longer
     runnable), 2 for a usage error or an unknown job, 143/130/129 when killed by SIGTERM/SIGINT/SIGHUP.
     """
     parser = argparse.ArgumentParser(prog="python -m airflow_neo.local.runner", description=main.__doc__)
-    parser.add_argument("--store", required=True, help="the job store database file")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--store", help="the job store: a SQLite file or a SQLAlchemy URL")
+    where.add_argument(
+        "--store-from-env", action="store_true", help=f"read the job store's URL from ${STORE_URL_ENV}"
+    )
+    parser.add_argument("--work-dir", default=None, help="directory for job logs and work dirs (default: the store's)")
     parser.add_argument("--job", required=True, help="the compilation job name")
     parser.add_argument("--aws-conn-id", default=None, help="Airflow AWS connection for s3:// URIs (default: boto3's)")
     parser.add_argument("--memory-limit", type=int, default=None, help="RLIMIT_AS of the compile process, in bytes")
@@ -823,9 +912,14 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, on_signal)
     try:
+        target = os.environ.get(STORE_URL_ENV, "") if args.store_from_env else args.store
+        if not target:
+            print(f"airflow_neo.local.runner: --store-from-env but ${STORE_URL_ENV} is empty", file=sys.stderr)
+            return 2
         final = run_job(
-            args.store,
+            target,
             args.job,
+            work_dir=args.work_dir,
             compile_fn=args.compile_fn,
             s3_client_factory=_s3_factory_for(args.aws_conn_id),
             memory_limit_bytes=args.memory_limit,

@@ -76,6 +76,10 @@ class NeoCompilationOperator(NeoBaseOperator):
     :param action_if_job_exists: ``"fail"``, ``"increment"`` (``name-1``, ``name-2``...) or
         ``"timestamp"`` (``name-YYYYmmddHHMMSS``) when the name is taken by another job.
     :param stop_on_kill: stop the job when the task is killed.
+    :param tuning_trials: local backend only: MetaSchedule trials the model may get (default
+        ``[neo] tuning_trials``; 0: no tuning, records already in the tuning database are still
+        applied; trials already spent on the model's kernels count towards it, so a repeat compile
+        runs none). Ignored by the SageMaker backend.
     """
 
     template_fields: Sequence[str] = (*NEO_TEMPLATE_FIELDS, "config")
@@ -92,6 +96,7 @@ class NeoCompilationOperator(NeoBaseOperator):
         deferrable: bool | None = None,
         action_if_job_exists: str = "fail",
         stop_on_kill: bool = True,
+        tuning_trials: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -104,6 +109,9 @@ class NeoCompilationOperator(NeoBaseOperator):
         self.deferrable = _default_deferrable() if deferrable is None else deferrable
         self.action_if_job_exists = parse_action(action_if_job_exists).value
         self.stop_on_kill = stop_on_kill
+        if tuning_trials is not None and (isinstance(tuning_trials, bool) or not isinstance(tuning_trials, int) or tuning_trials < 0):
+            raise ValueError(f"tuning_trials must be a whole number >= 0; got {tuning_trials!r}")
+        self.tuning_trials = tuning_trials
         self.compilation_job_name: str | None = None
 
     def execute(self, context: Context) -> dict:
@@ -144,6 +152,11 @@ class NeoCompilationOperator(NeoBaseOperator):
             return decision.name
         if decision.name != base:
             self.log.info("Compilation job %s exists; creating %s instead", base, decision.name)
+        if self.tuning_trials is not None:
+            if self.is_sagemaker:
+                self.log.warning("tuning_trials applies to the local backend only; SageMaker Neo ignores it")
+            else:
+                self.hook.tuning_trials = self.tuning_trials
         self.hook.create_compilation_job(with_identity_tag({**request, "CompilationJobName": decision.name}, identity))
         return decision.name
 

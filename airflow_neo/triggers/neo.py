@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -30,7 +29,11 @@ class NeoCompilationJobTrigger(BaseTrigger):
     :param verify: SSL verification for the client.
     :param botocore_config: botocore client config dict.
     :param local_store: local backend job store.
-    :param poll_interval: seconds between describes.
+    :param poll_interval: seconds between checks; a job's end is reported at most this long after it.
+        All triggers of a triggerer share their polling (:mod:`airflow_neo.triggers.polling`): the
+        local backend reads every due job in one store query per interval; on SageMaker one
+        ListCompilationJobs sweep per interval finds the jobs that changed, and an unchanged
+        long-running job is described directly only every 1, 2, 4... up to 10 intervals.
     :param max_attempts: describes before a ``timeout`` event (None: wait forever).
     :param max_transient_errors: consecutive throttling/connection errors tolerated.
     :param stop_on_kill: stop the job when a user kills the deferred task.
@@ -84,14 +87,7 @@ class NeoCompilationJobTrigger(BaseTrigger):
     def hook(self):
         from airflow_neo.hooks.factory import get_neo_hook
 
-        return get_neo_hook(
-            self.backend,
-            aws_conn_id=self.aws_conn_id,
-            region_name=self.region_name,
-            verify=self.verify,
-            botocore_config=self.botocore_config,
-            local_store=self.local_store,
-        )
+        return get_neo_hook(self.backend, **self._hook_kwargs())
 
     def _event(self, status: str, message: str, payload: dict | None) -> TriggerEvent:
         return TriggerEvent(
@@ -104,38 +100,63 @@ class NeoCompilationJobTrigger(BaseTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        hook = self.hook()
+        from airflow_neo.triggers.polling import board_for, next_tick
+
         name = self.compilation_job_name
+        board = board_for(self.backend, self._hook_kwargs())
+        watch = board.watch(name, self.poll_interval)
         attempts = transient_errors = 0
         payload: dict | None = None
-        while True:
-            try:
-                payload = await hook.adescribe_compilation_job(name)
-                transient_errors = 0
-            except CompilationJobNotFound as err:
-                yield self._event("error", f"Compilation job {name} not found: {err}", payload)
-                return
-            except Exception as err:
-                transient_errors += 1
-                if not is_transient(err) or transient_errors > self.max_transient_errors:
-                    yield self._event("error", f"Describing compilation job {name} failed: {err!r}", payload)
+        watch_status: str | None = None
+        tick: float | None = None  # None: the first check, right away
+        try:
+            while True:
+                try:
+                    payload = await board.refresh(watch, tick)
+                    transient_errors = 0
+                except CompilationJobNotFound as err:
+                    board.unwatch(watch)
+                    yield self._event("error", f"Compilation job {name} not found: {err}", payload)
                     return
-                self.log.warning("Transient error %d/%d describing %s: %s", transient_errors, self.max_transient_errors, name, err)
-            else:
-                status = payload.get("CompilationJobStatus")
-                if status in TERMINAL_STATES:
-                    yield self._event(EVENT_FOR_STATUS[status], f"Compilation job {name} is {status}", payload)
+                except Exception as err:
+                    transient_errors += 1
+                    if not is_transient(err) or transient_errors > self.max_transient_errors:
+                        board.unwatch(watch)
+                        yield self._event("error", f"Describing compilation job {name} failed: {err!r}", payload)
+                        return
+                    self.log.warning(
+                        "Transient error %d/%d describing %s: %s", transient_errors, self.max_transient_errors, name, err
+                    )
+                else:
+                    status = payload.get("CompilationJobStatus")
+                    if status in TERMINAL_STATES:
+                        board.unwatch(watch)
+                        yield self._event(EVENT_FOR_STATUS[status], f"Compilation job {name} is {status}", payload)
+                        return
+                    if tick is None or status != watch_status:
+                        self.log.info("Compilation job %s is %s", name, status)
+                    watch_status = status
+                attempts += 1
+                if self.max_attempts is not None and attempts >= self.max_attempts:
+                    board.unwatch(watch)
+                    yield self._event(
+                        "timeout",
+                        f"Compilation job {name} not finished after {attempts} checks {self.poll_interval} s apart",
+                        payload,
+                    )
                     return
-                self.log.info("Compilation job %s is %s", name, status)
-            attempts += 1
-            if self.max_attempts is not None and attempts >= self.max_attempts:
-                yield self._event(
-                    "timeout",
-                    f"Compilation job {name} not finished after {attempts} checks {self.poll_interval} s apart",
-                    payload,
-                )
-                return
-            await asyncio.sleep(self.poll_interval)
+                tick = await next_tick(watch)
+        finally:  # cancelled (the task was cleared or the triggerer is stopping)
+            board.unwatch(watch)
+
+    def _hook_kwargs(self) -> dict[str, Any]:
+        return {
+            "aws_conn_id": self.aws_conn_id,
+            "region_name": self.region_name,
+            "verify": self.verify,
+            "botocore_config": self.botocore_config,
+            "local_store": self.local_store,
+        }
 
     async def on_kill(self) -> None:
         if not self.stop_on_kill:

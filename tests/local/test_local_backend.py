@@ -1,4 +1,7 @@
-"""The local backend through the same hook methods, operators, sensor and trigger as SageMaker."""
+"""The local backend through the same hook methods, operators, sensor and trigger as SageMaker.
+
+Every test runs on a SQLite store and on a PostgreSQL store (see tests/support/stores.py).
+"""
 
 from __future__ import annotations
 
@@ -32,8 +35,9 @@ NEVER_LOCAL = {"InferenceImage", "ModelPackageVersionArn", "VpcConfig"}
 
 
 @pytest.fixture
-def store(tmp_path):
-    return str(tmp_path / "store" / "jobs.sqlite")
+def store(store_kind, store_target, tmp_path):
+    """The job store: a SQLite file, or (``[postgres]``) a URL of a private PostgreSQL schema."""
+    return str(tmp_path / "store" / "jobs.sqlite") if store_kind == "sqlite" else store_target
 
 
 @pytest.fixture(scope="module")

@@ -113,8 +113,9 @@ def model_archive(tmp_path) -> Path:
 
 
 @pytest.fixture
-def store_path(tmp_path) -> Path:
-    return tmp_path / "state" / "jobs.db"
+def store_path(store_kind, store_target, tmp_path) -> Path | str:
+    """The job store: a SQLite file, or (``[postgres]``) a URL of a private PostgreSQL schema."""
+    return tmp_path / "state" / "jobs.db" if store_kind == "sqlite" else store_target
 
 
 def make_request(name, archive, out, *, runtime=900, tags=None, platform=None, kms=None) -> dict:
@@ -178,7 +179,9 @@ def test_success_publishes_atomically_to_file_uri(store_path, model_archive, tmp
     assert store.compile_metadata("ok-1")["framework"] == "ONNX"
     assert files_in(store.work_dir) == []  # work dir cleaned
     log_text = store.log_path("ok-1").read_text()
-    assert store.log_path("ok-1") == store_path.parent / "logs" / "ok-1.log"
+    assert store.log_path("ok-1") == store.root / "logs" / "ok-1.log"
+    if store.path is not None:
+        assert store.root == store_path.parent
     for expected in ("job INPROGRESS", "phase fetch: done", "[compiler] compiling resnet.tar.gz for ml_c5",
                      "phase compile: done", "phase publish: done", "job COMPLETED", "phase timings:"):
         assert expected in log_text
@@ -386,13 +389,22 @@ def test_launch_detached_runs_the_job(store_path, model_archive, tmp_path):
     assert log_text.count("phase compile: started") == 1  # stderr is the log file: no doubled lines
 
 
-def test_cli_command_line_and_unknown_job(store_path, capsys):
+def test_cli_command_line_and_unknown_job(store_path, capsys, monkeypatch):
     command = runner.runner_command(store_path, "j1", aws_conn_id="aws_default", memory_limit_bytes=2**30)
-    assert command[1:] == [
-        "-m", "airflow_neo.local.runner", "--store", str(store_path), "--job", "j1",
-        "--aws-conn-id", "aws_default", "--memory-limit", str(2**30),
-    ]
-    assert runner.main(["--store", str(store_path), "--job", "nope"]) == 2
+    if isinstance(store_path, Path):
+        assert command[1:] == [
+            "-m", "airflow_neo.local.runner", "--store", str(store_path), "--job", "j1",
+            "--aws-conn-id", "aws_default", "--memory-limit", str(2**30),
+        ]
+        assert runner.main(["--store", str(store_path), "--job", "nope"]) == 2
+    else:  # a URL with a password goes through the environment, never onto the command line
+        assert command[1:] == [
+            "-m", "airflow_neo.local.runner", "--store-from-env", "--job", "j1",
+            "--aws-conn-id", "aws_default", "--memory-limit", str(2**30),
+        ]
+        assert not any("password" in part for part in command)
+        monkeypatch.setenv("AIRFLOW_NEO_STORE_URL", store_path)
+        assert runner.main(["--store-from-env", "--job", "nope"]) == 2
     assert "Could not find compilation job 'nope'" in capsys.readouterr().err
 
 

@@ -1,4 +1,8 @@
-"""Tests of the local backend's SQLite job store (airflow_neo.local.store)."""
+"""Tests of the local backend's job store (airflow_neo.local.store), on SQLite and on PostgreSQL.
+
+Every test that takes ``store`` (or ``store_target``) runs once per store kind; PostgreSQL needs
+``AIRFLOW_NEO_TEST_PG_URL`` (see tests/support/stores.py), which CI always sets.
+"""
 
 from __future__ import annotations
 
@@ -17,15 +21,24 @@ import pytest
 from airflow_neo.core import status as st
 from airflow_neo.core.exceptions import CompilationJobExists, CompilationJobNotFound, CompilationJobStateError
 from airflow_neo.core.service_model import output_shape, sagemaker_model
+import sqlalchemy as sa
+
 from airflow_neo.local.store import (
+    JOBS,
+    SCHEMA_VERSION,
     InvalidListRequest,
     JobStore,
+    StoreConfigError,
     StoreSchemaError,
     archive_stem,
     artifact_uri_for,
+    is_store_url,
+    open_store,
     pid_alive,
+    store_url,
     target_label,
 )
+from tests.support.stores import PG_URL_ENV, pg_url
 
 T0 = dt.datetime(2024, 5, 1, 12, 0, 0, tzinfo=dt.timezone.utc)
 
@@ -64,8 +77,16 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def store(tmp_path, clock) -> JobStore:
-    return JobStore(tmp_path / "nested" / "jobs.db", clock=clock)
+def store(store_kind, store_target, tmp_path, clock) -> JobStore:
+    if store_kind == "sqlite":
+        store_target = tmp_path / "nested" / "jobs.db"
+    return JobStore(store_target, clock=clock)
+
+
+def poke(store: JobStore, name: str, **values) -> None:
+    """Change a job's row behind the store's back (as another process or host would)."""
+    with store._write() as conn:
+        conn.execute(sa.update(JOBS).where(JOBS.c.name == name).values(**values))
 
 
 def _describe_order() -> list[str]:
@@ -84,8 +105,9 @@ def _is_ordered_subset(keys: list[str], order: list[str]) -> bool:
 # ----------------------------------------------------------------------------- CRUD and shapes
 
 
-def test_create_and_describe_shape(store, tmp_path):
-    assert (tmp_path / "nested").is_dir()
+def test_create_and_describe_shape(store, store_kind, tmp_path):
+    if store_kind == "sqlite":
+        assert (tmp_path / "nested").is_dir()
     response = store.create(make_request("job-a", Tags=[{"Key": "team", "Value": "ml"}]))
     assert response == {"CompilationJobArn": "arn:aws:sagemaker:local:000000000000:compilation-job/job-a"}
     job = store.describe("job-a")
@@ -156,8 +178,8 @@ def test_invalid_request_is_rejected(store):
         store.create(make_request("bad_name!"))
 
 
-def test_arn_region_and_account(tmp_path):
-    store = JobStore(tmp_path / "j.db", region="eu-west-1", account="123456789012")
+def test_arn_region_and_account(store_target):
+    store = JobStore(store_target, region="eu-west-1", account="123456789012")
     assert store.create(make_request("a1"))["CompilationJobArn"] == (
         "arn:aws:sagemaker:eu-west-1:123456789012:compilation-job/a1"
     )
@@ -175,20 +197,135 @@ def test_artifact_naming():
 def test_schema_is_versioned(tmp_path):
     path = tmp_path / "s.db"
     store = JobStore(path)
-    assert store.schema_version() == 1
+    assert store.schema_version() == SCHEMA_VERSION == 2
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "1"
-        conn.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
+        assert conn.execute("SELECT value FROM neo_meta WHERE key='schema_version'").fetchone()[0] == "2"
+        conn.execute("UPDATE neo_meta SET value='99' WHERE key='schema_version'")
     with pytest.raises(StoreSchemaError, match="schema version 99"):
         JobStore(path)
+
+
+def test_postgres_schema_is_versioned(pg_schema_url):
+    store = JobStore(pg_schema_url)
+    assert store.schema_version() == SCHEMA_VERSION
+    assert store.is_shared_database and store.path is None
+    JobStore(pg_schema_url)  # opening it again changes nothing
+    engine = sa.create_engine(pg_schema_url)
+    try:
+        with engine.begin() as conn:
+            tables = set(sa.inspect(conn).get_table_names())
+            assert tables == {"neo_jobs", "neo_meta"}
+            conn.exec_driver_sql("UPDATE neo_meta SET value='99' WHERE key='schema_version'")
+    finally:
+        engine.dispose()
+    with pytest.raises(StoreSchemaError, match="schema version 99"):
+        JobStore(pg_schema_url)
+
+
+# The schema airflow-neo 0.1 wrote (version 1, SQLite only), verbatim.
+_SCHEMA_1 = (
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)
+    """,
+    """
+    CREATE TABLE jobs (
+        name TEXT PRIMARY KEY, arn TEXT NOT NULL, status TEXT NOT NULL, creation_us INTEGER NOT NULL,
+        last_modified_us INTEGER NOT NULL, start_us INTEGER, end_us INTEGER, stopping_condition TEXT NOT NULL,
+        inference_image TEXT, model_package_version_arn TEXT, failure_reason TEXT NOT NULL DEFAULT '',
+        s3_model_artifacts TEXT, artifact_digest TEXT, role_arn TEXT NOT NULL, input_config TEXT,
+        output_config TEXT NOT NULL, vpc_config TEXT, derived_data_input_config TEXT,
+        tags TEXT NOT NULL DEFAULT '[]', target_device TEXT, target_os TEXT, target_arch TEXT,
+        target_accelerator TEXT, owner_host TEXT, pid INTEGER, pid_start TEXT, pid_namespace TEXT,
+        lease_expires_us INTEGER, stop_requested INTEGER NOT NULL DEFAULT 0, compile_metadata TEXT
+    )
+    """,
+    "CREATE INDEX jobs_by_creation ON jobs (creation_us, name)",
+    "CREATE INDEX jobs_by_status ON jobs (status, creation_us, name)",
+    "INSERT INTO meta VALUES ('schema_version', '1')",
+)
+
+
+def test_schema_1_file_is_migrated_in_place(tmp_path, clock):
+    path = tmp_path / "old" / "jobs.sqlite"
+    path.parent.mkdir()
+    with sqlite3.connect(path) as conn:
+        for statement in _SCHEMA_1:
+            conn.execute(statement)
+        conn.execute(
+            "INSERT INTO jobs (name, arn, status, creation_us, last_modified_us, start_us, end_us, stopping_condition,"
+            " role_arn, output_config, s3_model_artifacts, artifact_digest, tags, target_device)"
+            " VALUES ('old-job', 'arn:aws:sagemaker:local:000000000000:compilation-job/old-job', 'COMPLETED',"
+            " 1714564800000000, 1714564805000000, 1714564801000000, 1714564805000000, '{\"MaxRuntimeInSeconds\": 900}',"
+            " 'arn:aws:iam::123456789012:role/neo', '{\"S3OutputLocation\": \"/o\", \"TargetDevice\": \"ml_c5\"}',"
+            " '/o/m-ml_c5.tar.gz', 'ab', '[]', 'ml_c5')"
+        )
+    store = JobStore(path, clock=clock)
+    assert store.schema_version() == 2
+    job = store.describe("old-job")
+    assert job["CompilationJobStatus"] == st.COMPLETED
+    assert job["CreationTime"] == "2024-05-01T12:00:00+00:00"
+    assert job["ModelDigests"] == {"ArtifactDigest": "ab"}
+    with sqlite3.connect(path) as conn:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index' AND sql IS NOT NULL")}
+        columns = {r[1] for r in conn.execute("PRAGMA table_info(neo_jobs)")}
+        legacy_version = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
+    assert {"neo_jobs", "neo_meta"} <= tables and "jobs" not in tables
+    assert indexes == {"neo_jobs_by_creation", "neo_jobs_by_status"}
+    assert "owner_boot_id" in columns
+    assert legacy_version == "2"  # airflow-neo 0.1 now refuses the file instead of starting an empty table
+    clock.advance(60)
+    store.create(make_request("new-job"))  # and the migrated store works as a new one
+    assert [s["CompilationJobName"] for s in store.iter_all()] == ["new-job", "old-job"]
+    assert JobStore(path).schema_version() == 2  # a second open migrates nothing
+
+
+def test_store_targets(tmp_path, monkeypatch):
+    assert not is_store_url("/var/lib/neo/jobs.sqlite") and not is_store_url("file:///x/jobs.db")
+    assert is_store_url("postgresql://u:p@db/neo") and is_store_url("sqlite:////tmp/x.db")
+    assert store_url("postgres://u:p@db:5432/neo").drivername == "postgresql"  # Airflow's URI spelling
+    assert store_url(tmp_path / "a.db").database == str(tmp_path / "a.db")
+    monkeypatch.chdir(tmp_path)
+    assert store_url("sqlite:///rel.db").database == str(tmp_path / "rel.db")  # absolute for the runner
+    for bad in ("sqlite://", "sqlite:///:memory:", "", "nonsense://::"):
+        with pytest.raises(StoreConfigError):
+            store_url(bad)
+    by_url = open_store(f"sqlite:///{tmp_path}/u/jobs.db")
+    assert by_url.path == tmp_path / "u" / "jobs.db" and by_url.root == tmp_path / "u"
+    assert by_url.target == str(tmp_path / "u" / "jobs.db")
+    assert open_store(by_url) is by_url
+    elsewhere = JobStore(tmp_path / "v" / "jobs.db", work_dir=tmp_path / "scratch")
+    assert elsewhere.log_path("j") == tmp_path / "scratch" / "logs" / "j.log"
+
+
+def test_database_store_keeps_logs_in_airflow_home(pg_schema_url, tmp_path, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "home"))
+    store = JobStore(pg_schema_url)
+    assert store.root == tmp_path / "home" / "neo"
+    assert store.log_path("j") == tmp_path / "home" / "neo" / "logs" / "j.log"
+    assert store.target == pg_schema_url and "neo-test-password" not in store.display_target
+    assert JobStore(pg_schema_url, work_dir=tmp_path / "w").work_dir == tmp_path / "w" / "work"
+
+
+def test_ci_runs_the_postgres_store():
+    """CI must not skip the PostgreSQL half of the store tests silently."""
+    if os.environ.get("CI", "").lower() not in ("true", "1", "yes"):
+        pytest.skip("not CI")
+    assert pg_url(), f"CI=true but {PG_URL_ENV} is not set: .ci/run must start PostgreSQL (scripts/postgres.sh)"
+    engine = sa.create_engine(pg_url())
+    try:
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT 1").scalar() == 1
+    finally:
+        engine.dispose()
 
 
 # ----------------------------------------------------------------------------- concurrency
 
 
-def _create_colliding(path: str, start_at: float, names: list[str]) -> list[str]:
-    store = JobStore(path)
+def _create_colliding(target: str, start_at: float, names: list[str]) -> list[str]:
+    store = JobStore(target)
     delay = start_at - time.time()
     if delay > 0:
         time.sleep(delay)
@@ -202,18 +339,21 @@ def _create_colliding(path: str, start_at: float, names: list[str]) -> list[str]
     return won
 
 
-def test_unique_names_under_concurrent_processes(tmp_path):
-    path = str(tmp_path / "c.db")
-    JobStore(path)
+def test_unique_names_under_concurrent_processes(store_target):
+    """8 processes create the same 12 names at the same moment: each name is won exactly once.
+
+    (tests/local/test_shared_store.py does the same with 16 processes on two "hosts".)
+    """
+    JobStore(store_target)
     names = [f"job-{i}" for i in range(12)]
     ctx = multiprocessing.get_context("spawn")
     start_at = time.time() + 2.0
     with concurrent.futures.ProcessPoolExecutor(8, mp_context=ctx) as pool:
-        futures = [pool.submit(_create_colliding, path, start_at, names[i % 3 :] + names[: i % 3]) for i in range(8)]
-        results = [f.result(timeout=60) for f in futures]
+        futures = [pool.submit(_create_colliding, store_target, start_at, names[i % 3 :] + names[: i % 3]) for i in range(8)]
+        results = [f.result(timeout=120) for f in futures]
     winners = [name for won in results for name in won]
     assert sorted(winners) == sorted(names)  # every name won exactly once
-    store = JobStore(path)
+    store = JobStore(store_target)
     assert sorted(s["CompilationJobName"] for s in store.iter_all()) == sorted(names)
 
 
@@ -487,8 +627,7 @@ def test_zombie_runner_counts_as_dead(store):
 def test_reused_pid_counts_as_dead(store):
     store.create(make_request("reused"))
     store.mark_inprogress("reused", store.host, os.getpid(), 3600)
-    with sqlite3.connect(store.path) as conn:
-        conn.execute("UPDATE jobs SET pid_start='1' WHERE name='reused'")
+    poke(store, "reused", pid_start="1")
     assert store.describe("reused")["CompilationJobStatus"] == st.FAILED
 
 
@@ -504,8 +643,7 @@ def test_dead_runner_of_stopping_job_means_stopped(store):
     proc.wait()
     store.create(make_request("stopping"))
     store.mark_inprogress("stopping", store.host, proc.pid, 3600)
-    with sqlite3.connect(store.path) as conn:  # stop requested while the runner was still alive
-        conn.execute("UPDATE jobs SET status='STOPPING', stop_requested=1 WHERE name='stopping'")
+    poke(store, "stopping", status="STOPPING", stop_requested=1)  # stop requested while the runner was still alive
     job = store.describe("stopping")
     assert job["CompilationJobStatus"] == st.STOPPED
     assert job["FailureReason"] == ""
@@ -525,8 +663,79 @@ def test_dead_pid_in_another_pid_namespace_is_left_to_the_lease(store, clock):
     proc.wait()
     store.create(make_request("other-ns"))
     store.mark_inprogress("other-ns", store.host, proc.pid, 30)
-    with sqlite3.connect(store.path) as conn:  # as if a container sharing our host name ran it
-        conn.execute("UPDATE jobs SET pid_namespace='pid:[1]' WHERE name='other-ns'")
+    poke(store, "other-ns", pid_namespace="pid:[1]")  # as if a container sharing our host name ran it
     assert store.describe("other-ns")["CompilationJobStatus"] == st.INPROGRESS
     clock.advance(31)
     assert "lease expired" in store.describe("other-ns")["FailureReason"]
+
+
+def test_dead_pid_from_another_boot_is_left_to_the_lease(store, clock):
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    store.create(make_request("rebooted"))
+    store.mark_inprogress("rebooted", store.host, proc.pid, 30)
+    poke(store, "rebooted", owner_boot_id="another-kernel")  # same host name, another machine (or boot)
+    assert store.describe("rebooted")["CompilationJobStatus"] == st.INPROGRESS
+    clock.advance(31)
+    assert "lease expired" in store.describe("rebooted")["FailureReason"]
+
+
+# ----------------------------------------------------------------------------- many hosts, one store
+
+
+def test_two_hosts_share_jobs_leases_and_stop_requests(store_target, store_kind, tmp_path, clock):
+    """Host A runs a job; host B (another name, its own clock-free view) sees it, stops it, and reaps it."""
+    if store_kind == "sqlite":
+        store_target = tmp_path / "shared" / "jobs.db"
+    host_a = JobStore(store_target, host="worker-a", clock=clock, work_dir=tmp_path / "a")
+    host_b = JobStore(store_target, host="worker-b", clock=clock, work_dir=tmp_path / "b")
+    host_a.create(make_request("shared"))
+    with pytest.raises(CompilationJobExists):
+        host_b.create(make_request("shared"))
+    assert host_a.mark_inprogress("shared", "worker-a", 999_999, 10)
+    # B never checks A's pid (it means nothing on B), only A's lease.
+    assert host_b.describe("shared")["CompilationJobStatus"] == st.INPROGRESS
+    assert host_b.reap() == []
+    host_b.request_stop("shared")
+    assert host_a.renew_lease("shared", 10) is True  # A's heartbeat sees B's stop request
+    assert host_a.mark_stopped("shared")
+    assert host_b.describe("shared")["CompilationJobStatus"] == st.STOPPED
+
+    host_a.create(make_request("lost"))
+    host_a.mark_inprogress("lost", "worker-a", 999_999, 10)
+    clock.advance(5)
+    host_a.renew_lease("lost", 10)
+    clock.advance(9)
+    assert host_b.describe("lost")["CompilationJobStatus"] == st.INPROGRESS
+    clock.advance(2)  # A stopped renewing: lease ran out at T0+15
+    job = host_b.describe("lost")
+    assert job["CompilationJobStatus"] == st.FAILED
+    assert job["FailureReason"] == (
+        "Compile worker lost: lease expired at 2024-05-01T12:00:15+00:00 "
+        "(process 999999 on host worker-a stopped renewing it)"
+    )
+    with pytest.raises(CompilationJobStateError):
+        host_a.renew_lease("lost", 10)  # A (if it comes back) learns the job is no longer its
+
+
+def test_describe_many(store, clock):
+    for name in ("m1", "m2", "m3"):
+        store.create(make_request(name), lease_seconds=10)
+    store.mark_inprogress("m1", "far-host", 1, 3600)
+    clock.advance(11)  # m2 and m3 were never picked up
+    payloads = store.describe_many(["m3", "m1", "missing", "m2", "m1"])
+    assert list(payloads) == ["m3", "m1", "m2"]
+    assert payloads["m1"] == store.describe("m1")
+    assert payloads["m1"]["CompilationJobStatus"] == st.INPROGRESS
+    assert payloads["m2"]["CompilationJobStatus"] == st.FAILED  # reaped like describe does
+    assert "no runner picked up the job" in payloads["m3"]["FailureReason"]
+    assert store.describe_many([]) == {}
+    many = [f"bulk-{i}" for i in range(1200)]  # more than one IN (...) chunk
+    with store._write() as conn:
+        for name in many:
+            conn.execute(sa.insert(JOBS).values(
+                name=name, arn=store.arn(name), status=st.INPROGRESS, creation_us=0, last_modified_us=0,
+                stopping_condition="{}", role_arn="r", output_config="{}", failure_reason="", tags="[]",
+                stop_requested=0, owner_host="far-host", pid=1, lease_expires_us=10**18,
+            ))
+    assert len(store.describe_many(many)) == 1200

@@ -152,6 +152,17 @@ class NeoCompilationJob(CompilationJob, ManagedState):
         # then sets the real initial status.
         self._status = value
 
+    @property
+    def last_modified_time(self) -> datetime:
+        """LastModifiedTime after any time-driven transition that is due (list filters read it first)."""
+        if "_status" in self.__dict__ and "model_name" in self.__dict__:
+            self.peek_status()
+        return self._last_modified_time
+
+    @last_modified_time.setter
+    def last_modified_time(self, value: datetime) -> None:
+        self._last_modified_time = value
+
     def peek_status(self) -> str | None:
         """Status without a step: the last described one in manual mode."""
         if state_manager.get_transition(self.model_name)["progression"] == "manual":

@@ -93,10 +93,14 @@ async def test_too_many_transient_errors_end_in_error(aws_conn_env):
 async def test_on_kill_stops_the_job(aws_conn_env):
     hook = NeoHook(aws_conn_id=aws_conn_env)
     hook.create_compilation_job(valid_request("t-kill"))
+    # The job cannot finish on its own while the trigger polls (1000 describes per step), so the
+    # stop below never races its completion, however fast the trigger polls.
+    moto_neo.set_transition("manual", times=1000)
     trigger = _trigger(aws_conn_env, "t-kill", poll_interval=0.05)
     task = asyncio.ensure_future(_first_event(trigger))
     await asyncio.sleep(0.2)
     await trigger.on_kill()
+    moto_neo.set_transition("manual", times=1)  # STOPPING -> STOPPED at the next describe
     event = await asyncio.wait_for(task, 30)
     assert event["status"] == "stopped"
 

@@ -1,0 +1,363 @@
+"""The local backend's compile cache: an unchanged model is never compiled twice.
+
+Key (BLAKE2b) of a compile, in two parts:
+
+* the *base key*: the model archive's bytes (their BLAKE2b), the normalized request parts that
+  shape the artifact (Framework, FrameworkVersion, DataInputConfig, TargetDevice/TargetPlatform,
+  CompilerOptions; parsed from JSON and re-serialized with sorted keys, so formatting does not
+  matter), the TVM and tvm-ffi versions (read from the installed distributions, without importing
+  TVM), the airflow-neo version, the compile function, the tuning trial budget and the tuning
+  database root;
+* the *records digest*: the best tuning record of each of the model's tuning workloads, as in the
+  tuning database now (:func:`airflow_neo.local.tuning_db.records_digest`). "The tuning records
+  used" is thus exact and cheap: a new record that does not beat the best one for a workload, or
+  records for other models, leave the key unchanged; a better one changes it.
+
+The model's workloads (structural hashes) are only known after TVM has imported the model, so a
+successful compile leaves an *index* file per base key naming its tuning database and workloads;
+a lookup reads it, computes the records digest from the database files and looks for the entry.
+No index (never compiled) is a miss.
+
+Layout::
+
+    <cache_dir>/index/<base key>.json          {"database": dir or null, "workloads": [...]}
+    <cache_dir>/entries/<key>/model.tar.gz     the artifact, byte for byte as first published
+    <cache_dir>/entries/<key>/entry.json       base key, digest, size, metadata; its mtime is
+                                               the last use (LRU eviction)
+
+Size cap: after a store, the least recently used entries are removed until the artifacts fit in
+``max_bytes``. Writers hold an exclusive ``flock`` on ``<cache_dir>/.lock``; a lookup copies the
+artifact out under a shared lock, so an eviction never removes it mid-copy.
+
+Pure: nothing here imports TVM or Airflow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+from airflow_neo.local import tuning_db
+
+__all__ = ["ARTIFACT_NAME", "CacheHit", "CompileCache", "base_key", "normalized_request", "tool_versions"]
+
+CACHE_FORMAT = 1
+ARTIFACT_NAME = "model.tar.gz"
+ENTRY_NAME = "entry.json"
+_CHUNK = 1 << 20
+
+
+def _blake2b_file(path: str | os.PathLike) -> str:
+    digest = hashlib.blake2b()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _distribution_version(name: str) -> str | None:
+    try:
+        return importlib_metadata.version(name)
+    except importlib_metadata.PackageNotFoundError:
+        return None
+
+
+def tool_versions() -> dict[str, str | None]:
+    """Versions that change compiled code: TVM, tvm-ffi and airflow-neo (no TVM import)."""
+    import airflow_neo
+
+    return {
+        "tvm": _distribution_version("apache-tvm"),
+        "tvm_ffi": _distribution_version("apache-tvm-ffi"),
+        "airflow_neo": airflow_neo.__version__,
+    }
+
+
+def _parsed(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def normalized_request(request: dict) -> dict:
+    """The parts of a CreateCompilationJob request that shape the artifact, JSON members parsed.
+
+    Job name, role, S3 locations, KMS key, tags, VPC and stopping condition do not change the
+    compiled code and are left out.
+    """
+    input_config = request.get("InputConfig") or {}
+    output_config = request.get("OutputConfig") or {}
+    return {
+        "Framework": str(input_config.get("Framework") or "").upper(),
+        "FrameworkVersion": input_config.get("FrameworkVersion"),
+        "DataInputConfig": _parsed(input_config.get("DataInputConfig")),
+        "TargetDevice": output_config.get("TargetDevice"),
+        "TargetPlatform": output_config.get("TargetPlatform"),
+        "CompilerOptions": _parsed(output_config.get("CompilerOptions")),
+    }
+
+
+def base_key(
+    archive_digest: str,
+    request: dict,
+    *,
+    compiler: str,
+    tuning_trials: int,
+    tuning_database: str | None,
+    versions: dict | None = None,
+) -> str:
+    """The BLAKE2b key of everything but the tuning records (see the module docstring)."""
+    parts = {
+        "format": CACHE_FORMAT,
+        "archive_blake2b": archive_digest,
+        "request": normalized_request(request),
+        "versions": versions if versions is not None else tool_versions(),
+        "compiler": compiler,
+        "tuning_trials": int(tuning_trials),
+        "tuning_database": str(tuning_database) if tuning_database else None,
+    }
+    canonical = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.blake2b(canonical.encode("utf-8"), digest_size=32).hexdigest()
+
+
+def compiler_id(compile_fn: Any) -> str:
+    """A stable name for a compile function (``module:qualname``) or its ``"module:function"`` string."""
+    if isinstance(compile_fn, str):
+        return compile_fn
+    module = getattr(compile_fn, "__module__", "?")
+    name = getattr(compile_fn, "__qualname__", getattr(compile_fn, "__name__", repr(compile_fn)))
+    return f"{module}:{name}"
+
+
+@dataclass
+class CacheHit:
+    """A found entry; ``artifact`` is the caller's private copy of the cached artifact."""
+
+    key: str
+    artifact: Path
+    digest: str
+    metadata: dict
+    entry: dict
+
+
+class CompileCache:
+    """A directory of compiled artifacts keyed by what produced them; see the module docstring.
+
+    :param root: the cache directory (created on first store).
+    :param max_bytes: size cap of the stored artifacts; 0 stores nothing.
+    :param log: called with one line per notable event (eviction, a corrupt entry).
+    """
+
+    def __init__(self, root: str | os.PathLike, max_bytes: int, *, log: Callable[[str], Any] | None = None):
+        self.root = Path(root)
+        self.max_bytes = int(max_bytes)
+        self._log = log or (lambda _message: None)
+
+    @property
+    def entries_dir(self) -> Path:
+        return self.root / "entries"
+
+    @property
+    def index_dir(self) -> Path:
+        return self.root / "index"
+
+    @contextlib.contextmanager
+    def _locked(self, *, exclusive: bool) -> Iterator[None]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            yield
+        finally:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            finally:
+                os.close(fd)
+
+    # ------------------------------------------------------------------ keys
+
+    def _index(self, base: str) -> dict | None:
+        try:
+            data = json.loads((self.index_dir / f"{base}.json").read_text(encoding="utf-8"))
+        except (FileNotFoundError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    @staticmethod
+    def _key(base: str, records: str) -> str:
+        return hashlib.blake2b(f"{base}\n{records}".encode("utf-8"), digest_size=32).hexdigest()
+
+    def key_for(self, base: str) -> str | None:
+        """The full key of ``base`` given the tuning database as it is now; None if never compiled."""
+        index = self._index(base)
+        if index is None:
+            return None
+        records = tuning_db.records_digest(index.get("database"), index.get("workloads") or [])
+        return self._key(base, records)
+
+    # ------------------------------------------------------------------ lookup / store
+
+    def lookup(self, base: str, copy_to: str | os.PathLike) -> CacheHit | None:
+        """The entry for ``base`` (its artifact copied to ``copy_to``), or None."""
+        if self.max_bytes <= 0 or not self.root.is_dir():
+            return None
+        key = self.key_for(base)
+        if key is None:
+            return None
+        entry_dir = self.entries_dir / key
+        target = Path(copy_to)
+        with self._locked(exclusive=False):
+            try:
+                entry = json.loads((entry_dir / ENTRY_NAME).read_text(encoding="utf-8"))
+            except (FileNotFoundError, ValueError):
+                return None
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                shutil.copyfile(entry_dir / ARTIFACT_NAME, target)
+            except FileNotFoundError:
+                return None
+            now = time.time()
+            with contextlib.suppress(OSError):
+                os.utime(entry_dir / ENTRY_NAME, (now, now))
+        digest = _blake2b_file(target)
+        if digest != entry.get("artifact_blake2b"):
+            self._log(f"cache entry {key[:16]} is corrupt (digest mismatch); ignoring it")
+            target.unlink(missing_ok=True)
+            self._remove(key, exclusive=True)
+            return None
+        return CacheHit(key, target, digest, entry.get("metadata") or {}, entry)
+
+    def store(self, base: str, artifact: str | os.PathLike, metadata: dict | None) -> str | None:
+        """Keep ``artifact`` under ``base`` and the tuning records named by ``metadata["tuning"]``;
+        returns the key, or None when the artifact alone is over the size cap (or the cache is off)."""
+        if self.max_bytes <= 0:
+            return None
+        artifact = Path(artifact)
+        size = artifact.stat().st_size
+        if size > self.max_bytes:
+            self._log(f"artifact ({size} bytes) is larger than the cache ({self.max_bytes} bytes); not cached")
+            return None
+        metadata = metadata or {}
+        tuning = metadata.get("tuning") if isinstance(metadata.get("tuning"), dict) else {}
+        database = tuning.get("database")
+        workloads = sorted(set(tuning.get("workloads") or []))
+        # The records this artifact was built with (reported by the compiler), else the database now.
+        records = tuning.get("records_digest") or tuning_db.records_digest(database, workloads)
+        key = self._key(base, records)
+        digest = _blake2b_file(artifact)
+        entry = {
+            "format": CACHE_FORMAT,
+            "key": key,
+            "base_key": base,
+            "records_digest": records,
+            "artifact_blake2b": digest,
+            "size": size,
+            "stored_at": time.time(),
+            "metadata": metadata,
+        }
+        with self._locked(exclusive=True):
+            self.index_dir.mkdir(parents=True, exist_ok=True)
+            self.entries_dir.mkdir(parents=True, exist_ok=True)
+            _write_atomic(self.index_dir / f"{base}.json", {"database": database, "workloads": workloads})
+            final = self.entries_dir / key
+            if not (final / ENTRY_NAME).is_file():
+                shutil.rmtree(final, ignore_errors=True)
+                staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.entries_dir))
+                try:
+                    shutil.copyfile(artifact, staging / ARTIFACT_NAME)
+                    _write_atomic(staging / ENTRY_NAME, entry)
+                    os.rename(staging, final)
+                except BaseException:
+                    shutil.rmtree(staging, ignore_errors=True)
+                    raise
+            else:
+                now = time.time()
+                os.utime(final / ENTRY_NAME, (now, now))
+            self._evict_locked(keep=key)
+        return key
+
+    # ------------------------------------------------------------------ size cap
+
+    def entries(self) -> list[dict]:
+        """Every entry: key, size, last use (mtime of its entry.json), base key."""
+        result = []
+        try:
+            children = list(self.entries_dir.iterdir())
+        except FileNotFoundError:
+            return []
+        for child in children:
+            if child.name.startswith("."):
+                continue
+            try:
+                entry = json.loads((child / ENTRY_NAME).read_text(encoding="utf-8"))
+                used = (child / ENTRY_NAME).stat().st_mtime
+            except (FileNotFoundError, ValueError, NotADirectoryError):
+                continue
+            result.append({"key": child.name, "size": int(entry.get("size", 0)), "last_used": used,
+                           "base_key": entry.get("base_key")})
+        return result
+
+    def total_bytes(self) -> int:
+        return sum(entry["size"] for entry in self.entries())
+
+    def evict(self) -> list[str]:
+        """Remove least recently used entries until the cache fits ``max_bytes``; returns their keys."""
+        with self._locked(exclusive=True):
+            return self._evict_locked()
+
+    def _evict_locked(self, keep: str | None = None) -> list[str]:
+        entries = sorted(self.entries(), key=lambda entry: entry["last_used"])
+        total = sum(entry["size"] for entry in entries)
+        removed = []
+        for entry in entries:
+            if total <= self.max_bytes:
+                break
+            if entry["key"] == keep:
+                continue
+            self._remove(entry["key"], exclusive=False)
+            total -= entry["size"]
+            removed.append(entry["key"])
+            self._log(f"cache: evicted {entry['key'][:16]} ({entry['size']} bytes, least recently used)")
+        if removed:
+            live = {entry["base_key"] for entry in self.entries()}
+            for entry in entries:
+                if entry["key"] in removed and entry["base_key"] not in live:
+                    with contextlib.suppress(OSError):
+                        (self.index_dir / f"{entry['base_key']}.json").unlink()
+        for stale in self.entries_dir.glob(".staging-*"):
+            if time.time() - stale.stat().st_mtime > 3600:
+                shutil.rmtree(stale, ignore_errors=True)
+        return removed
+
+    def _remove(self, key: str, *, exclusive: bool) -> None:
+        if exclusive:
+            with self._locked(exclusive=True):
+                shutil.rmtree(self.entries_dir / key, ignore_errors=True)
+        else:
+            shutil.rmtree(self.entries_dir / key, ignore_errors=True)
+
+
+def _write_atomic(path: Path, value: Any) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(value, handle, sort_keys=True, default=str)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,520 @@
+"""MetaSchedule tuning for the local compiler: a per-job trial budget and a shared, persistent database.
+
+Runs inside the compile child (TVM is imported inside functions only). :func:`optimize` takes the
+fused Relax module (after ``relax.get_pipeline("zero")``) and returns it with the best schedules of
+the target's tuning database applied, after spending up to the job's trial budget on the model's
+workloads that need it. Its report goes into the artifact's metadata (``metadata["tuning"]``) and
+keys the compile cache.
+
+Budget semantics: ``trials`` is what the *model* should have had in total. The trials already
+granted to the model's workloads (by any job, for any model sharing them; kept in the database's
+ledger) count towards it, so a repeat compile of a tuned model measures nothing and only applies the
+records, and a model whose workloads were tuned for another model tunes less. A larger budget later
+tunes on from where the database stands.
+
+Allocation: first one short round (``FIRST_ROUND`` trials) for each workload, biggest (FLOPs x
+occurrences) first, so that no kernel is left untuned (an untuned kernel is serial, unvectorized
+code and can dominate the model's latency); the rest in rounds of ``ROUND`` trials in proportion to
+each workload's share of the model's estimated latency (occurrences x best measured time), so the
+trials go where the time goes.
+
+Builder: a process pool kept for the whole job that builds candidates with plain ``tvm.build``
+(MetaSchedule's stock builder imports every CUDA tensor intrinsic in each fresh worker, 15-30 s a
+batch on 2 cores, and restarts its pool every batch). Measuring runs in MetaSchedule's LocalRunner.
+
+Layout: weights (Relax constants) are marked layout-free before tuning, so schedules may rewrite
+their layout; after applying the records the layout transforms are split out and folded into the
+constants at compile time (weight prepacking, with no change to the artifact's interface).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from airflow_neo.local import tuning_db
+
+__all__ = ["FIRST_ROUND", "ROUND", "TaskInfo", "first_round_plan", "latency_share_plan", "optimize", "tunable_here"]
+
+Log = Callable[[str], Any]
+
+#: trials of the first round given to every workload
+FIRST_ROUND = 8
+#: trials per later round (MetaSchedule's num_trials_per_iter)
+ROUND = 16
+#: a first guess of one trial's cost on a small machine, refined as tuning goes
+INITIAL_SECONDS_PER_TRIAL = 2.0
+BUILD_TIMEOUT_S = 60.0
+RUN_TIMEOUT_S = 30.0
+# x86 ISA extensions (LLVM feature names): a target that needs one the host lacks cannot be measured here
+_ISA = re.compile(
+    r"^(sse|ssse|avx|fma|f16c|bmi|popcnt|lzcnt|movbe|aes|pclmul|sha|vaes|vpclmul|gfni|amx|adx|rdrnd|rdseed|"
+    r"cx16|xsave|fp16|bf16|neon|sve|dotprod|i8mm|fullfp16)"
+)
+
+
+@dataclass
+class TaskInfo:
+    """One tuning workload of the model."""
+
+    key: str  #: structural hash (the database's workload key)
+    name: str
+    weight: int  #: occurrences in the model
+    flops: float
+    granted: int = 0  #: trials granted to it so far (ledger or records, the larger)
+    best_secs: float | None = None  #: best measured time, if any
+
+
+# --------------------------------------------------------------------------------------------
+# the plan (pure)
+
+
+def _priority(task: TaskInfo) -> float:
+    return task.weight * max(task.flops, 1.0)
+
+
+def first_round_plan(tasks: list[TaskInfo], remaining: int, first_round: int = FIRST_ROUND) -> dict[str, int]:
+    """Trials that bring each workload up to one first round, biggest first, within ``remaining``."""
+    plan: dict[str, int] = {}
+    for task in sorted(tasks, key=_priority, reverse=True):
+        need = min(first_round - task.granted, remaining)
+        if need > 0:
+            plan[task.key] = need
+            remaining -= need
+        if remaining <= 0:
+            break
+    return plan
+
+
+def latency_share_plan(tasks: list[TaskInfo], remaining: int, round_size: int = ROUND) -> dict[str, int]:
+    """``remaining`` trials in whole rounds, in proportion to each workload's share of the
+    estimated latency (weight x best time; a workload without a measurement counts as the slowest)."""
+    if remaining <= 0 or not tasks:
+        return {}
+    known = [t.best_secs for t in tasks if t.best_secs is not None]
+    fallback = max(known) if known else 1.0
+    share = {t.key: t.weight * (t.best_secs if t.best_secs is not None else fallback) for t in tasks}
+    total = sum(share.values()) or 1.0
+    units = remaining // round_size
+    plan: dict[str, int] = {}
+    if units > 0:
+        exact = {key: units * value / total for key, value in share.items()}
+        given = {key: int(math.floor(value)) for key, value in exact.items()}
+        left = units - sum(given.values())
+        for key in sorted(exact, key=lambda k: exact[k] - given[k], reverse=True)[:left]:
+            given[key] += 1
+        plan = {key: n * round_size for key, n in given.items() if n > 0}
+    leftover = remaining - sum(plan.values())
+    if leftover > 0:
+        top = max(share, key=share.get)
+        plan[top] = plan.get(top, 0) + leftover
+    return plan
+
+
+# --------------------------------------------------------------------------------------------
+# can we measure here?
+
+
+def tunable_here(target: dict, *, runs_here: bool) -> str | None:
+    """None when schedules for ``target`` can be measured on this machine, else why not."""
+    if not runs_here:
+        return "the target's code does not run on this machine (another CPU family or OS), so schedules cannot be measured"
+    from tvm.target import Target, codegen
+
+    host_cpu = str(codegen.llvm_get_system_cpu())
+    mcpu = target.get("mcpu") or host_cpu
+    probe = {key: value for key, value in target.items() if key in ("kind", "mtriple", "mcpu", "mattr")}
+    try:
+        wanted = {str(f) for f in codegen.llvm_get_cpu_features(Target(probe))}
+        have = {str(f) for f in codegen.llvm_get_cpu_features(Target({"kind": "llvm", "mcpu": host_cpu}))}
+    except Exception:  # noqa: BLE001 - be permissive: a failed measurement is recorded as such
+        return None
+    missing = sorted(f for f in wanted - have if _ISA.match(f))
+    if missing:
+        return (
+            f"this machine's CPU ({host_cpu}) lacks {', '.join(missing[:6])} that mcpu {mcpu} code uses; tune on a "
+            f"{mcpu} machine, or compile for this CPU (CompilerOptions mcpu={host_cpu!r})"
+        )
+    return None
+
+
+def _cpu_tensor_intrinsics_only() -> None:
+    """Register only this CPU family's tensor intrinsics before MetaSchedule imports them all.
+
+    ``TuneContext`` imports ``tvm.s_tir.tensor_intrin``, whose ``__init__`` parses every CUDA,
+    ROCm and Hexagon intrinsic (TVMScript, with ``inspect.stack()`` per function): minutes on a
+    busy 2-core machine once torch is imported. Tuning only measures on this machine, so the
+    package is registered without running its ``__init__`` and only the host family's module
+    (x86 or Arm) is imported.
+    """
+    import importlib
+    import importlib.util
+    import platform
+    import sys
+
+    name = "tvm.s_tir.tensor_intrin"
+    if name in sys.modules:
+        return
+    spec = importlib.util.find_spec(name)
+    if spec is None:
+        return
+    package = importlib.util.module_from_spec(spec)
+    sys.modules[name] = package
+    machine = platform.machine().lower()
+    family = "arm_cpu" if machine.startswith(("arm", "aarch64")) else "x86" if machine in ("x86_64", "amd64", "i686") else None
+    if family:
+        try:
+            importlib.import_module(f"{name}.{family}")
+        except Exception:  # noqa: BLE001 - float32 schedules do not need them
+            pass
+    import tvm.s_tir
+
+    tvm.s_tir.tensor_intrin = package
+
+
+def _quiet_meta_schedule() -> None:
+    """Keep MetaSchedule's per-round tables out of the job log (its console handler follows this level)."""
+    logger = logging.getLogger("tvm.s_tir.meta_schedule")
+    if logger.level in (logging.NOTSET, logging.DEBUG, logging.INFO):
+        logger.setLevel(logging.WARNING)
+    for handler in logger.handlers:
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+            handler.setLevel(logging.WARNING)
+
+
+def _num_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+# --------------------------------------------------------------------------------------------
+# builder (module level: the pool's workers unpickle these by reference)
+
+
+def build_candidate(mod, target, _params):
+    """MetaSchedule's default build without importing every tensor intrinsic (CUDA included)."""
+    from tvm.driver import build as tvm_build
+    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
+
+    mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod)
+    return tvm_build(mod, target=target)
+
+
+def _make_builder(max_workers: int):
+    from tvm.ir.utils import derived_object
+    from tvm.runtime import save_param_dict
+    from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
+    from tvm.s_tir.meta_schedule.builder.local_builder import _worker_func
+    from tvm.support.popen_pool import PopenPoolExecutor, StatusKind
+
+    @derived_object
+    class PooledBuilder(PyBuilder):
+        """Builds candidates in a process pool that lives for the whole job (recycled now and then)."""
+
+        def __init__(self, workers: int, timeout_sec: float, recycle_after: int = 40):
+            super().__init__()
+            self.workers = workers
+            self.timeout_sec = timeout_sec
+            self.recycle_after = recycle_after
+            self.pool = None
+            self.batches = 0
+
+        def _pool(self):
+            if self.pool is None or self.batches >= self.recycle_after:
+                self.close()
+                self.pool = PopenPoolExecutor(max_workers=self.workers, timeout=self.timeout_sec)
+                self.batches = 0
+            self.batches += 1
+            return self.pool
+
+        def close(self):
+            if self.pool is not None:
+                try:
+                    self.pool.shutdown()
+                except Exception:  # noqa: BLE001
+                    pass
+                self.pool = None
+
+        def build(self, build_inputs):
+            jobs = [
+                (build_candidate, None, item.mod, item.target,
+                 None if item.params is None else save_param_dict(item.params))
+                for item in build_inputs
+            ]
+            results = []
+            for result in self._pool().map_with_error_catching(lambda args: _worker_func(*args), jobs):
+                if result.status == StatusKind.COMPLETE:
+                    results.append(BuilderResult(result.value, None))
+                elif result.status == StatusKind.TIMEOUT:
+                    results.append(BuilderResult(None, f"build timed out after {self.timeout_sec} s"))
+                else:
+                    results.append(BuilderResult(None, f"build failed: {result.value}"))
+            return results
+
+    return PooledBuilder(max_workers, BUILD_TIMEOUT_S)
+
+
+# --------------------------------------------------------------------------------------------
+# the entry point
+
+
+@dataclass
+class _Session:
+    """Builder, runner and cost model shared by every task of one job (created on first use)."""
+
+    num_cores: int
+    log: Log
+    builder: Any = None
+    runner: Any = None
+    cost_model: Any = None
+    seconds_per_trial: float = INITIAL_SECONDS_PER_TRIAL
+    measured: int = 0
+    spent: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    def start(self) -> None:
+        if self.builder is not None:
+            return
+        from tvm.s_tir import meta_schedule as ms
+
+        _cpu_tensor_intrinsics_only()
+        _quiet_meta_schedule()
+        self.builder = _make_builder(self.num_cores)
+        self.runner = ms.runner.LocalRunner(
+            timeout_sec=RUN_TIMEOUT_S,
+            evaluator_config=ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=50, enable_cpu_cache_flush=False),
+        )
+        try:
+            import xgboost  # noqa: F401
+
+            self.cost_model = ms.cost_model.XGBModel(num_tuning_cores=self.num_cores)
+        except ImportError:
+            self.cost_model = ms.cost_model.RandomModel()
+            note = "xgboost is not installed: tuning searches at random (pip install xgboost-cpu)"
+            self.notes.append(note)
+            self.log(f"tuning: {note}")
+
+    def close(self) -> None:
+        if self.builder is not None:
+            self.builder.close()
+        pool = getattr(self.runner, "pool", None)
+        if pool is not None:
+            try:
+                pool.shutdown()
+            except Exception:  # noqa: BLE001 - its worker goes with the compile child's process group anyway
+                pass
+
+
+def optimize(
+    mod,
+    target,
+    *,
+    trials: int,
+    database_root: str | os.PathLike,
+    log: Log,
+    deadline: float | None = None,
+    seed: int = 0,
+) -> tuple[Any, dict]:
+    """Apply (and first tune, within ``trials``) the target's tuning database to the fused ``mod``.
+
+    :param mod: the Relax module after ``relax.get_pipeline("zero")``.
+    :param target: the :class:`~airflow_neo.local.targets.ResolvedTarget`.
+    :param trials: the model's trial budget (see the module docstring); 0 only applies records.
+    :param database_root: ``[neo] tuning_database``: one sub-directory per target.
+    :param deadline: ``time.monotonic()`` value by which tuning must stop (the job's time limit
+        less the time the final build needs); tuning stops early, keeping what it measured.
+    :return: the module to build, and the report (``metadata["tuning"]``).
+    """
+    import tvm
+    import tvm_ffi
+    from tvm import relax
+    from tvm.s_tir import meta_schedule as ms
+
+    started = time.monotonic()
+    num_cores = _num_cores()
+    compile_target = tvm.target.Target(target.target)
+    tune_target = tvm.target.Target({**target.target, "num-cores": num_cores})
+    db_dir = tuning_db.target_database_dir(database_root, target.target, num_cores)
+    with tvm.transform.PassContext(), compile_target:
+        marked = relax.transform.AttachAttrLayoutFreeBuffers()(mod)
+    extracted = ms.relax_integration.extract_tasks(marked, tune_target)
+    tasks = []
+    for task in extracted:
+        flops = 0.0
+        try:
+            flops = float(tvm.s_tir.analysis.estimate_tir_flops(task.dispatched[0]))
+        except Exception:  # noqa: BLE001 - only used to order the work
+            pass
+        tasks.append(TaskInfo(str(tvm_ffi.structural_hash(task.dispatched[0])), task.task_name, int(task.weight), flops))
+    keys = sorted({task.key for task in tasks})
+    report: dict[str, Any] = {
+        "database": str(db_dir),
+        "workloads": keys,
+        "trials_budget": int(trials),
+        "new_trials": 0,
+        "tasks": len(tasks),
+        "applied": 0,
+    }
+    if not tasks:
+        report["records_digest"] = tuning_db.records_digest(None, [])
+        return mod, report
+    if trials <= 0 and not db_dir.is_dir():
+        report["records_digest"] = tuning_db.records_digest(None, keys)
+        log(f"tuning: off (0 trials) and no tuning database for this target yet ({db_dir}); {len(tasks)} kernels untuned")
+        return mod, report
+
+    work = Path(tempfile.mkdtemp(prefix="airflow-neo-tuning-"))
+    session = _Session(num_cores, log)
+    try:
+        snap = tuning_db.snapshot(db_dir, work / "database")
+        stats = tuning_db.scan(snap.directory, keys)
+        for task in tasks:
+            entry = stats.get(task.key)
+            task.granted = max(snap.granted.get(task.key, 0), entry.records if entry else 0)
+            task.best_secs = entry.best_secs if entry else None
+        already = sum(task.granted for task in tasks)
+        remaining = max(0, int(trials) - already)
+        log(
+            f"tuning: {len(tasks)} kernels ({sum(t.weight for t in tasks)} calls), budget {trials} trials, "
+            f"{already} already in the database ({db_dir.name}), {remaining} to run"
+        )
+        if remaining > 0:
+            reason = tunable_here(target.target, runs_here=target.runs_here())
+            if reason:
+                log(f"tuning: skipped: {reason}; applying the records the database has")
+                report["skipped"] = reason
+            else:
+                granted = _tune(
+                    extracted, tasks, remaining, snap.directory, session, log, deadline=deadline, seed=seed, work=work
+                )
+                report["new_trials"] = session.measured
+                merged = tuning_db.merge(snap, granted)
+                log(f"tuning: {session.measured} new trials in {session.spent:.0f} s; {merged} records added to {db_dir}")
+        report["notes"] = session.notes
+        stats = tuning_db.scan(snap.directory, keys)
+        applied = [task for task in tasks if stats.get(task.key) and stats[task.key].best_secs is not None]
+        report["applied"] = len(applied)
+        report["records_digest"] = tuning_db.records_digest(snap.directory, keys)
+        if not applied:
+            log(f"tuning: no records for this model's {len(tasks)} kernels; building untuned kernels")
+            return mod, report
+        if len(applied) == len(tasks):
+            estimate = sum(task.weight * stats[task.key].best_secs for task in tasks)
+            report["estimated_latency_ms"] = round(estimate * 1000, 3)
+            log(f"tuning: applying records for all {len(tasks)} kernels; estimated latency {estimate * 1000:.2f} ms")
+        else:
+            log(f"tuning: applying records for {len(applied)} of {len(tasks)} kernels; the others stay untuned")
+        database = ms.database.JSONDatabase(work_dir=str(snap.directory))
+        with tvm.transform.PassContext(), compile_target, database:
+            tuned = relax.transform.MetaScheduleApplyDatabase()(marked)
+            tuned = relax.transform.SplitLayoutRewritePreproc()(tuned)
+            tuned = relax.transform.FoldConstant()(tuned)
+        report["seconds"] = round(time.monotonic() - started, 3)
+        return tuned, report
+    finally:
+        session.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _tune(extracted, tasks, remaining, db_path: Path, session: _Session, log: Log, *, deadline, seed, work: Path) -> dict[str, int]:
+    """Run the plan (first rounds, then rounds by latency share); returns the trials granted per workload."""
+    from tvm.s_tir import meta_schedule as ms
+
+    by_key = {task.key: (task, ext) for task, ext in zip(tasks, extracted)}
+    granted: dict[str, int] = {}
+    database = ms.database.JSONDatabase(work_dir=str(db_path))
+    total_budget = remaining
+    done = 0
+    stopped = False
+
+    def run(plan: dict[str, int], phase: str) -> None:
+        nonlocal done, stopped, remaining
+        order = sorted(plan, key=lambda k: plan[k] * _priority(by_key[k][0]), reverse=True)
+        for index, key in enumerate(order):
+            task, ext = by_key[key]
+            n = min(plan[key], remaining)
+            if n <= 0 or stopped:
+                continue
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                affordable = int(left / max(session.seconds_per_trial, 0.1))
+                if affordable < min(n, FIRST_ROUND):
+                    log(f"tuning: stopped at the job's time limit ({done}/{total_budget} trials run)")
+                    stopped = True
+                    return
+                n = min(n, affordable)
+            session.start()
+            per_iter = min(ROUND, n) if phase == "first round" else ROUND
+            contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+                [ext], str(work / "logs"), num_threads=session.num_cores, seed=seed,
+                strategy=ms.search_strategy.EvolutionarySearch(
+                    population_size=128 if phase == "first round" else 256,
+                    init_min_unmeasured=32,
+                    genetic_num_iters=2 if phase == "first round" else 3,
+                ),
+            )
+            _quiet_meta_schedule()  # creating the contexts re-configured MetaSchedule's loggers
+            if not contexts:  # already scheduled: nothing to tune
+                continue
+            before = tuning_db.scan(db_path, [key]).get(key)
+            records_before = before.records if before else 0
+            t0 = time.monotonic()
+            ms.tune.tune_tasks(
+                tasks=contexts,
+                task_weights=weights,
+                work_dir=str(work / "logs"),
+                max_trials_global=n,
+                max_trials_per_task=n,
+                num_trials_per_iter=min(per_iter, n),
+                builder=session.builder,
+                runner=session.runner,
+                database=database,
+                cost_model=session.cost_model,
+                task_scheduler="round-robin",
+            )
+            elapsed = time.monotonic() - t0
+            after = tuning_db.scan(db_path, [key]).get(key)
+            measured = (after.records if after else 0) - records_before
+            granted[key] = granted.get(key, 0) + n
+            task.granted += n
+            remaining -= n
+            done += n
+            session.measured += measured
+            session.spent += elapsed
+            if measured > 0:
+                # smooth the per-trial cost estimate used against the deadline
+                session.seconds_per_trial = 0.5 * session.seconds_per_trial + 0.5 * (elapsed / measured)
+            if after and after.best_secs is not None:
+                task.best_secs = after.best_secs
+            best = f"{task.best_secs * 1000:.3f} ms" if task.best_secs is not None else "no valid measurement"
+            gflops = f", {task.flops / task.best_secs / 1e9:.1f} GFLOPS" if task.best_secs and task.flops > 1 else ""
+            log(
+                f"tuning [{phase} {index + 1}/{len(order)}] {task.name} (x{task.weight}): {measured} trials in "
+                f"{elapsed:.0f} s, best {best}{gflops}; {done}/{total_budget} trials, {_estimate(tasks)}"
+            )
+
+    run(first_round_plan(tasks, remaining), "first round")
+    if remaining > 0 and not stopped:
+        run(latency_share_plan(tasks, remaining), "by latency share")
+    return granted
+
+
+def _estimate(tasks: list[TaskInfo]) -> str:
+    known = [task for task in tasks if task.best_secs is not None]
+    if not known:
+        return "no estimate yet"
+    estimate = sum(task.weight * task.best_secs for task in known) * 1000
+    if len(known) == len(tasks):
+        return f"estimated latency {estimate:.2f} ms"
+    return f"estimated latency >= {estimate:.2f} ms ({len(tasks) - len(known)} kernels not measured yet)"

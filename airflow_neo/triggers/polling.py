@@ -1,0 +1,341 @@
+"""Shared polling for every compilation-job trigger in one triggerer (one asyncio loop).
+
+A triggerer may hold hundreds of deferred compilation jobs. Polling each one on its own costs one
+describe (an HTTPS call, or a database query) per job per interval; this module shares the work
+between all the triggers of one event loop that use the same backend and connection:
+
+* **Aligned ticks.** A trigger checks its job right away, then on the loop-clock grid of its poll
+  interval (``k * poll_interval``), so all triggers with the same interval check at the same
+  instants and their work can be batched. A job's end is seen at the first tick after it, never
+  more than one interval later.
+* **Local backend:** the checks due at one tick become *one* ``JobStore.describe_many`` query (a
+  ``SELECT ... WHERE name IN (...)``) in a worker thread, whatever the number of triggers.
+* **SageMaker backend:** one shared aiobotocore client; at each tick one
+  ``ListCompilationJobs(LastModifiedTimeAfter=...)`` sweep (100 jobs a page) tells which watched
+  jobs changed status, and only those are described. A job that the sweep shows unchanged is
+  still described directly now and then as a safety net, every 1, 2, 4, ... ticks up to
+  :data:`MAX_DESCRIBE_GAP` ticks: that is the *back-off* for long-running jobs, while the sweep
+  keeps a completion event within one interval. When the sweep is not allowed (no
+  ``sagemaker:ListCompilationJobs`` permission) or fails, every tick describes, as without sharing.
+
+Nothing here changes what a trigger serializes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import logging
+import math
+import time
+import weakref
+from typing import Any
+
+from airflow_neo.core.exceptions import CompilationJobNotFound
+from airflow_neo.core.retry import is_transient
+
+log = logging.getLogger(__name__)
+
+MAX_DESCRIBE_GAP = 10  # ticks between safety describes of an unchanged SageMaker job
+SWEEP_OVERLAP_SECONDS = 60.0  # LastModifiedTimeAfter looks back this far beyond the previous sweep
+DESCRIBE_CONCURRENCY = 16
+IDLE_CLOSE_SECONDS = 5.0
+
+_BOARDS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple, _Board]] = weakref.WeakKeyDictionary()
+
+
+class Watch:
+    """One trigger's view of its job on a board."""
+
+    __slots__ = ("name", "interval", "started_wall", "payload", "status", "gap", "ticks_since_describe", "force")
+
+    def __init__(self, name: str, interval: float):
+        self.name = name
+        self.interval = max(float(interval), 0.001)
+        self.started_wall = time.time()
+        self.payload: dict | None = None
+        self.status: str | None = None
+        self.gap = 1
+        self.ticks_since_describe = 0
+        self.force = True  # the first check (and the one after an error) describes directly
+
+
+def board_for(backend: str, hook_kwargs: dict[str, Any]) -> _Board:
+    """The board of this event loop for ``backend`` and these connection parameters."""
+    loop = asyncio.get_running_loop()
+    boards = _BOARDS.setdefault(loop, {})
+    key = (backend, json.dumps(hook_kwargs, sort_keys=True, default=str))
+    board = boards.get(key)
+    if board is None or board.closed:
+        board = (_LocalBoard if backend == "local" else _SageMakerBoard)(backend, hook_kwargs)
+        boards[key] = board
+    return board
+
+
+async def next_tick(watch: Watch) -> float:
+    """Sleep until the next point of the watch's interval grid (loop clock); returns that point."""
+    loop = asyncio.get_running_loop()
+    now = loop.time()
+    deadline = (math.floor(now / watch.interval) + 1) * watch.interval
+    await asyncio.sleep(deadline - now)
+    return deadline
+
+
+class _Board:
+    def __init__(self, backend: str, hook_kwargs: dict[str, Any]):
+        self.backend = backend
+        self.hook_kwargs = hook_kwargs
+        self.watches: set[Watch] = set()
+        self.closed = False
+        self._idle_task: asyncio.Task | None = None
+        self.stats = {"describes": 0, "batches": 0, "sweeps": 0, "sweep_pages": 0}
+
+    def _hook(self):
+        from airflow_neo.hooks.factory import get_neo_hook
+
+        return get_neo_hook(self.backend, **self.hook_kwargs)
+
+    def watch(self, name: str, interval: float) -> Watch:
+        if self._idle_task is not None:
+            self._idle_task.cancel()
+            self._idle_task = None
+        watch = Watch(name, interval)
+        self.watches.add(watch)
+        return watch
+
+    def unwatch(self, watch: Watch) -> None:
+        """Forget ``watch`` (idempotent); an idle board closes its connection after a while."""
+        if watch not in self.watches:
+            return
+        self.watches.discard(watch)
+        if not self.watches and not self.closed and self._needs_closing():
+            try:
+                self._idle_task = asyncio.get_running_loop().create_task(self._close_when_idle())
+            except RuntimeError:  # no running loop (interpreter shutdown)
+                pass
+
+    def _needs_closing(self) -> bool:
+        return False
+
+    async def _close_when_idle(self) -> None:
+        try:
+            await asyncio.sleep(IDLE_CLOSE_SECONDS)
+        finally:
+            if not self.watches:
+                self.closed = True
+                await self.aclose()
+
+    async def aclose(self) -> None:  # pragma: no cover - overridden where there is something to close
+        return None
+
+    async def refresh(self, watch: Watch, tick: float | None) -> dict:
+        raise NotImplementedError
+
+    @staticmethod
+    def _record(watch: Watch, payload: dict) -> bool:
+        status = payload.get("CompilationJobStatus")
+        changed = status != watch.status
+        watch.payload, watch.status = payload, status
+        watch.force = False
+        watch.ticks_since_describe = 0
+        return changed
+
+
+class _LocalBoard(_Board):
+    """Local backend: all checks due together are one ``describe_many`` query."""
+
+    def __init__(self, backend: str, hook_kwargs: dict[str, Any]):
+        super().__init__(backend, hook_kwargs)
+        self._store = None
+        self._store_lock = asyncio.Lock()
+        self._pending: dict[str, list[asyncio.Future]] = {}
+        self._flush_scheduled = False
+
+    async def _get_store(self):
+        async with self._store_lock:
+            if self._store is None:
+                self._store = await asyncio.to_thread(lambda: self._hook().store)
+        return self._store
+
+    async def refresh(self, watch: Watch, tick: float | None) -> dict:
+        future = asyncio.get_running_loop().create_future()
+        self._pending.setdefault(watch.name, []).append(future)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().create_task(self._flush())
+        try:
+            payload = await future
+        except BaseException:
+            watch.force = True
+            raise
+        self._record(watch, payload)
+        return payload
+
+    async def _flush(self) -> None:
+        await asyncio.sleep(0)  # let every trigger woken by this tick add its name
+        pending, self._pending = self._pending, {}
+        self._flush_scheduled = False
+        try:
+            store = await self._get_store()
+            payloads = await asyncio.to_thread(store.describe_many, list(pending))
+        except BaseException as err:
+            for futures in pending.values():
+                for future in futures:
+                    if not future.done():
+                        future.set_exception(err)
+            if not isinstance(err, Exception):
+                raise
+            return
+        self.stats["batches"] += 1
+        self.stats["describes"] += len(pending)
+        for name, futures in pending.items():
+            payload = payloads.get(name)
+            for future in futures:
+                if future.done():
+                    continue
+                if payload is None:
+                    future.set_exception(CompilationJobNotFound(f"Could not find compilation job '{name}'."))
+                else:
+                    future.set_result(payload)
+
+
+class _SageMakerBoard(_Board):
+    """SageMaker: one client, one ListCompilationJobs sweep per tick, describes only where needed."""
+
+    def __init__(self, backend: str, hook_kwargs: dict[str, Any]):
+        super().__init__(backend, hook_kwargs)
+        self._client = None
+        self._client_cm = None
+        self._client_lock = asyncio.Lock()
+        self._semaphore = asyncio.Semaphore(DESCRIBE_CONCURRENCY)
+        self.feed_ok = True
+        self._sweep_task: asyncio.Task | None = None
+        self._sweep_tick: float | None = None
+        self._last_sweep_wall: float | None = None
+        self._urgent: set[str] = set()  # jobs being described because they changed (or first checks)
+        self._urgent_done = asyncio.Event()
+        self._urgent_done.set()
+
+    async def _get_client(self):
+        async with self._client_lock:
+            if self._client is None:
+                hook = await asyncio.to_thread(self._hook)
+                self._client_cm = await hook.get_async_conn()
+                self._client = await self._client_cm.__aenter__()
+        return self._client
+
+    def _needs_closing(self) -> bool:
+        return self._client_cm is not None
+
+    async def aclose(self) -> None:
+        cm, self._client_cm, self._client = self._client_cm, None, None
+        if cm is not None:
+            try:
+                await cm.__aexit__(None, None, None)
+            except Exception:  # noqa: BLE001 - closing is best effort
+                pass
+
+    async def _describe(self, name: str, urgent: bool = True) -> dict:
+        """DescribeCompilationJob on the shared client. A safety describe (``urgent=False``) waits
+        until the describes of the jobs the last sweep saw change are done, so that a burst of
+        completions is reported first."""
+        from botocore.exceptions import ClientError
+
+        from airflow_neo.core.payload import describe_payload
+        from airflow_neo.hooks.neo import translate_client_error
+
+        if urgent:
+            self._urgent.add(name)
+            self._urgent_done.clear()
+        else:
+            await asyncio.sleep(0)  # the watches woken by the same sweep register as urgent first
+            await self._urgent_done.wait()
+        try:
+            client = await self._get_client()
+            async with self._semaphore:
+                self.stats["describes"] += 1
+                try:
+                    response = await client.describe_compilation_job(CompilationJobName=name)
+                except ClientError as err:
+                    raise translate_client_error(err, "describe_compilation_job") from err
+        finally:
+            if urgent:
+                self._done_urgent(name)
+        return describe_payload(response)
+
+    def _done_urgent(self, name: str) -> None:
+        self._urgent.discard(name)
+        if not self._urgent:
+            self._urgent_done.set()
+
+    async def _sweep(self, tick: float) -> dict[str, str]:
+        """Statuses of the jobs modified lately: one sweep per tick, shared by all watches.
+
+        A sweep still running from an earlier tick is awaited rather than started again, so a
+        slow ListCompilationJobs never piles up.
+        """
+        task = self._sweep_task
+        stale = self._sweep_tick is None or self._sweep_tick < tick - 1e-6
+        if task is None or (stale and task.done()):
+            task = asyncio.get_running_loop().create_task(self._list_changed())
+            self._sweep_task, self._sweep_tick = task, tick
+        return await asyncio.shield(task)
+
+    async def _list_changed(self) -> dict[str, str]:
+        client = await self._get_client()
+        started = time.time()
+        longest = max((w.interval for w in self.watches), default=0.0)
+        overlap = max(SWEEP_OVERLAP_SECONDS, 2 * longest)
+        origin = self._last_sweep_wall
+        if origin is None:
+            origin = min((w.started_wall for w in self.watches), default=started)
+        since = dt.datetime.fromtimestamp(origin - overlap, tz=dt.timezone.utc)
+        statuses: dict[str, str] = {}
+        token = None
+        self.stats["sweeps"] += 1
+        while True:
+            kwargs: dict[str, Any] = {"LastModifiedTimeAfter": since, "MaxResults": 100}
+            if token:
+                kwargs["NextToken"] = token
+            page = await client.list_compilation_jobs(**kwargs)
+            self.stats["sweep_pages"] += 1
+            for summary in page.get("CompilationJobSummaries", []):
+                statuses[summary["CompilationJobName"]] = summary["CompilationJobStatus"]
+            token = page.get("NextToken")
+            if not token:
+                break
+        self._last_sweep_wall = started
+        return statuses
+
+    async def refresh(self, watch: Watch, tick: float | None) -> dict:
+        watch.ticks_since_describe += 1
+        urgent = watch.force or tick is None or not self.feed_ok
+        describe = urgent
+        if not urgent:
+            try:
+                statuses = await self._sweep(tick)
+            except Exception as err:  # noqa: BLE001 - the sweep is an optimisation: fall back to describe
+                describe = urgent = True
+                if not is_transient(err):
+                    self.feed_ok = False
+                    log.warning(
+                        "ListCompilationJobs is not usable (%s); deferred compilation jobs are described at every "
+                        "poll instead",
+                        err,
+                    )
+            else:
+                seen = statuses.get(watch.name)
+                urgent = seen is not None and seen != watch.status
+                describe = urgent or watch.ticks_since_describe >= watch.gap  # else: the safety describe
+        if not describe:
+            assert watch.payload is not None
+            return watch.payload
+        try:
+            payload = await self._describe(watch.name, urgent=urgent)
+        except BaseException:
+            watch.force = True
+            raise
+        changed = self._record(watch, payload)
+        watch.gap = 1 if changed else min(watch.gap * 2, MAX_DESCRIBE_GAP)
+        return payload

@@ -1,0 +1,283 @@
+"""Many workers, one job store: two worker processes share a PostgreSQL store and a moto S3 server.
+
+The "workers" are separate processes (``tests/support/neo_worker.py``) with their own
+``AIRFLOW_HOME`` and host name (``AIRFLOW_NEO_HOST``, so that each sees the other as another
+machine: no pid checks across them, only leases), the job store from an Airflow Postgres
+connection (``[neo] local_store_conn_id``) or a URL, and S3 through an Airflow AWS connection to a
+moto server running as its own process. Real parts throughout: PostgreSQL, the detached runner,
+the TVM compiler, the operator, the sensor and the CLI.
+
+Needs ``AIRFLOW_NEO_TEST_PG_URL`` (CI always sets it; see tests/support/stores.py).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import boto3
+import pytest
+from botocore.config import Config
+from sqlalchemy.engine import make_url
+
+from airflow_neo.core import status as st
+from airflow_neo.local.store import JobStore
+from airflow_neo.samples import write_sample_archive
+from tests.support.fixtures import aws_connection_json
+
+REPO = Path(__file__).resolve().parents[2]
+LEASE_SECONDS = 3
+pytestmark = pytest.mark.timeout(900)
+
+
+# ----------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def moto_process() -> str:
+    """A moto server as its own process (both workers talk to it over HTTP); yields its URL."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.support.moto_server"], cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        url = proc.stdout.readline().strip()
+        assert url.startswith("http://"), url
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+@pytest.fixture(scope="module")
+def sample_archive(tmp_path_factory) -> Path:
+    return write_sample_archive(tmp_path_factory.mktemp("models") / "model.tar.gz")
+
+
+class Cluster:
+    """Two workers' environments around one PostgreSQL schema and one moto S3."""
+
+    def __init__(self, store_url: str, moto_url: str, root: Path):
+        self.store_url = store_url
+        self.moto_url = moto_url
+        self.root = root
+        url = make_url(store_url)
+        store_connection = {
+            "conn_type": "postgres",
+            "host": url.host,
+            "port": url.port,
+            "login": url.username,
+            "password": url.password,
+            "schema": url.database,
+            "extra": {key: value for key, value in url.query.items()},  # search_path of the test's schema
+        }
+        base = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW__NEO__", "AIRFLOW_CONN_"))}
+        base.update(
+            {
+                "PYTHONPATH": str(REPO),
+                "AIRFLOW_CONN_AWS_NEO_TEST": aws_connection_json(moto_url),
+                "AIRFLOW_CONN_NEO_STORE": json.dumps(store_connection),
+                "AIRFLOW__NEO__LOCAL_STORE_CONN_ID": "neo_store",
+                "AIRFLOW__NEO__LOCAL_LEASE_SECONDS": str(LEASE_SECONDS),
+                "AIRFLOW__CORE__UNIT_TEST_MODE": "True",
+                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                "AWS_ACCESS_KEY_ID": "testing",
+                "AWS_SECRET_ACCESS_KEY": "testing",
+                "AWS_DEFAULT_REGION": "us-east-1",
+            }
+        )
+        self.base_env = base
+
+    def home(self, worker: str) -> Path:
+        return self.root / f"home-{worker}"
+
+    def env(self, worker: str) -> dict[str, str]:
+        home = self.home(worker)
+        home.mkdir(exist_ok=True)
+        return {**self.base_env, "AIRFLOW_HOME": str(home), "AIRFLOW_NEO_HOST": worker}
+
+    def start(self, worker: str, *args: str) -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "-m", "tests.support.neo_worker", *args],
+            cwd=REPO, env=self.env(worker), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+
+    def observer(self) -> JobStore:
+        """The store as a third machine sees it (reads reap by lease only)."""
+        return JobStore(self.store_url, host="observer", work_dir=self.root / "observer")
+
+    def s3(self):
+        return boto3.client(
+            "s3", endpoint_url=self.moto_url, region_name="us-east-1", aws_access_key_id="testing",
+            aws_secret_access_key="testing", config=Config(retries={"total_max_attempts": 1}),
+        )
+
+
+def result_of(proc: subprocess.Popen, timeout: float = 300) -> dict:
+    out, err = proc.communicate(timeout=timeout)
+    lines = [line for line in out.splitlines() if line.strip()]
+    assert lines, f"worker printed nothing; stderr:\n{err[-4000:]}"
+    result = json.loads(lines[-1])
+    assert "crash" not in result, result["crash"] + err[-4000:]
+    return result
+
+
+@pytest.fixture
+def cluster(pg_schema_url, moto_process, sample_archive, tmp_path) -> Cluster:
+    cluster = Cluster(pg_schema_url, moto_process, tmp_path)
+    s3 = cluster.s3()
+    bucket = f"models-{tmp_path.name.lower().replace('_', '-')[-30:]}"
+    s3.create_bucket(Bucket=bucket)
+    s3.upload_file(str(sample_archive), bucket, "in/model.tar.gz")
+    cluster.bucket = bucket
+    return cluster
+
+
+def wait_for(predicate, timeout=60.0, interval=0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("condition not met in time")
+
+
+# ----------------------------------------------------------------------------- configuration
+
+
+def test_store_from_an_airflow_postgres_connection(monkeypatch, tmp_path):
+    from airflow_neo.hooks.local import LocalNeoHook, default_store_path, default_work_dir
+    from airflow_neo.local.store import StoreConfigError
+
+    monkeypatch.setenv("AIRFLOW__NEO__LOCAL_STORE", str(tmp_path / "ignored.sqlite"))
+    monkeypatch.setenv("AIRFLOW__NEO__LOCAL_STORE_CONN_ID", "neo_store")
+    monkeypatch.setenv("AIRFLOW_CONN_NEO_STORE", json.dumps({
+        "conn_type": "postgres", "host": "db.internal", "port": 5433, "login": "neo", "password": "p@ss/w:rd",
+        "schema": "neo", "extra": {"sslmode": "require", "unrelated": "x"},
+    }))
+    url = make_url(default_store_path())
+    assert url.drivername == "postgresql+psycopg2"
+    assert (url.host, url.port, url.username, url.password, url.database) == ("db.internal", 5433, "neo", "p@ss/w:rd", "neo")
+    assert dict(url.query) == {"sslmode": "require"}
+    monkeypatch.setenv("AIRFLOW_CONN_NEO_STORE", json.dumps({
+        "conn_type": "generic", "extra": {"sqlalchemy_url": "postgresql+psycopg://u:p@h/d"},
+    }))
+    assert default_store_path() == "postgresql+psycopg://u:p@h/d"
+    monkeypatch.setenv("AIRFLOW_CONN_NEO_STORE", json.dumps({"conn_type": "mysql", "host": "h"}))
+    with pytest.raises(StoreConfigError, match="needs a Postgres connection"):
+        default_store_path()
+    monkeypatch.delenv("AIRFLOW__NEO__LOCAL_STORE_CONN_ID")
+    assert default_store_path() == str(tmp_path / "ignored.sqlite")  # [neo] local_store then applies
+    monkeypatch.setenv("AIRFLOW__NEO__LOCAL_STORE", "postgresql://u:p@h/d")
+    assert default_store_path() == "postgresql://u:p@h/d"
+    assert default_work_dir() is None
+    monkeypatch.setenv("AIRFLOW__NEO__LOCAL_WORK_DIR", str(tmp_path / "scratch"))
+    assert default_work_dir() == str(tmp_path / "scratch")
+    hook = LocalNeoHook(store_path=str(tmp_path / "s" / "jobs.sqlite"))
+    assert hook.store.log_path("j") == tmp_path / "scratch" / "logs" / "j.log"
+
+
+# ----------------------------------------------------------------------------- the tests
+
+
+def test_one_worker_compiles_the_other_sees_job_and_artifact(cluster):
+    name = "shared-ok"
+    bucket = cluster.bucket
+    sensor = cluster.start("worker-b", "sense", name, "--local-store", cluster.store_url)
+    compiler = cluster.start("worker-a", "compile", name, f"s3://{bucket}/in/model.tar.gz", f"s3://{bucket}/compiled")
+    compiled = result_of(compiler)
+    sensed = result_of(sensor)
+    assert "payload" in compiled, compiled
+    payload = compiled["payload"]
+    assert payload["CompilationJobStatus"] == "COMPLETED", payload["FailureReason"]
+    assert payload["ModelArtifacts"]["S3ModelArtifacts"] == f"s3://{bucket}/compiled/model-linux-x86_64.tar.gz"
+
+    # Worker B's sensor (another AIRFLOW_HOME, another host name, the store given as a URL) saw the
+    # job complete and read the artifact back from S3: the digest is the one worker A recorded.
+    assert "payload" in sensed, sensed
+    assert sensed["payload"] == payload
+    assert sensed["artifact_digest"] == payload["ModelDigests"]["ArtifactDigest"]
+    assert sensed["artifact_bytes"] > 1000
+
+    observer = cluster.observer()
+    assert observer.runner_info(name)["owner_host"] == "worker-a"
+    assert observer.describe(name) == payload
+    # The compile log stays on the machine that compiled.
+    assert "job COMPLETED" in (cluster.home("worker-a") / "neo" / "logs" / f"{name}.log").read_text()
+    assert not (cluster.home("worker-b") / "neo" / "logs" / f"{name}.log").exists()
+
+    if importlib.util.find_spec("airflow_neo.cli") is not None:  # the CLI on worker B sees it too
+        cli = subprocess.run(
+            [sys.executable, "-m", "airflow_neo", "--backend", "local", "describe-compilation-job",
+             "--compilation-job-name", name],
+            cwd=REPO, env=cluster.env("worker-b"), capture_output=True, text=True, timeout=120,
+        )
+        assert cli.returncode == 0, cli.stderr
+        assert json.loads(cli.stdout) == payload
+        listed = subprocess.run(
+            [sys.executable, "-m", "airflow_neo", "--backend", "local", "list-compilation-jobs",
+             "--name-contains", "shared"],
+            cwd=REPO, env=cluster.env("worker-b"), capture_output=True, text=True, timeout=120,
+        )
+        assert listed.returncode == 0, listed.stderr
+        summaries = json.loads(listed.stdout)["CompilationJobSummaries"]
+        assert [(s["CompilationJobName"], s["CompilationJobStatus"]) for s in summaries] == [(name, "COMPLETED")]
+
+
+def test_killed_worker_is_reported_failed_by_the_other_after_its_lease(cluster):
+    name = "shared-killed"
+    bucket = cluster.bucket
+    sensor = cluster.start("worker-b", "sense", name, "--local-store", cluster.store_url)
+    started = result_of(cluster.start(
+        "worker-a", "compile", name, f"s3://{bucket}/in/model.tar.gz", f"s3://{bucket}/compiled", "--no-wait"
+    ))
+    assert "payload" in started, started
+    observer = cluster.observer()
+    log = cluster.home("worker-a") / "neo" / "logs" / f"{name}.log"
+    wait_for(lambda: log.exists() and "phase compile: started" in log.read_text(), timeout=120)
+    info = observer.runner_info(name)
+    assert info["owner_host"] == "worker-a" and info["pid"]
+    os.kill(info["pid"], signal.SIGKILL)  # the runner dies mid-compile, as with a lost machine
+    killed_at = time.time()
+
+    sensed = result_of(sensor)
+    reported_at = time.time()
+    assert "error" in sensed, sensed
+    assert "FAILED" in sensed["error"] and "Compile worker lost: lease expired at" in sensed["error"]
+    assert "process %d on host worker-a stopped renewing it" % info["pid"] in sensed["error"]
+    job = observer.describe(name)
+    assert job["CompilationJobStatus"] == st.FAILED
+    assert job["FailureReason"].startswith("Compile worker lost: lease expired at")
+    # Found through the lease (worker B cannot see worker A's processes), within a lease and a poke.
+    assert reported_at - killed_at <= LEASE_SECONDS + 10
+    assert "ModelDigests" not in job
+    listing = cluster.s3().list_objects_v2(Bucket=bucket, Prefix="compiled/")
+    assert listing.get("KeyCount", 0) == 0  # nothing published
+
+
+def test_sixteen_concurrent_creates_leave_one_job_per_name(cluster):
+    names = [f"race-{i}" for i in range(6)]
+    go = cluster.root / "go"
+    procs = []
+    for i in range(16):
+        rotated = names[i % len(names) :] + names[: i % len(names)]
+        procs.append(cluster.start(
+            "worker-a" if i % 2 else "worker-b",
+            "create", "--store", cluster.store_url, "--names", ",".join(rotated), "--go", str(go),
+        ))
+    for proc in procs:  # every process is connected and waiting: then all go at once
+        assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
+    go.touch()
+    results = [result_of(proc, timeout=120) for proc in procs]
+    winners = sorted(name for result in results for name in result["won"])
+    assert winners == sorted(names)  # each name created exactly once
+    assert sum(result["lost"] for result in results) == 16 * len(names) - len(names)
+    assert {result["host"] for result in results} == {"worker-a", "worker-b"}
+    observer = cluster.observer()
+    assert sorted(s["CompilationJobName"] for s in observer.iter_all(NameContains="race")) == sorted(names)

@@ -1,0 +1,87 @@
+"""Job-store targets for the local-backend tests: SQLite always, PostgreSQL when configured.
+
+``store_target`` is parametrized ``sqlite`` / ``postgres``. The PostgreSQL case runs when
+``AIRFLOW_NEO_TEST_PG_URL`` holds a SQLAlchemy URL of a database the tests may create schemas in
+(``scripts/postgres.sh start`` prints one; ``scripts/test.sh`` and ``.ci/run`` set it); it is skipped
+otherwise, except under ``CI=true`` where ``test_ci_runs_the_postgres_store`` fails instead.
+
+Every PostgreSQL test gets its own schema (``search_path`` in the URL), dropped afterwards, and
+its own ``AIRFLOW_HOME``, so the logs and work dirs of a store on a database server (which live
+under ``$AIRFLOW_HOME/neo``) are private to the test as well.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+PG_URL_ENV = "AIRFLOW_NEO_TEST_PG_URL"
+
+
+def pg_url() -> str | None:
+    return os.environ.get(PG_URL_ENV) or None
+
+
+def with_search_path(url: str, schema: str) -> str:
+    """``url`` whose connections use ``schema`` (psycopg2/psycopg ``options``)."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    return parsed.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(hide_password=False)
+
+
+def create_schema(url: str) -> str:
+    import sqlalchemy as sa
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    finally:
+        engine.dispose()
+    return schema
+
+
+def drop_schema(url: str, schema: str) -> None:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def pg_schema_url() -> Iterator[str]:
+    """A PostgreSQL URL with a fresh, private schema (skips when no server is configured)."""
+    url = pg_url()
+    if not url:
+        pytest.skip(f"{PG_URL_ENV} is not set: no PostgreSQL server for the shared-store tests")
+    schema = create_schema(url)
+    try:
+        yield with_search_path(url, schema)
+    finally:
+        drop_schema(url, schema)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_kind(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def store_target(request, store_kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Where a test's job store lives: a SQLite file under tmp_path, or a private PostgreSQL schema."""
+    if store_kind == "sqlite":
+        return str(tmp_path / "state" / "jobs.sqlite")
+    home = tmp_path / "airflow-home"
+    home.mkdir()
+    monkeypatch.setenv("AIRFLOW_HOME", str(home))
+    return request.getfixturevalue("pg_schema_url")
