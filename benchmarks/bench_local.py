@@ -544,7 +544,8 @@ def _plot(results: list[dict], meta: dict, path: Path) -> None:
     left.set_xticks(range(len(names)), names)
     left.set_ylabel("median latency, batch 1 (ms)")
     left.set_title(f"Latency, {meta['threads']} threads")
-    left.legend(fontsize=8)
+    left.set_ylim(0, max(max(r["latency_ms"].values()) for r in results) * 1.2)
+    left.legend(fontsize=8, loc="upper left")
     parts = (("first compile", lambda r: r["first"]["wall_s"]), ("repeat (cache off)", lambda r: r["repeat"]["wall_s"]),
              ("cache hit", lambda r: r["cache_hit"]["wall_s"]))
     for i, (label, get) in enumerate(parts):
@@ -552,11 +553,12 @@ def _plot(results: list[dict], meta: dict, path: Path) -> None:
         bars = right.bar([x + (i - 1) * width for x in range(len(names))], values, width, label=label)
         right.bar_label(bars, fmt="%.1f", fontsize=7)
     right.set_yscale("log")
+    right.set_ylim(0.1, max(r["first"]["wall_s"] for r in results) * 12)  # room for the legend
     right.set_xticks(range(len(names)), names)
     right.set_ylabel("wall time (s, log scale)")
     right.set_title(f"Compile, {meta['trials']} tuning trials per model")
     right.axhline(600, color="grey", linestyle="--", linewidth=0.8)
-    right.legend(fontsize=8)
+    right.legend(fontsize=8, loc="upper left", ncol=3)
     fig.suptitle(f"airflow-neo local backend on {meta['machine']['cpu']}, {meta['machine']['cores']} cores ({meta['date']})",
                  fontsize=10)
     fig.tight_layout()

@@ -28,7 +28,7 @@ __all__ = [
 
 #: ``[neo] tuning_trials`` default: MetaSchedule trials per compile job (0: no tuning; the
 #: records already in the tuning database are still applied). See docs/tuning.rst for the choice.
-DEFAULT_TUNING_TRIALS = 256
+DEFAULT_TUNING_TRIALS = 0
 #: ``[neo] cache_max_bytes`` default: 2 GiB of cached artifacts (0 turns the cache off).
 DEFAULT_CACHE_MAX_BYTES = 2 * 1024**3
 

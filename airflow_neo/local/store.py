@@ -89,7 +89,7 @@ _NAME_CONTAINS = re.compile(r"[a-zA-Z0-9\-]+")
 _URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 _RUNNING = tuple(sorted(st.RUNNING_STATES))
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
-_IN_CHUNK = 500  # names per ``IN (...)`` in batched reads
+_IN_CHUNK = 1000  # names per ``IN (...)`` in batched reads
 
 
 class InvalidListRequest(NeoError, ValueError):
@@ -735,7 +735,7 @@ class JobStore:
         return _describe_shape(row)
 
     def describe_many(self, names: Iterable[str]) -> dict[str, dict]:
-        """DescribeCompilationJob for many jobs in one query per 500 names: ``{name: payload}``.
+        """DescribeCompilationJob for many jobs in one query per 1,000 names: ``{name: payload}``.
 
         Names that do not exist are left out. Dead runners are detected as in :meth:`describe`.
         """

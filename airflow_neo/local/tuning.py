@@ -72,6 +72,12 @@ class TaskInfo:
     flops: float
     granted: int = 0  #: trials granted to it so far (ledger or records, the larger)
     best_secs: float | None = None  #: best measured time, if any
+    exhausted: bool = False  #: its search space ran out in this job (it measured fewer than granted)
+
+    @property
+    def worth_more_trials(self) -> bool:
+        """Not exhausted, and not a kernel that was tried but could never be measured."""
+        return not self.exhausted and not (self.granted > 0 and self.best_secs is None)
 
 
 # --------------------------------------------------------------------------------------------
@@ -97,7 +103,9 @@ def first_round_plan(tasks: list[TaskInfo], remaining: int, first_round: int = F
 
 def latency_share_plan(tasks: list[TaskInfo], remaining: int, round_size: int = ROUND) -> dict[str, int]:
     """``remaining`` trials in whole rounds, in proportion to each workload's share of the
-    estimated latency (weight x best time; a workload without a measurement counts as the slowest)."""
+    estimated latency (weight x best time; a workload not tried yet counts as the slowest).
+    Workloads not :attr:`~TaskInfo.worth_more_trials` get none."""
+    tasks = [task for task in tasks if task.worth_more_trials]
     if remaining <= 0 or not tasks:
         return {}
     known = [t.best_secs for t in tasks if t.best_secs is not None]
@@ -488,8 +496,10 @@ def _tune(extracted, tasks, remaining, db_path: Path, session: _Session, log: Lo
             measured = (after.records if after else 0) - records_before
             granted[key] = granted.get(key, 0) + n
             task.granted += n
-            remaining -= n
-            done += n
+            # A kernel whose search space ran out (a reshape has one schedule) measures fewer than
+            # granted: the ledger keeps n (it is never tuned again), the rest goes to other kernels.
+            remaining -= min(max(measured, 0), n)
+            done += max(measured, 0)
             session.measured += measured
             session.spent += elapsed
             if measured > 0:
@@ -497,6 +507,8 @@ def _tune(extracted, tasks, remaining, db_path: Path, session: _Session, log: Lo
                 session.seconds_per_trial = 0.5 * session.seconds_per_trial + 0.5 * (elapsed / measured)
             if after and after.best_secs is not None:
                 task.best_secs = after.best_secs
+            if measured < n:
+                task.exhausted = True
             best = f"{task.best_secs * 1000:.3f} ms" if task.best_secs is not None else "no valid measurement"
             gflops = f", {task.flops / task.best_secs / 1e9:.1f} GFLOPS" if task.best_secs and task.flops > 1 else ""
             log(
@@ -505,8 +517,12 @@ def _tune(extracted, tasks, remaining, db_path: Path, session: _Session, log: Lo
             )
 
     run(first_round_plan(tasks, remaining), "first round")
-    if remaining > 0 and not stopped:
-        run(latency_share_plan(tasks, remaining), "by latency share")
+    # Trials a kernel could not use (its search space ran out) go back into the pool: re-plan.
+    for _ in range(3):
+        plan = latency_share_plan(tasks, remaining) if remaining >= FIRST_ROUND and not stopped else {}
+        if not plan:
+            break
+        run(plan, "by latency share")
     return granted
 
 

@@ -336,6 +336,10 @@ class _SageMakerBoard(_Board):
         except BaseException:
             watch.force = True
             raise
-        changed = self._record(watch, payload)
-        watch.gap = 1 if changed else min(watch.gap * 2, MAX_DESCRIBE_GAP)
+        first = watch.status is None
+        self._record(watch, payload)
+        # The safety net backs off whatever the job did (a new status says nothing about the next
+        # one, and the sweep reports changes anyway): 1, 2, 4, 8, then 10 ticks after the first check.
+        if not first:
+            watch.gap = min(watch.gap * 2, MAX_DESCRIBE_GAP)
         return payload
