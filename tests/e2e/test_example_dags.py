@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 import time
@@ -47,8 +46,10 @@ def _dags_test(env, dag_id, *extra, timeout=900):
 
 
 def _jobs(home) -> list[tuple[str, str]]:
-    with sqlite3.connect(home / "neo" / "jobs.sqlite") as db:
-        return db.execute("SELECT name, status FROM jobs ORDER BY name").fetchall()
+    from airflow_neo.local.store import JobStore
+
+    store = JobStore(home / "neo" / "jobs.sqlite")
+    return sorted((s["CompilationJobName"], s["CompilationJobStatus"]) for s in store.iter_all())
 
 
 def test_dagbag_imports_every_dag_and_records_parse_time(airflow_home, record_property):
