@@ -136,7 +136,8 @@ def test_nvidia_with_all_options_passes():
         "TargetPlatform": {"Os": "LINUX", "Arch": "ARM64", "Accelerator": "NVIDIA"},
         "CompilerOptions": {"gpu-code": "sm_72", "trt-ver": "8.4.0", "cuda-ver": "11.4"},
     }
-    normalize_request(request)
+    normalized = normalize_request(request)
+    assert json.loads(normalized["OutputConfig"]["CompilerOptions"]) == {"gpu-code": "sm_72", "trt-ver": "8.4.0", "cuda-ver": "11.4"}
 
 
 def test_local_uris_only_with_local_backend():
