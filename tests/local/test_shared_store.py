@@ -118,7 +118,7 @@ class Cluster:
         )
 
 
-def result_of(proc: subprocess.Popen, timeout: float = 300) -> dict:
+def result_of(proc: subprocess.Popen, timeout: float = 600) -> dict:
     out, err = proc.communicate(timeout=timeout)
     lines = [line for line in out.splitlines() if line.strip()]
     assert lines, f"worker printed nothing; stderr:\n{err[-4000:]}"
@@ -216,14 +216,14 @@ def test_one_worker_compiles_the_other_sees_job_and_artifact(cluster):
         cli = subprocess.run(
             [sys.executable, "-m", "airflow_neo", "--backend", "local", "describe-compilation-job",
              "--compilation-job-name", name],
-            cwd=REPO, env=cluster.env("worker-b"), capture_output=True, text=True, timeout=120,
+            cwd=REPO, env=cluster.env("worker-b"), capture_output=True, text=True, timeout=300,
         )
         assert cli.returncode == 0, cli.stderr
         assert json.loads(cli.stdout) == payload
         listed = subprocess.run(
             [sys.executable, "-m", "airflow_neo", "--backend", "local", "list-compilation-jobs",
              "--name-contains", "shared"],
-            cwd=REPO, env=cluster.env("worker-b"), capture_output=True, text=True, timeout=120,
+            cwd=REPO, env=cluster.env("worker-b"), capture_output=True, text=True, timeout=300,
         )
         assert listed.returncode == 0, listed.stderr
         summaries = json.loads(listed.stdout)["CompilationJobSummaries"]

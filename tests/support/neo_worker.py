@@ -73,7 +73,7 @@ def sense(args: argparse.Namespace) -> dict:
         aws_conn_id=AWS_CONN_ID,
         fail_if_not_found=False,
         poke_interval=0.5,
-        timeout=300,
+        timeout=600,
     )
     started = time.time()
     try:
