@@ -404,12 +404,13 @@ def benchmark_model(name: str, args, work: Path, settings_cls, log) -> dict:
                          cache_max_bytes=4 * 1024**3)
     no_cache = settings_cls(tuning_trials=args.trials, tuning_database=database, cache_dir=cache_dir, cache_max_bytes=0)
     tag = f"{int(time.time())}"
-    result = {"model": name, "onnx_bytes": onnx_path.stat().st_size, "load_before": _load()}
+    result = {"model": name, "onnx_bytes": onnx_path.stat().st_size, "load_before": _load(), "onnx": str(onnx_path)}
 
     log(f"[{name}] first compile ({args.trials} trials) ...")
     first = run_compile_job(store_path, _request(f"{name}-first-{tag}", archive, model_dir / "first", args.mcpu,
                                                  args.max_runtime), no_cache, args.threads)
     tuning = first["metadata"].get("tuning") or {}
+    result["artifact"] = first["artifact"]
     result["first"] = {"wall_s": first["wall_s"], "peak_rss_mb": first["peak_rss_mb"],
                        "new_trials": tuning.get("new_trials"), "tasks": tuning.get("tasks"),
                        "applied": tuning.get("applied"), "estimated_ms": tuning.get("estimated_latency_ms"),
@@ -440,27 +441,69 @@ def benchmark_model(name: str, args, work: Path, settings_cls, log) -> dict:
                            "same_bytes": Path(hit["artifact"]).read_bytes() == Path(prime["artifact"]).read_bytes()}
     log(f"[{name}] cache hit {hit['wall_s']:.2f} s (runner process), {internal} s inside the runner")
 
-    latency: dict[str, list[float]] = {"tvm": [], "onnxruntime": [], "torch": []}
-    outputs = {}
-    for _ in range(args.rounds):
-        for engine in latency:
-            measured = measure_latency(engine, name, args.threads, artifact=first["artifact"], onnx=onnx_path,
-                                       iters=args.iters)
-            latency[engine].append(measured["median_ms"])
-            outputs[engine] = np.asarray(measured["output"], dtype="float32")
-    result["latency_ms"] = {engine: min(values) for engine, values in latency.items()}
-    result["latency_rounds_ms"] = latency
-    result["max_abs_diff_vs_ort"] = float(np.max(np.abs(outputs["tvm"] - outputs["onnxruntime"])))
+    measure_all(result, args)
     result["load_after"] = _load()
     ms = result["latency_ms"]
     log(f"[{name}] latency tvm {ms['tvm']:.2f} ms, onnxruntime {ms['onnxruntime']:.2f} ms, torch {ms['torch']:.2f} ms")
     return result
 
 
+def measure_all(result: dict, args) -> None:
+    """Latency of the three engines for one model, in ``args.rounds`` interleaved rounds."""
+    import numpy as np
+
+    latency: dict[str, list[float]] = {"tvm": [], "onnxruntime": [], "torch": []}
+    outputs = {}
+    for _ in range(args.rounds):
+        for engine in latency:
+            measured = measure_latency(engine, result["model"], args.threads, artifact=result["artifact"],
+                                       onnx=result["onnx"], iters=args.iters)
+            latency[engine].append(measured["median_ms"])
+            outputs[engine] = np.asarray(measured["output"], dtype="float32")
+    result["latency_ms"] = {engine: min(values) for engine, values in latency.items()}
+    result["latency_rounds_ms"] = latency
+    result["latency_load"] = _load()
+    result["max_abs_diff_vs_ort"] = float(np.max(np.abs(outputs["tvm"] - outputs["onnxruntime"])))
+
+
+def remeasure(path: Path, args, log) -> int:
+    """Measure the latencies of an earlier run's artifacts again (when the machine is quieter) and
+    rewrite its report; the compile numbers stay those of the run."""
+    data = json.loads(path.read_text())
+    meta = data["meta"]
+    for result in data["results"]:
+        result.setdefault("first_pass", {})["latency_rounds_ms"] = result.get("latency_rounds_ms")
+        result["first_pass"]["load_after"] = result.get("load_after")
+        measure_all(result, args)
+        ms = result["latency_ms"]
+        log(f"[{result['model']}] latency tvm {ms['tvm']:.2f} ms, onnxruntime {ms['onnxruntime']:.2f} ms, "
+            f"torch {ms['torch']:.2f} ms (load {result['latency_load']})")
+    meta["remeasured"] = {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "load_end": _load()}
+    write_report(data["results"], meta, Path(args.out))
+    return 0
+
+
+BEGIN_MARK = "<!-- bench_local.py: begin (generated; edits between these marks are overwritten) -->"
+END_MARK = "<!-- bench_local.py: end -->"
+
+
+def _splice(existing: str, section: str) -> str:
+    """``existing`` with this script's section replaced; the other sections of the page (the
+    trigger benchmark's, for one) are kept as they are."""
+    block = f"{BEGIN_MARK}\n{section.rstrip()}\n{END_MARK}"
+    if BEGIN_MARK in existing and END_MARK in existing:
+        head, _, rest = existing.partition(BEGIN_MARK)
+        _, _, tail = rest.partition(END_MARK)
+        return head + block + tail
+    trigger_section = existing.find("\n## Trigger at scale")
+    kept = existing[trigger_section:] if trigger_section >= 0 else ""
+    return f"# Benchmarks\n\n{block}\n{kept}"
+
+
 def write_report(results: list[dict], meta: dict, out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     lines = [
-        "# Local backend benchmark",
+        "## Local backend: compile speed and artifact latency",
         "",
         f"Generated by `benchmarks/bench_local.py` on {meta['date']} "
         f"(`{meta['command']}`).",
@@ -473,24 +516,28 @@ def write_report(results: list[dict], meta: dict, out_dir: Path) -> None:
         f"target TargetPlatform LINUX/X86_64 with CompilerOptions mcpu `{meta['mcpu']}`",
         f"- Threads: {meta['threads']} for every engine (TVM_NUM_THREADS, onnxruntime intra_op_num_threads, "
         "torch.set_num_threads); batch 1; latency = median of up to "
-        f"{meta['iters']} runs after warm-up, best of {meta['rounds']} interleaved rounds, each engine in its own process",
+        f"{meta['iters']} runs after warm-up, best of {meta['rounds']} interleaved rounds, each engine in its own process"
+        + (f"; latencies re-measured on {meta['remeasured']['date']} (`--remeasure`) with the run's artifacts, "
+           "the first pass having met a busy machine" if meta.get("remeasured") else ""),
         f"- Load average (1/5/15 min) at the start {meta['load_start']}, at the end {meta['load_end']}: the machine "
         "may be shared, which slows tuning and adds noise to its measurements",
         "",
-        "## Latency (ms, batch 1)",
+        "### Latency (ms, batch 1)",
         "",
-        "| model | TVM artifact | onnxruntime | torch eager | TVM / onnxruntime | TVM / torch | max abs diff vs ORT |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| model | TVM artifact | onnxruntime | torch eager | TVM / onnxruntime | TVM / torch | max abs diff vs ORT "
+        "| load avg while measured |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in results:
         ms = r["latency_ms"]
         lines.append(
             f"| {r['model']} | {ms['tvm']:.2f} | {ms['onnxruntime']:.2f} | {ms['torch']:.2f} | "
-            f"**{ms['tvm'] / ms['onnxruntime']:.2f}x** | {ms['tvm'] / ms['torch']:.2f}x | {r['max_abs_diff_vs_ort']:.1e} |"
+            f"**{ms['tvm'] / ms['onnxruntime']:.2f}x** | {ms['tvm'] / ms['torch']:.2f}x | {r['max_abs_diff_vs_ort']:.1e} "
+            f"| {r.get('latency_load', r.get('load_after'))} |"
         )
     lines += [
         "",
-        "## Compile",
+        "### Compile",
         "",
         "| model | first compile (s) | trials run | kernels (tuned/all) | tuner's estimate (ms) | peak RSS first compile (MiB) "
         "| repeat compile, cache off (s) | new trials on repeat | cache hit: runner process (s) | cache hit: inside the runner (s) |",
@@ -511,19 +558,20 @@ def write_report(results: list[dict], meta: dict, out_dir: Path) -> None:
         "repeat compile <= 30 s; cache hit <= 1 s. The cache-hit time of the runner process includes starting "
         "Python and importing the runner; the job itself (fetch, lookup, publish, complete) is the last column.",
         "",
-        "## DAG-parse cost",
+        "### DAG-parse cost",
         "",
         f"`import airflow_neo.operators.neo` after `import airflow.sdk`: **{imp['operators_ms']:.1f} ms** (median of "
         f"{imp['runs']} fresh processes; target <= 50 ms; `import airflow.sdk` itself {imp['airflow_sdk_ms']:.0f} ms). "
         f"Modules among {', '.join(FORBIDDEN_AT_PARSE)} imported: {', '.join(imp['heavy']) or 'none'} (asserted).",
         "",
-        "## Tuning progress of the first compiles",
+        "### Tuning progress of the first compiles",
         "",
     ]
     for r in results:
         lines += [f"<details><summary>{r['model']}</summary>", "", "```"] + r["progress"] + ["```", "", "</details>", ""]
     lines += ["![latency and compile time](benchmarks.png)", ""]
-    (out_dir / "benchmarks.md").write_text("\n".join(lines) + "\n")
+    report = out_dir / "benchmarks.md"
+    report.write_text(_splice(report.read_text() if report.exists() else "", "\n".join(lines)))
     (out_dir / "benchmarks.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2, default=str))
     _plot(results, meta, out_dir / "benchmarks.png")
 
@@ -577,6 +625,8 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved latency rounds per engine (default 3)")
     parser.add_argument("--iters", type=int, default=50, help="timed runs per latency measurement (default 50)")
     parser.add_argument("--max-runtime", type=int, default=1800, help="MaxRuntimeInSeconds of the compile jobs")
+    parser.add_argument("--remeasure", default=None, metavar="JSON",
+                        help="only measure the latencies of an earlier run (its benchmarks.json) again and rewrite the report")
     # internal: one latency measurement in a fresh process
     parser.add_argument("--_latency", dest="latency_engine", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--model", default=None, help=argparse.SUPPRESS)
@@ -593,6 +643,11 @@ def main(argv=None) -> int:
 
     from airflow_neo.local.settings import CompileSettings
 
+    def log(message: str) -> None:
+        print(f"{dt.datetime.now():%H:%M:%S} {message}", flush=True)
+
+    if args.remeasure:
+        return remeasure(Path(args.remeasure), args, log)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = set(models) - set(MODELS)
     if unknown:
@@ -602,9 +657,6 @@ def main(argv=None) -> int:
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="airflow-neo-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("AIRFLOW_HOME", str(work / "airflow-home"))
-
-    def log(message: str) -> None:
-        print(f"{dt.datetime.now():%H:%M:%S} {message}", flush=True)
 
     log(f"work dir {work}; {machine['cpu']}, {machine['cores']} cores; load {_load()}")
     meta = {
