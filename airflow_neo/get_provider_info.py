@@ -109,8 +109,9 @@ def get_provider_info() -> dict:
                     "tuning_database": {
                         "description": (
                             "Directory of the local backend's tuning databases (one per target and core count), "
-                            "shared by all jobs on the machine. Empty: tuning/ in the local work directory "
-                            "($AIRFLOW_HOME/neo/tuning by default)."
+                            "shared by all jobs on the machine, or an s3://bucket/prefix URL that all workers share "
+                            "(each keeps a local mirror; records move as immutable batch objects). Empty: tuning/ "
+                            "in the local work directory ($AIRFLOW_HOME/neo/tuning by default)."
                         ),
                         "version_added": "0.2.0",
                         "type": "string",
@@ -121,8 +122,9 @@ def get_provider_info() -> dict:
                         "description": (
                             "Directory of the local backend's compile cache: a job whose model archive, request, "
                             "TVM version and applicable tuning records match an earlier compile publishes that "
-                            "artifact in about a second. Empty: cache/ in the local work directory "
-                            "($AIRFLOW_HOME/neo/cache by default)."
+                            "artifact in about a second. An s3://bucket/prefix URL shares it between workers (a local "
+                            "tier in front of S3; expire old S3 entries with a lifecycle rule). Empty: cache/ in the "
+                            "local work directory ($AIRFLOW_HOME/neo/cache by default)."
                         ),
                         "version_added": "0.2.0",
                         "type": "string",

@@ -20,10 +20,14 @@ No index (never compiled) is a miss.
 
 Layout::
 
-    <cache_dir>/index/<base key>.json          {"database": dir or null, "workloads": [...]}
+    <cache_dir>/index/<base key>.json          {"database": name or null, "workloads": [...]}
     <cache_dir>/entries/<key>/model.tar.gz     the artifact, byte for byte as first published
     <cache_dir>/entries/<key>/entry.json       base key, digest, size, metadata; its mtime is
                                                the last use (LRU eviction)
+
+The index names the tuning database by its directory name under the tuning root, so the same
+index serves every worker whose tuning root mirrors the same shared database
+(:mod:`airflow_neo.local.shared` keeps this layout in S3 too, as a second tier).
 
 Size cap: after a store, the least recently used entries are removed until the artifacts fit in
 ``max_bytes``. Writers hold an exclusive ``flock`` on ``<cache_dir>/.lock``; a lookup copies the
@@ -160,12 +164,22 @@ class CompileCache:
     :param root: the cache directory (created on first store).
     :param max_bytes: size cap of the stored artifacts; 0 stores nothing.
     :param log: called with one line per notable event (eviction, a corrupt entry).
+    :param tuning_root: the tuning database root the index's database names are under (None: an
+        index's database is taken as a path, as written by earlier versions).
     """
 
-    def __init__(self, root: str | os.PathLike, max_bytes: int, *, log: Callable[[str], Any] | None = None):
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        max_bytes: int,
+        *,
+        log: Callable[[str], Any] | None = None,
+        tuning_root: str | os.PathLike | None = None,
+    ):
         self.root = Path(root)
         self.max_bytes = int(max_bytes)
         self._log = log or (lambda _message: None)
+        self.tuning_root = Path(tuning_root) if tuning_root is not None else None
 
     @property
     def entries_dir(self) -> Path:
@@ -201,13 +215,37 @@ class CompileCache:
     def _key(base: str, records: str) -> str:
         return hashlib.blake2b(f"{base}\n{records}".encode("utf-8"), digest_size=32).hexdigest()
 
+    def read_index(self, base: str) -> dict | None:
+        """The index of ``base`` (the tuning database name and workloads its compile used), or None."""
+        return self._index(base)
+
+    def database_dir(self, database: str | None) -> Path | None:
+        """Where the tuning database an index names is on this machine."""
+        if not database:
+            return None
+        if self.tuning_root is not None:
+            return self.tuning_root / Path(database).name
+        return Path(database)
+
+    def key_from_index(self, base: str, index: dict) -> str:
+        """The full key of ``base`` given ``index`` and the tuning database as it is now."""
+        database = self.database_dir(index.get("database"))
+        return self._key(base, tuning_db.records_digest(database, index.get("workloads") or []))
+
     def key_for(self, base: str) -> str | None:
         """The full key of ``base`` given the tuning database as it is now; None if never compiled."""
         index = self._index(base)
-        if index is None:
+        return None if index is None else self.key_from_index(base, index)
+
+    def read_entry(self, key: str) -> dict | None:
+        try:
+            entry = json.loads((self.entries_dir / key / ENTRY_NAME).read_text(encoding="utf-8"))
+        except (FileNotFoundError, ValueError, NotADirectoryError):
             return None
-        records = tuning_db.records_digest(index.get("database"), index.get("workloads") or [])
-        return self._key(base, records)
+        return entry if isinstance(entry, dict) else None
+
+    def artifact_path(self, key: str) -> Path:
+        return self.entries_dir / key / ARTIFACT_NAME
 
     # ------------------------------------------------------------------ lookup / store
 
@@ -256,23 +294,45 @@ class CompileCache:
         database = tuning.get("database")
         workloads = sorted(set(tuning.get("workloads") or []))
         # The records this artifact was built with (reported by the compiler), else the database now.
-        records = tuning.get("records_digest") or tuning_db.records_digest(database, workloads)
+        records = tuning.get("records_digest") or tuning_db.records_digest(self.database_dir(database), workloads)
         key = self._key(base, records)
-        digest = _blake2b_file(artifact)
         entry = {
             "format": CACHE_FORMAT,
             "key": key,
             "base_key": base,
             "records_digest": records,
-            "artifact_blake2b": digest,
+            "artifact_blake2b": _blake2b_file(artifact),
             "size": size,
             "stored_at": time.time(),
             "metadata": metadata,
         }
+        if database and self.tuning_root is not None:
+            database = Path(database).name
+        index = {"database": database or None, "workloads": workloads}
+        self._put(base, index, entry, artifact)
+        return key
+
+    def adopt(self, base: str, index: dict, entry: dict, artifact: str | os.PathLike) -> bool:
+        """Keep an entry that another cache tier holds (same layout), after checking that
+        ``artifact`` matches its digest and that its key is ``base``'s under ``index`` here.
+        Returns whether it was kept."""
+        key = entry.get("key")
+        if self.max_bytes <= 0 or not isinstance(key, str) or entry.get("base_key") != base:
+            return False
+        if int(entry.get("size") or 0) > self.max_bytes or _blake2b_file(artifact) != entry.get("artifact_blake2b"):
+            return False
+        if self.key_from_index(base, index) != key:
+            return False
+        self._put(base, {"database": index.get("database"), "workloads": sorted(set(index.get("workloads") or []))},
+                  entry, Path(artifact))
+        return True
+
+    def _put(self, base: str, index: dict, entry: dict, artifact: Path) -> None:
+        key = entry["key"]
         with self._locked(exclusive=True):
             self.index_dir.mkdir(parents=True, exist_ok=True)
             self.entries_dir.mkdir(parents=True, exist_ok=True)
-            _write_atomic(self.index_dir / f"{base}.json", {"database": database, "workloads": workloads})
+            _write_atomic(self.index_dir / f"{base}.json", index)
             final = self.entries_dir / key
             if not (final / ENTRY_NAME).is_file():
                 shutil.rmtree(final, ignore_errors=True)
@@ -288,7 +348,6 @@ class CompileCache:
                 now = time.time()
                 os.utime(final / ENTRY_NAME, (now, now))
             self._evict_locked(keep=key)
-        return key
 
     # ------------------------------------------------------------------ size cap
 

@@ -258,10 +258,14 @@ class _JobRun:
             self._check_interrupts()
             artifact = workdir / "output" / "model.tar.gz"
             artifact.parent.mkdir()
+            self._sync_tuning("pull")
             metadata, cache_base = self._from_cache(request, archive, artifact)
             if metadata is None:
-                with self._phase("compile"):
-                    metadata = self._compile(request, archive, artifact)
+                try:
+                    with self._phase("compile"):
+                        metadata = self._compile(request, archive, artifact)
+                finally:
+                    self._sync_tuning("push")  # records tuned before a failed build are kept too
                 self._to_cache(cache_base, artifact, metadata)
             self._check_interrupts()
             if not artifact.is_file():
@@ -472,15 +476,29 @@ class _JobRun:
 
     # ---------------------------------------------------------------- compile cache
 
+    def _local_cache(self):
+        from airflow_neo.local.cache import CompileCache
+
+        return CompileCache(self.settings.cache_root, self.settings.cache_max_bytes, log=self.log.info,
+                            tuning_root=self.settings.tuning_root)
+
+    def _shared_cache(self):
+        if not self.settings.cache_remote:
+            return None
+        from airflow_neo.local.shared import SharedCompileCache
+
+        return SharedCompileCache(self.settings.cache_remote, self._s3_client(), log=self.log.info)
+
     def _from_cache(self, request: dict, archive: Path, artifact: Path) -> tuple[dict | None, str | None]:
         """``(metadata, base key)`` of a cached artifact copied to ``artifact``, or ``(None, base key)``."""
         if not self.settings.cache_enabled:
             return None, None
-        from airflow_neo.local.cache import CompileCache, base_key, compiler_id
+        from airflow_neo.local.cache import base_key, compiler_id
 
         started = time.monotonic()
+        base = None
         try:
-            cache = CompileCache(self.settings.cache_dir, self.settings.cache_max_bytes, log=self.log.info)
+            cache = self._local_cache()
             base = base_key(
                 _blake2b_file(archive),
                 request,
@@ -488,36 +506,70 @@ class _JobRun:
                 tuning_trials=self.settings.tuning_trials,
                 tuning_database=self.settings.tuning_database,
             )
-            hit = cache.lookup(base, artifact)
+            hit, tier = cache.lookup(base, artifact), "local"
+            shared = self._shared_cache() if hit is None else None
+            if shared is not None:
+                hit, tier = shared.fetch(base, cache, artifact), self.settings.cache_remote
         except Exception as err:  # the cache must never fail a job
             self.log.warning("compile cache lookup failed (compiling instead): %s: %s", type(err).__name__, err)
-            return None, None
+            return None, base
         elapsed = time.monotonic() - started
         if hit is None:
             self.log.info("compile cache miss (%s...; %.2f s); compiling", base[:16], elapsed)
             return None, base
         self.timings["cache"] = elapsed
         self.log.info(
-            "compile cache hit: %s... (BLAKE2b %s..., compiled %s) in %.2f s; not compiling",
-            hit.key[:16], hit.digest[:16], hit.metadata.get("compiled_at", "earlier"), elapsed,
+            "compile cache hit (%s): %s... (BLAKE2b %s..., compiled %s) in %.2f s; not compiling",
+            tier, hit.key[:16], hit.digest[:16], hit.metadata.get("compiled_at", "earlier"), elapsed,
         )
         metadata = dict(hit.metadata)
-        metadata["cache"] = {"hit": True, "key": hit.key}
+        metadata["cache"] = {"hit": True, "key": hit.key, "tier": "local" if tier == "local" else "shared"}
+        tuning = metadata.get("tuning")
+        if isinstance(tuning, dict) and tuning.get("database") and self.settings.tuning_root:
+            metadata["tuning"] = {**tuning, "database": str(Path(self.settings.tuning_root) / Path(tuning["database"]).name)}
         return metadata, base
 
     def _to_cache(self, base: str | None, artifact: Path, metadata: dict) -> None:
         if base is None or not artifact.is_file():
             return
-        from airflow_neo.local.cache import CompileCache
-
         try:
-            cache = CompileCache(self.settings.cache_dir, self.settings.cache_max_bytes, log=self.log.info)
+            cache = self._local_cache()
             key = cache.store(base, artifact, metadata if isinstance(metadata, dict) else {})
+            if key:
+                self.log.info("stored in the compile cache: %s...", key[:16])
+            shared = self._shared_cache() if key else None
+            if shared is not None and not shared.publish(base, key, cache):
+                self.log.info("compile cache: %s... was evicted at once; not shared", key[:16])
         except Exception as err:  # the cache must never fail a job
             self.log.warning("could not store the artifact in the compile cache: %s: %s", type(err).__name__, err)
+
+    # ---------------------------------------------------------------- shared tuning records
+
+    def _sync_tuning(self, direction: str) -> None:
+        """Bring the shared tuning records into the local mirror ("pull"), or send the records this
+        job tuned to S3 ("push"); a failure is logged and the job goes on with what it has."""
+        url = self.settings.tuning_remote
+        if not url:
             return
-        if key:
-            self.log.info("stored in the compile cache: %s...", key[:16])
+        from airflow_neo.local.shared import SharedTuningDatabase, prepare_mirror
+
+        started = time.monotonic()
+        try:
+            prepare_mirror(self.settings.tuning_mirror, url)
+            shared = SharedTuningDatabase(url, self.settings.tuning_mirror, self._s3_client(), log=self.log.warning)
+            report = shared.pull() if direction == "pull" else shared.push()
+        except Exception as err:
+            self.log.warning(
+                "tuning records: could not %s %s (%s: %s); going on with the local mirror %s",
+                direction, url, type(err).__name__, err, self.settings.tuning_mirror,
+            )
+            return
+        elapsed = time.monotonic() - started
+        self.timings[f"tuning {direction}"] = elapsed
+        self.log.info(
+            "tuning records: %s %s in %.2f s (%s)", direction, url, elapsed,
+            ", ".join(f"{key} {value}" for key, value in report.items()),
+        )
 
     # ---------------------------------------------------------------- publish
 

@@ -12,6 +12,13 @@ under a shared ``flock``), tunes into its copy, then *merges* the lines it added
 shared files under an exclusive ``flock``, renumbering workload indices, since other jobs may
 have appended workloads meanwhile. Readers skip a torn last line.
 
+Mirrors of a shared database (``[neo] tuning_database = s3://...``, see
+:mod:`airflow_neo.local.shared`): a root holding :data:`REMOTE_MARKER` is a worker's local copy of
+databases kept elsewhere. There, :func:`merge` also writes what it added as a self-contained
+*batch* (workloads, records numbered within the batch, trials granted) into the database's
+``outbox/``, to be uploaded; batches from other workers come back through :func:`apply_batch`.
+Each database remembers the batches it holds (:data:`BATCHES_FILE`), so none is applied twice.
+
 Pure: nothing here imports TVM or Airflow (the runner's cache lookup uses :func:`records_digest`).
 """
 
@@ -32,21 +39,35 @@ __all__ = [
     "LEDGER_FILE",
     "RECORD_FILE",
     "WORKLOAD_FILE",
+    "BatchError",
     "Snapshot",
     "WorkloadStats",
+    "applied_batches",
+    "apply_batch",
+    "is_mirror",
     "locked",
     "merge",
+    "outbox",
+    "parse_batch",
     "read_ledger",
     "records_digest",
     "scan",
     "snapshot",
     "target_database_dir",
+    "valid_batch_id",
 ]
 
 WORKLOAD_FILE = "database_workload.json"
 RECORD_FILE = "database_tuning_record.json"
 LEDGER_FILE = "airflow_neo_ledger.json"
 LOCK_FILE = ".lock"
+#: at the root of a mirror of a shared database: merges then also write outbox batches
+REMOTE_MARKER = "airflow_neo_remote.json"
+OUTBOX_DIR = "outbox"
+#: ids of the batches a mirrored database holds, one per line
+BATCHES_FILE = "airflow_neo_batches.txt"
+BATCH_FORMAT = 1
+_BATCH_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 #: run_secs at or above this are failed measurements (MetaSchedule records errors as 1e10 s)
 INVALID_RUN_SECS = 1e9
 _RECORD_PREFIX = re.compile(r"^\[\s*(\d+)\s*,")
@@ -214,32 +235,155 @@ def _append(path: Path, lines: list[str]) -> None:
 def merge(snap: Snapshot, granted: dict[str, int] | None = None) -> int:
     """Append the workloads and records that tuning added to ``snap.directory`` to the shared
     database (renumbering workload indices), and add ``granted`` to the ledger; returns the
-    number of records merged. Runs under the exclusive lock."""
+    number of records merged. Runs under the exclusive lock. In a mirror of a shared database,
+    what was added also goes to the outbox as a batch."""
     private_workloads = _lines(snap.directory / WORKLOAD_FILE)
-    new_records = _lines(snap.directory / RECORD_FILE)[snap.record_lines :]
+    pairs = []
+    for line in _lines(snap.directory / RECORD_FILE)[snap.record_lines :]:
+        index = _record_index(line)
+        if index is not None and index < len(private_workloads):
+            pairs.append((private_workloads[index], line))
+    granted = {key: int(trials) for key, trials in (granted or {}).items() if int(trials)}
     with locked(snap.shared, exclusive=True):
-        shared_workloads = _lines(snap.shared / WORKLOAD_FILE)
-        position = {line: index for index, line in enumerate(shared_workloads)}
-        added_workloads: list[str] = []
-        renumbered: list[str] = []
-        for line in new_records:
-            index = _record_index(line)
-            if index is None or index >= len(private_workloads):
-                continue
-            workload = private_workloads[index]
-            if workload not in position:
-                position[workload] = len(shared_workloads) + len(added_workloads)
-                added_workloads.append(workload)
-            renumbered.append(_RECORD_PREFIX.sub(f"[{position[workload]},", line, count=1))
-        # Workloads first: a reader that sees a record always sees its workload.
-        _append(snap.shared / WORKLOAD_FILE, added_workloads)
-        _append(snap.shared / RECORD_FILE, renumbered)
-        if granted:
-            ledger = read_ledger(snap.shared)
-            for key, trials in granted.items():
-                ledger[key] = ledger.get(key, 0) + int(trials)
-            _write_json_atomic(snap.shared / LEDGER_FILE, {"version": 1, "granted": ledger})
+        merged = _append_locked(snap.shared, pairs, granted)
+        if (pairs or granted) and is_mirror(snap.shared.parent):
+            _write_outbox_locked(snap.shared, pairs, granted)
+    return merged
+
+
+def _append_locked(shared: Path, pairs: list[tuple[str, str]], granted: dict[str, int]) -> int:
+    """Append ``(workload line, record line)`` pairs, each record renumbered to its workload's
+    line in ``shared``, and add ``granted`` to the ledger. The caller holds the exclusive lock."""
+    shared_workloads = _lines(shared / WORKLOAD_FILE)
+    position = {line: index for index, line in enumerate(shared_workloads)}
+    added_workloads: list[str] = []
+    renumbered: list[str] = []
+    for workload, record in pairs:
+        if workload not in position:
+            position[workload] = len(shared_workloads) + len(added_workloads)
+            added_workloads.append(workload)
+        renumbered.append(_RECORD_PREFIX.sub(f"[{position[workload]},", record, count=1))
+    # Workloads first: a reader that sees a record always sees its workload.
+    _append(shared / WORKLOAD_FILE, added_workloads)
+    _append(shared / RECORD_FILE, renumbered)
+    if granted:
+        ledger = read_ledger(shared)
+        for key, trials in granted.items():
+            ledger[key] = ledger.get(key, 0) + int(trials)
+        _write_json_atomic(shared / LEDGER_FILE, {"version": 1, "granted": ledger})
     return len(renumbered)
+
+
+# ----------------------------------------------------------------------------- mirrors and batches
+
+
+class BatchError(ValueError):
+    """A batch that is not one this module wrote (bad JSON, format or record numbering)."""
+
+
+def is_mirror(root: str | os.PathLike) -> bool:
+    """Whether ``root`` is a worker's local mirror of a shared database (it holds the marker)."""
+    return (Path(root) / REMOTE_MARKER).is_file()
+
+
+def _new_batch_id() -> str:
+    import datetime as _dt
+    import uuid
+
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    return f"{stamp}-{uuid.uuid4().hex[:16]}"
+
+
+def valid_batch_id(batch_id: str) -> bool:
+    return bool(_BATCH_ID.match(batch_id)) and batch_id not in (".", "..")
+
+
+def _batch(pairs: list[tuple[str, str]], granted: dict[str, int]) -> dict:
+    workloads: list[str] = []
+    position: dict[str, int] = {}
+    records = []
+    for workload, record in pairs:
+        if workload not in position:
+            position[workload] = len(workloads)
+            workloads.append(workload)
+        records.append(_RECORD_PREFIX.sub(f"[{position[workload]},", record, count=1))
+    return {"format": BATCH_FORMAT, "workloads": workloads, "records": records, "granted": granted}
+
+
+def _write_outbox_locked(shared: Path, pairs: list[tuple[str, str]], granted: dict[str, int]) -> str:
+    batch_id = _new_batch_id()
+    box = shared / OUTBOX_DIR
+    box.mkdir(exist_ok=True)
+    _write_json_atomic(box / f"{batch_id}.json", _batch(pairs, granted))
+    _add_applied_locked(shared, batch_id)  # its lines are already here
+    return batch_id
+
+
+def outbox(db_dir: str | os.PathLike) -> list[Path]:
+    """The batches of ``db_dir`` still to be uploaded, oldest first."""
+    try:
+        return sorted(path for path in (Path(db_dir) / OUTBOX_DIR).iterdir()
+                      if path.suffix == ".json" and not path.name.startswith("."))
+    except FileNotFoundError:
+        return []
+
+
+def applied_batches(db_dir: str | os.PathLike) -> set[str]:
+    """Ids of the batches whose lines ``db_dir`` holds."""
+    try:
+        text = (Path(db_dir) / BATCHES_FILE).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return set()
+    return {line.strip() for line in text.splitlines() if line.strip()}
+
+
+def _add_applied_locked(db_dir: Path, batch_id: str) -> None:
+    _append(db_dir / BATCHES_FILE, [batch_id])
+
+
+def parse_batch(data: bytes | str) -> tuple[list[tuple[str, str]], dict[str, int]]:
+    """``(pairs, granted)`` of a batch; :class:`BatchError` when it is malformed."""
+    try:
+        batch = json.loads(data)
+    except ValueError as err:
+        raise BatchError(f"not JSON: {err}") from None
+    if not isinstance(batch, dict) or batch.get("format") != BATCH_FORMAT:
+        raise BatchError(f"not a format-{BATCH_FORMAT} tuning batch")
+    workloads, records, granted = batch.get("workloads"), batch.get("records"), batch.get("granted") or {}
+    if not isinstance(workloads, list) or not isinstance(records, list) or not isinstance(granted, dict):
+        raise BatchError("workloads and records must be lists, granted an object")
+    pairs = []
+    for record in records:
+        index = _record_index(record) if isinstance(record, str) else None
+        if index is None or index >= len(workloads) or not isinstance(workloads[index], str):
+            raise BatchError(f"record {str(record)[:60]!r} names no workload of the batch")
+        for line in (workloads[index], record):
+            try:
+                json.loads(line)
+            except ValueError:
+                raise BatchError(f"line {line[:60]!r} is not JSON") from None
+            if "\n" in line:
+                raise BatchError("a line holds a line break")
+        pairs.append((workloads[index], record))
+    try:
+        granted = {str(key): int(value) for key, value in granted.items()}
+    except (TypeError, ValueError):
+        raise BatchError("granted must map workload hashes to whole numbers") from None
+    return pairs, granted
+
+
+def apply_batch(db_dir: str | os.PathLike, batch_id: str, data: bytes | str) -> int | None:
+    """Add another worker's batch to ``db_dir``; returns the records added, or None when the
+    database holds the batch already. :class:`BatchError` (nothing changed) when it is malformed."""
+    if not valid_batch_id(batch_id):
+        raise BatchError(f"batch id {batch_id!r} is not one this module writes")
+    pairs, granted = parse_batch(data)
+    with locked(db_dir, exclusive=True) as path:
+        if batch_id in applied_batches(path):
+            return None
+        added = _append_locked(path, pairs, granted)
+        _add_applied_locked(path, batch_id)
+    return added
 
 
 def _write_json_atomic(path: Path, value) -> None:

@@ -101,10 +101,11 @@ class Cluster:
         home.mkdir(exist_ok=True)
         return {**self.base_env, "AIRFLOW_HOME": str(home), "AIRFLOW_NEO_HOST": worker}
 
-    def start(self, worker: str, *args: str) -> subprocess.Popen:
+    def start(self, worker: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
         return subprocess.Popen(
             [sys.executable, "-m", "tests.support.neo_worker", *args],
-            cwd=REPO, env=self.env(worker), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cwd=REPO, env={**self.env(worker), **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True,
         )
 
     def observer(self) -> JobStore:
@@ -281,3 +282,48 @@ def test_sixteen_concurrent_creates_leave_one_job_per_name(cluster):
     assert {result["host"] for result in results} == {"worker-a", "worker-b"}
     observer = cluster.observer()
     assert sorted(s["CompilationJobName"] for s in observer.iter_all(NameContains="race")) == sorted(names)
+
+
+def test_second_worker_reuses_what_the_first_tuned_and_compiled(cluster):
+    """Tuning database and compile cache on S3: worker A tunes and compiles; worker B (another
+    AIRFLOW_HOME, nothing on its disk) gets A's artifact from the shared cache, and with the cache
+    off recompiles with A's tuning records, measuring nothing new."""
+    bucket = cluster.bucket
+    model = f"s3://{bucket}/in/model.tar.gz"
+    shared = {
+        "AIRFLOW__NEO__TUNING_TRIALS": "8",
+        "AIRFLOW__NEO__TUNING_DATABASE": f"s3://{bucket}/neo/tuning",
+        "AIRFLOW__NEO__CACHE_DIR": f"s3://{bucket}/neo/cache",
+    }
+    observer = cluster.observer()
+    s3 = cluster.s3()
+
+    def compiled(worker: str, name: str, **extra: str) -> tuple[dict, dict, str]:
+        result = result_of(cluster.start(worker, "compile", name, model, f"s3://{bucket}/{name}",
+                                         env={**shared, **extra}))
+        assert "payload" in result, result
+        assert result["payload"]["CompilationJobStatus"] == "COMPLETED", result["payload"]["FailureReason"]
+        log = (cluster.home(worker) / "neo" / "logs" / f"{name}.log").read_text()
+        return result["payload"], observer.compile_metadata(name), log
+
+    first, first_meta, first_log = compiled("worker-a", "reuse-a")
+    tuned = first_meta["tuning"]
+    assert 0 < tuned["new_trials"] <= 8
+    assert "compile cache miss" in first_log and "tuning records: push" in first_log
+    keys = [item["Key"] for item in s3.list_objects_v2(Bucket=bucket, Prefix="neo/").get("Contents", [])]
+    assert any(k.startswith("neo/tuning/") and "/batches/" in k for k in keys), keys
+    assert any(k.startswith("neo/cache/entries/") and k.endswith("/entry.json") for k in keys), keys
+
+    second, second_meta, second_log = compiled("worker-b", "reuse-b")
+    assert second_meta["cache"]["tier"] == "shared" and second_meta["cache"]["hit"] is True
+    assert second["ModelDigests"]["ArtifactDigest"] == first["ModelDigests"]["ArtifactDigest"]
+    assert f"compile cache hit (s3://{bucket}/neo/cache)" in second_log
+    assert "phase compile: started" not in second_log
+    assert "pulled 1" in second_log  # A's batch, before the cache key was computed
+
+    third, third_meta, third_log = compiled("worker-b", "reuse-c", AIRFLOW__NEO__CACHE_MAX_BYTES="0")
+    assert "phase compile: started" in third_log
+    assert third_meta["tuning"]["new_trials"] == 0  # all of A's trials are in B's mirror now
+    assert third_meta["tuning"]["records_digest"] == tuned["records_digest"]
+    assert third_meta["tuning"]["applied"] == tuned["applied"] > 0
+    assert str(cluster.home("worker-b")) in third_meta["tuning"]["database"]

@@ -316,6 +316,17 @@ def _tiny_cnn_archive(path: Path) -> tuple[Path, object]:
     return path, reference
 
 
+def tiny_cnn_request(name: str, archive: Path, output: Path) -> dict:
+    """A local-backend request to compile the tiny CNN of :func:`_tiny_cnn_archive` for this host."""
+    return {
+        "CompilationJobName": name,
+        "RoleArn": "arn:aws:iam::123456789012:role/neo",
+        "InputConfig": {"S3Uri": str(archive), "DataInputConfig": '{"input0": [1, 3, 8, 8]}', "Framework": "ONNX"},
+        "OutputConfig": {"S3OutputLocation": str(output), "TargetPlatform": _host_platform()},
+        "StoppingCondition": {"MaxRuntimeInSeconds": 900},
+    }
+
+
 def test_tuned_compile_then_records_reused(tmp_path):
     """Job 1 tunes (16 trials, progress in the job log) and fills the database; job 2, same model,
     cache off: zero new trials, the records applied; job 3: a cache hit."""
@@ -334,13 +345,7 @@ def test_tuned_compile_then_records_reused(tmp_path):
                             cache_dir=str(tmp_path / "cache"))
 
     def request(name: str) -> dict:
-        return {
-            "CompilationJobName": name,
-            "RoleArn": "arn:aws:iam::123456789012:role/neo",
-            "InputConfig": {"S3Uri": str(archive), "DataInputConfig": '{"input0": [1, 3, 8, 8]}', "Framework": "ONNX"},
-            "OutputConfig": {"S3OutputLocation": str(tmp_path / name), "TargetPlatform": _host_platform()},
-            "StoppingCondition": {"MaxRuntimeInSeconds": 900},
-        }
+        return tiny_cnn_request(name, archive, tmp_path / name)
 
     store.create(request("tune-1"))
     assert runner.run_job(store_path, "tune-1", poll_interval=0.2, settings=tuned) == st.COMPLETED, store.describe("tune-1")
