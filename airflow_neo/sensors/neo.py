@@ -27,7 +27,8 @@ class NeoCompilationJobSensor(NeoTaskMixin, BaseSensorOperator):
 
     :param compilation_job_name: the job to wait for (templated).
     :param fail_if_not_found: fail at once when the job does not exist (otherwise keep poking,
-        for jobs that someone is about to start).
+        for jobs that someone is about to start, until the sensor's ``timeout``). Deferred, the
+        trigger keeps waiting for the job to appear the same way.
     :param deferrable: wait in the triggerer.
     """
 
@@ -89,6 +90,7 @@ class NeoCompilationJobSensor(NeoTaskMixin, BaseSensorOperator):
                 poll_interval=self.poke_interval,
                 max_attempts=max_attempts,
                 stop_on_kill=False,
+                fail_if_not_found=self.fail_if_not_found,
                 **self.hook_params,
             ),
             method_name="execute_complete",

@@ -34,9 +34,14 @@ class NeoCompilationJobTrigger(BaseTrigger):
         local backend reads every due job in one store query per interval; on SageMaker one
         ListCompilationJobs sweep per interval finds the jobs that changed, and an unchanged
         long-running job is described directly only every 1, 2, 4... up to 10 intervals.
-    :param max_attempts: describes before a ``timeout`` event (None: wait forever).
+    :param max_attempts: describes before a ``timeout`` event (None: wait forever). Checks that
+        find no job (with ``fail_if_not_found=False``) count too.
     :param max_transient_errors: consecutive throttling/connection errors tolerated.
     :param stop_on_kill: stop the job when a user kills the deferred task.
+    :param fail_if_not_found: fire an ``error`` event at once when the job does not exist. With
+        ``False`` a missing job is one that someone is about to start: the trigger keeps checking
+        it every ``poll_interval`` until it appears (then waits for it as usual), or fires a
+        ``timeout`` event after ``max_attempts`` checks.
     """
 
     def __init__(
@@ -52,6 +57,7 @@ class NeoCompilationJobTrigger(BaseTrigger):
         max_attempts: int | None = None,
         max_transient_errors: int = 5,
         stop_on_kill: bool = True,
+        fail_if_not_found: bool = True,
     ) -> None:
         super().__init__()
         self.compilation_job_name = compilation_job_name
@@ -65,6 +71,7 @@ class NeoCompilationJobTrigger(BaseTrigger):
         self.max_attempts = max_attempts
         self.max_transient_errors = max_transient_errors
         self.stop_on_kill = stop_on_kill
+        self.fail_if_not_found = fail_if_not_found
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -81,6 +88,7 @@ class NeoCompilationJobTrigger(BaseTrigger):
                 "max_attempts": self.max_attempts,
                 "max_transient_errors": self.max_transient_errors,
                 "stop_on_kill": self.stop_on_kill,
+                "fail_if_not_found": self.fail_if_not_found,
             },
         )
 
@@ -104,15 +112,16 @@ class NeoCompilationJobTrigger(BaseTrigger):
 
         name = self.compilation_job_name
         board = board_for(self.backend, self._hook_kwargs())
-        watch = board.watch(name, self.poll_interval)
+        watch = board.watch(name, self.poll_interval, allow_missing=not self.fail_if_not_found)
         attempts = transient_errors = 0
-        payload: dict | None = None
+        payload: dict | None = None  # the last describe payload seen
         watch_status: str | None = None
+        missing = False  # the last check found no job (only with fail_if_not_found=False)
         tick: float | None = None  # None: the first check, right away
         try:
             while True:
                 try:
-                    payload = await board.refresh(watch, tick)
+                    found = await board.refresh(watch, tick)
                     transient_errors = 0
                 except CompilationJobNotFound as err:
                     board.unwatch(watch)
@@ -128,22 +137,30 @@ class NeoCompilationJobTrigger(BaseTrigger):
                         "Transient error %d/%d describing %s: %s", transient_errors, self.max_transient_errors, name, err
                     )
                 else:
-                    status = payload.get("CompilationJobStatus")
-                    if status in TERMINAL_STATES:
-                        board.unwatch(watch)
-                        yield self._event(EVENT_FOR_STATUS[status], f"Compilation job {name} is {status}", payload)
-                        return
-                    if tick is None or status != watch_status:
-                        self.log.info("Compilation job %s is %s", name, status)
-                    watch_status = status
+                    if found is None:  # fail_if_not_found=False: nobody has started the job yet
+                        if not missing:
+                            self.log.info("Compilation job %s does not exist yet: waiting for it", name)
+                        missing, watch_status = True, None
+                    else:
+                        missing, payload = False, found
+                        status = payload.get("CompilationJobStatus")
+                        if status in TERMINAL_STATES:
+                            board.unwatch(watch)
+                            yield self._event(EVENT_FOR_STATUS[status], f"Compilation job {name} is {status}", payload)
+                            return
+                        if tick is None or status != watch_status:
+                            self.log.info("Compilation job %s is %s", name, status)
+                        watch_status = status
                 attempts += 1
                 if self.max_attempts is not None and attempts >= self.max_attempts:
                     board.unwatch(watch)
-                    yield self._event(
-                        "timeout",
-                        f"Compilation job {name} not finished after {attempts} checks {self.poll_interval} s apart",
-                        payload,
-                    )
+                    if missing:
+                        message = f"Compilation job {name} not found after {attempts} checks {self.poll_interval} s apart"
+                    else:
+                        message = (
+                            f"Compilation job {name} not finished after {attempts} checks {self.poll_interval} s apart"
+                        )
+                    yield self._event("timeout", message, payload)
                     return
                 tick = await next_tick(watch)
         finally:  # cancelled (the task was cleared or the triggerer is stopping)

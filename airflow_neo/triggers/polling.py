@@ -17,6 +17,11 @@ between all the triggers of one event loop that use the same backend and connect
   :data:`MAX_DESCRIBE_GAP` ticks: that is the *back-off* for long-running jobs, while the sweep
   keeps a completion event within one interval. When the sweep is not allowed (no
   ``sagemaker:ListCompilationJobs`` permission) or fails, every tick describes, as without sharing.
+* **Jobs that do not exist yet.** A watch made with ``allow_missing=True`` (a trigger with
+  ``fail_if_not_found=False``) gets ``None`` from :meth:`_Board.refresh` while its job does not
+  exist, instead of :class:`~airflow_neo.core.exceptions.CompilationJobNotFound`, and stays on the
+  board: locally it is part of every tick's query; on SageMaker the sweep shows the job once it is
+  created (it is then described at once), with the same backed-off safety describes meanwhile.
 
 Nothing here changes what a trigger serializes.
 """
@@ -48,14 +53,29 @@ _BOARDS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple, _Board
 class Watch:
     """One trigger's view of its job on a board."""
 
-    __slots__ = ("name", "interval", "started_wall", "payload", "status", "gap", "ticks_since_describe", "force")
+    __slots__ = (
+        "name",
+        "interval",
+        "allow_missing",
+        "started_wall",
+        "payload",
+        "status",
+        "missing",
+        "checked",
+        "gap",
+        "ticks_since_describe",
+        "force",
+    )
 
-    def __init__(self, name: str, interval: float):
+    def __init__(self, name: str, interval: float, allow_missing: bool = False):
         self.name = name
         self.interval = max(float(interval), 0.001)
+        self.allow_missing = allow_missing  # a missing job is "not yet", not an error
         self.started_wall = time.time()
         self.payload: dict | None = None
         self.status: str | None = None
+        self.missing = False  # the last check found no such job (only with allow_missing)
+        self.checked = False  # a check has answered (a payload, or "missing")
         self.gap = 1
         self.ticks_since_describe = 0
         self.force = True  # the first check (and the one after an error) describes directly
@@ -96,11 +116,18 @@ class _Board:
 
         return get_neo_hook(self.backend, **self.hook_kwargs)
 
-    def watch(self, name: str, interval: float) -> Watch:
+    def watch(self, name: str, interval: float, allow_missing: bool = False) -> Watch:
+        """Start watching job ``name``, checked every ``interval`` seconds.
+
+        :param name: the compilation job.
+        :param interval: the poll interval of the trigger, in seconds.
+        :param allow_missing: :meth:`refresh` returns ``None`` while the job does not exist
+            rather than raising :class:`~airflow_neo.core.exceptions.CompilationJobNotFound`.
+        """
         if self._idle_task is not None:
             self._idle_task.cancel()
             self._idle_task = None
-        watch = Watch(name, interval)
+        watch = Watch(name, interval, allow_missing)
         self.watches.add(watch)
         return watch
 
@@ -129,7 +156,13 @@ class _Board:
     async def aclose(self) -> None:  # pragma: no cover - overridden where there is something to close
         return None
 
-    async def refresh(self, watch: Watch, tick: float | None) -> dict:
+    async def refresh(self, watch: Watch, tick: float | None) -> dict | None:
+        """The job's describe payload at this tick (``tick`` None: the first check, right away).
+
+        A job that does not exist raises
+        :class:`~airflow_neo.core.exceptions.CompilationJobNotFound`, or returns ``None`` when the
+        watch has ``allow_missing``.
+        """
         raise NotImplementedError
 
     @staticmethod
@@ -137,9 +170,20 @@ class _Board:
         status = payload.get("CompilationJobStatus")
         changed = status != watch.status
         watch.payload, watch.status = payload, status
+        watch.missing = False
+        watch.checked = True
         watch.force = False
         watch.ticks_since_describe = 0
         return changed
+
+    @staticmethod
+    def _record_missing(watch: Watch) -> None:
+        """The job does not exist (yet): keep watching it; any status seen later is a change."""
+        watch.payload, watch.status = None, None
+        watch.missing = True
+        watch.checked = True
+        watch.force = False
+        watch.ticks_since_describe = 0
 
 
 class _LocalBoard(_Board):
@@ -158,7 +202,7 @@ class _LocalBoard(_Board):
                 self._store = await asyncio.to_thread(lambda: self._hook().store)
         return self._store
 
-    async def refresh(self, watch: Watch, tick: float | None) -> dict:
+    async def refresh(self, watch: Watch, tick: float | None) -> dict | None:
         future = asyncio.get_running_loop().create_future()
         self._pending.setdefault(watch.name, []).append(future)
         if not self._flush_scheduled:
@@ -169,6 +213,12 @@ class _LocalBoard(_Board):
         except BaseException:
             watch.force = True
             raise
+        if payload is None:  # no such job in the store
+            if watch.allow_missing:
+                self._record_missing(watch)
+                return None
+            watch.force = True
+            raise CompilationJobNotFound(f"Could not find compilation job '{watch.name}'.")
         self._record(watch, payload)
         return payload
 
@@ -190,13 +240,9 @@ class _LocalBoard(_Board):
         self.stats["batches"] += 1
         self.stats["describes"] += len(pending)
         for name, futures in pending.items():
-            payload = payloads.get(name)
+            payload = payloads.get(name)  # None: no such job (each watch decides what that means)
             for future in futures:
-                if future.done():
-                    continue
-                if payload is None:
-                    future.set_exception(CompilationJobNotFound(f"Could not find compilation job '{name}'."))
-                else:
+                if not future.done():
                     future.set_result(payload)
 
 
@@ -308,7 +354,7 @@ class _SageMakerBoard(_Board):
         self._last_sweep_wall = started
         return statuses
 
-    async def refresh(self, watch: Watch, tick: float | None) -> dict:
+    async def refresh(self, watch: Watch, tick: float | None) -> dict | None:
         watch.ticks_since_describe += 1
         urgent = watch.force or tick is None or not self.feed_ok
         describe = urgent
@@ -329,17 +375,31 @@ class _SageMakerBoard(_Board):
                 urgent = seen is not None and seen != watch.status
                 describe = urgent or watch.ticks_since_describe >= watch.gap  # else: the safety describe
         if not describe:
+            if watch.missing:  # still not created: the sweep would have shown it
+                return None
             assert watch.payload is not None
             return watch.payload
+        first = not watch.checked
         try:
             payload = await self._describe(watch.name, urgent=urgent)
+        except CompilationJobNotFound:
+            if not watch.allow_missing:
+                watch.force = True
+                raise
+            self._record_missing(watch)
+            payload = None
         except BaseException:
             watch.force = True
             raise
-        first = watch.status is None
-        self._record(watch, payload)
+        else:
+            appeared = watch.missing
+            self._record(watch, payload)
+            if appeared:  # a job created while we waited: its back-off starts over
+                watch.gap = 1
+                return payload
         # The safety net backs off whatever the job did (a new status says nothing about the next
         # one, and the sweep reports changes anyway): 1, 2, 4, 8, then 10 ticks after the first check.
+        # A job that does not exist yet backs off the same way: the sweep shows it once it is created.
         if not first:
             watch.gap = min(watch.gap * 2, MAX_DESCRIBE_GAP)
         return payload

@@ -10,6 +10,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from airflow_neo.core import status as st
+from airflow_neo.core.exceptions import CompilationJobNotFound
 from airflow_neo.hooks.neo import NeoHook
 from airflow_neo.local.store import JobStore
 from airflow_neo.triggers import polling
@@ -166,6 +167,72 @@ async def test_describe_gap_doubles_to_the_cap():
     board.unwatch(watch)
 
 
+async def test_local_board_missing_job_per_watch(tmp_path):
+    """One store query for both watches; only the one allowing a missing job gets ``None``."""
+    store_path = str(tmp_path / "state" / "jobs.sqlite")
+    store = JobStore(store_path, host="remote-runner")
+    board = polling.board_for("local", {"local_store": store_path})
+    waiting = board.watch("soon", 1.0, allow_missing=True)
+    strict = board.watch("soon", 1.0)
+    assert waiting.allow_missing and not strict.allow_missing
+    results = await asyncio.gather(board.refresh(waiting, None), board.refresh(strict, None), return_exceptions=True)
+    assert results[0] is None and waiting.missing and waiting.checked
+    assert isinstance(results[1], CompilationJobNotFound) and strict.force
+    assert board.stats["batches"] == 1
+    assert await board.refresh(waiting, 1.0) is None  # still waiting, still on the board
+    store.create(valid_request("soon"), lease_seconds=3600)
+    payload = await board.refresh(waiting, 2.0)
+    assert payload["CompilationJobStatus"] == st.STARTING and not waiting.missing
+    board.unwatch(waiting)
+    board.unwatch(strict)
+
+
+async def test_sagemaker_missing_job_backs_off_until_the_sweep_shows_it():
+    created_at = 30  # the tick at which someone creates the job
+
+    class FakeBoard(polling._SageMakerBoard):
+        tick = 0
+
+        async def _describe(self, name, urgent=True):
+            self.stats["describes"] += 1
+            if self.tick < created_at:
+                raise CompilationJobNotFound(f"Could not find compilation job '{name}'.")
+            return {"CompilationJobName": name, "CompilationJobStatus": st.STARTING}
+
+        async def _sweep(self, tick):
+            return {"later": st.STARTING} if tick >= created_at else {}
+
+    board = FakeBoard("sagemaker", {})
+    watch = board.watch("later", 1.0, allow_missing=True)
+    described_at, results = [], []
+    for tick in range(created_at + 1):
+        board.tick = tick
+        before = board.stats["describes"]
+        results.append(await board.refresh(watch, None if tick == 0 else float(tick)))
+        if board.stats["describes"] > before:
+            described_at.append(tick)
+    assert results[:created_at] == [None] * created_at  # no error: still waiting for it
+    assert results[created_at]["CompilationJobStatus"] == st.STARTING
+    # While missing: the usual backed-off safety describes (0, 1, 3, 7, 15, 25), not one per tick;
+    # the sweep shows the job at its creation and it is described at that very tick.
+    assert described_at == [0, 1, 3, 7, 15, 25, created_at]
+    assert watch.gap == 1 and not watch.missing  # a job that appeared backs off from the start
+    board.unwatch(watch)
+
+
+async def test_sagemaker_missing_job_raises_without_allow_missing():
+    class FakeBoard(polling._SageMakerBoard):
+        async def _describe(self, name, urgent=True):
+            raise CompilationJobNotFound(f"Could not find compilation job '{name}'.")
+
+    board = FakeBoard("sagemaker", {})
+    watch = board.watch("gone", 1.0)
+    with pytest.raises(CompilationJobNotFound):
+        await board.refresh(watch, None)
+    assert watch.force and not watch.missing
+    board.unwatch(watch)
+
+
 def test_trigger_serialization_is_unchanged():
     trigger = NeoCompilationJobTrigger(compilation_job_name="j", backend="local", local_store="postgresql://u@h/d")
     path, kwargs = trigger.serialize()
@@ -173,6 +240,7 @@ def test_trigger_serialization_is_unchanged():
     assert set(kwargs) == {
         "compilation_job_name", "backend", "aws_conn_id", "region_name", "verify", "botocore_config",
         "local_store", "poll_interval", "max_attempts", "max_transient_errors", "stop_on_kill",
+        "fail_if_not_found",
     }
 
 
