@@ -327,3 +327,32 @@ def test_second_worker_reuses_what_the_first_tuned_and_compiled(cluster):
     assert third_meta["tuning"]["records_digest"] == tuned["records_digest"]
     assert third_meta["tuning"]["applied"] == tuned["applied"] > 0
     assert str(cluster.home("worker-b")) in third_meta["tuning"]["database"]
+
+
+def test_a_stop_from_another_worker_is_honoured_by_the_owner(cluster):
+    """The stop is a row in the shared store: worker B's CLI asks, worker A's runner (the owner,
+    on another host) ends its compile and leaves the job STOPPED with nothing published."""
+    name = "shared-stop"
+    bucket = cluster.bucket
+    long_compile = {"AIRFLOW__NEO__TUNING_TRIALS": "5000"}  # minutes of tuning: the stop comes first
+    started = result_of(cluster.start(
+        "worker-a", "compile", name, f"s3://{bucket}/in/model.tar.gz", f"s3://{bucket}/stopped", "--no-wait",
+        env=long_compile,
+    ))
+    assert "payload" in started, started
+    log = cluster.home("worker-a") / "neo" / "logs" / f"{name}.log"
+    wait_for(lambda: log.exists() and "phase compile: started" in log.read_text(), timeout=120)
+
+    stop = subprocess.run(
+        [sys.executable, "-m", "airflow_neo", "--backend", "local", "stop-compilation-job",
+         "--compilation-job-name", name],
+        cwd=REPO, env=cluster.env("worker-b"), capture_output=True, text=True, timeout=300,
+    )
+    assert stop.returncode == 0, stop.stderr
+    observer = cluster.observer()
+    assert observer.describe(name)["CompilationJobStatus"] in (st.STOPPING, st.STOPPED)
+    wait_for(lambda: observer.describe(name)["CompilationJobStatus"] == st.STOPPED, timeout=120)
+    assert "job STOPPED on request" in log.read_text()
+    assert observer.runner_info(name)["owner_host"] == "worker-a"
+    listing = cluster.s3().list_objects_v2(Bucket=bucket, Prefix="stopped/")
+    assert listing.get("KeyCount", 0) == 0
