@@ -507,9 +507,11 @@ class _JobRun:
                 tuning_database=self.settings.tuning_database,
             )
             hit, tier = cache.lookup(base, artifact), "local"
-            shared = self._shared_cache() if hit is None else None
-            if shared is not None:
+            shared = self._shared_cache()
+            if shared is not None and hit is None:
                 hit, tier = shared.fetch(base, cache, artifact), self.settings.cache_remote
+            elif shared is not None:
+                self._share_local_hit(shared, base, hit.key, cache)
         except Exception as err:  # the cache must never fail a job
             self.log.warning("compile cache lookup failed (compiling instead): %s: %s", type(err).__name__, err)
             return None, base
@@ -528,6 +530,13 @@ class _JobRun:
         if isinstance(tuning, dict) and tuning.get("database") and self.settings.tuning_root:
             metadata["tuning"] = {**tuning, "database": str(Path(self.settings.tuning_root) / Path(tuning["database"]).name)}
         return metadata, base
+
+    def _share_local_hit(self, shared, base: str, key: str, cache) -> None:
+        """An entry only this machine has (compiled while S3 was out of reach) goes up now."""
+        try:
+            shared.publish(base, key, cache)
+        except Exception as err:
+            self.log.warning("could not share the cached artifact: %s: %s", type(err).__name__, err)
 
     def _to_cache(self, base: str | None, artifact: Path, metadata: dict) -> None:
         if base is None or not artifact.is_file():

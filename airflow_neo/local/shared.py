@@ -231,15 +231,14 @@ class SharedCompileCache:
         return CacheHit(key, target, entry["artifact_blake2b"], entry.get("metadata") or {}, entry)
 
     def publish(self, base: str, key: str, local: CompileCache) -> bool:
-        """Upload ``local``'s entry ``key`` (artifact, index, then entry.json); False when ``local``
-        does not hold it (evicted at once, or over the size cap)."""
+        """Upload ``local``'s entry ``key`` (artifact, index, then entry.json) unless S3 has it;
+        False when ``local`` does not hold it (evicted at once, or over the size cap)."""
         entry, index = local.read_entry(key), local.read_index(base)
         artifact = local.artifact_path(key)
         if entry is None or index is None or not artifact.is_file():
             return False
         if self.remote.get_json(self.remote.key("entries", key, ENTRY_NAME)) is not None:
-            self.remote.put_bytes(self.remote.key("index", f"{base}.json"), _json(index))
-            return True
+            return True  # shared already (its index went up before it)
         started = time.monotonic()
         self.remote.client.upload_file(str(artifact), self.remote.bucket, self.remote.key("entries", key, ARTIFACT_NAME))
         self.remote.put_bytes(self.remote.key("index", f"{base}.json"), _json(index))

@@ -304,6 +304,9 @@ def test_a_job_compiles_while_s3_is_out_of_reach_and_shares_its_records_later(s3
     assert tuning_db.outbox(database) == []
     [key] = _batch_keys(s3)
     assert key.startswith(f"team/tuning/{database.name}/batches/")
+    # The artifact, a local hit for this job, went up to the shared cache too.
+    cache_key = store.compile_metadata("online")["cache"]["key"]
+    assert s3.get_object(Bucket=BUCKET, Key=f"team/cache/entries/{cache_key}/entry.json")["Body"].read()
     # Another worker now gets those records.
     other = SharedTuningDatabase(TUNING_URL, tmp_path / "other-worker", s3)
     assert other.pull()["records"] == tuned["new_trials"]
