@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,14 @@ if TYPE_CHECKING:
 
 def _default_deferrable() -> bool:
     return conf.getboolean("operators", "default_deferrable", fallback=False)
+
+
+#: set by Airflow's KubernetesExecutor in every task pod it starts
+K8S_EXECUTOR_POD_ENV = "AIRFLOW_IS_K8S_EXECUTOR_POD"
+
+
+def _in_k8s_executor_pod() -> bool:
+    return os.environ.get(K8S_EXECUTOR_POD_ENV, "").strip().lower() in ("1", "true", "yes")
 
 
 class NeoBaseOperator(NeoTaskMixin, BaseOperator):
@@ -72,7 +81,9 @@ class NeoCompilationOperator(NeoBaseOperator):
     :param check_interval: seconds between status checks.
     :param max_ingestion_time: give up (stop the job, fail the task) after this many seconds
         of waiting; None waits without limit.
-    :param deferrable: wait in the triggerer instead of the worker.
+    :param deferrable: wait in the triggerer instead of the worker. A local-backend compile
+        started in a KubernetesExecutor task pod waits in the pod instead (with a warning): its
+        compile process lives in that pod, which ends when the task defers.
     :param action_if_job_exists: ``"fail"``, ``"increment"`` (``name-1``, ``name-2``...) or
         ``"timestamp"`` (``name-YYYYmmddHHMMSS``) when the name is taken by another job.
     :param stop_on_kill: stop the job when the task is killed.
@@ -123,9 +134,20 @@ class NeoCompilationOperator(NeoBaseOperator):
         payload = self.hook.describe_compilation_job(name)
         if not self.wait_for_completion:
             return payload
-        if self.deferrable and payload["CompilationJobStatus"] not in TERMINAL_STATES:
+        if self._may_defer() and payload["CompilationJobStatus"] not in TERMINAL_STATES:
             self._defer(name)
         return self._finish(self._wait(name) if payload["CompilationJobStatus"] not in TERMINAL_STATES else payload)
+
+    def _may_defer(self) -> bool:
+        if self.deferrable and not self.is_sagemaker and _in_k8s_executor_pod():
+            self.log.warning(
+                "Waiting for the local compile in this pod instead of deferring: the compile process runs "
+                "in this KubernetesExecutor pod (%s is set), which ends when the task defers, and the job "
+                "would fail when its lease runs out. Use a long-lived worker queue to defer local compiles.",
+                K8S_EXECUTOR_POD_ENV,
+            )
+            return False
+        return self.deferrable
 
     def _validated_request(self) -> dict:
         try:

@@ -111,6 +111,21 @@ def test_deferred_local_compile_runs_the_trigger(store, sample_archive, tmp_path
     assert payload == LocalNeoHook(store_path=store).describe_compilation_job("local-def")
 
 
+def test_local_compile_in_a_kubernetes_executor_pod_waits_instead_of_deferring(
+    store, sample_archive, tmp_path, monkeypatch
+):
+    """Deferring would end the pod and the compile process in it: the operator waits in the pod."""
+    from structlog.testing import capture_logs
+
+    monkeypatch.setenv("AIRFLOW_IS_K8S_EXECUTOR_POD", "True")
+    op = _op(local_request("local-k8s", sample_archive, tmp_path / "out"), store, deferrable=True)
+    with capture_logs() as logs:
+        payload = op.execute(make_context())  # no TaskDeferred
+    assert payload["CompilationJobStatus"] == "COMPLETED"
+    warnings = [entry for entry in logs if entry["log_level"] == "warning"]
+    assert any("instead of deferring" in entry["event"] for entry in warnings), logs
+
+
 def test_failed_local_compile_fails_the_task_with_reason(store, tmp_path):
     missing = tmp_path / "no-such" / "model.tar.gz"
     with pytest.raises(AirflowException, match="FAILED: .*no-such"):

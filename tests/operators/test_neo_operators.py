@@ -204,6 +204,17 @@ async def test_deferred_compile_end_to_end(aws_conn_env, name, tags, expected):
             method(context, event)
 
 
+def test_sagemaker_compile_defers_in_a_kubernetes_executor_pod_too(aws_conn_env, monkeypatch):
+    """Only local compiles live in the task's pod; a SageMaker job does not."""
+    monkeypatch.setenv("AIRFLOW_IS_K8S_EXECUTOR_POD", "True")
+    op = NeoCompilationOperator(
+        task_id="compile", config=valid_request("def-k8s"), aws_conn_id=aws_conn_env, deferrable=True,
+        check_interval=0.01,
+    )
+    with pytest.raises(TaskDeferred):
+        op.execute(make_context())
+
+
 async def test_deferred_timeout_stops_the_job(aws_conn_env):
     op = NeoCompilationOperator(
         task_id="compile", config=valid_request("def-slow"), aws_conn_id=aws_conn_env, deferrable=True,
