@@ -507,11 +507,10 @@ class _JobRun:
                 tuning_database=self.settings.tuning_database,
             )
             hit, tier = cache.lookup(base, artifact), "local"
-            shared = self._shared_cache()
-            if shared is not None and hit is None:
-                hit, tier = shared.fetch(base, cache, artifact), self.settings.cache_remote
-            elif shared is not None:
-                self._share_local_hit(shared, base, hit.key, cache)
+            if hit is not None:
+                self._share_local_hit(base, hit.key, cache)
+            elif self.settings.cache_remote:
+                hit, tier = self._shared_cache().fetch(base, cache, artifact), self.settings.cache_remote
         except Exception as err:  # the cache must never fail a job
             self.log.warning("compile cache lookup failed (compiling instead): %s: %s", type(err).__name__, err)
             return None, base
@@ -531,10 +530,12 @@ class _JobRun:
             metadata["tuning"] = {**tuning, "database": str(Path(self.settings.tuning_root) / Path(tuning["database"]).name)}
         return metadata, base
 
-    def _share_local_hit(self, shared, base: str, key: str, cache) -> None:
+    def _share_local_hit(self, base: str, key: str, cache) -> None:
         """An entry only this machine has (compiled while S3 was out of reach) goes up now."""
+        if not self.settings.cache_remote:
+            return
         try:
-            shared.publish(base, key, cache)
+            self._shared_cache().publish(base, key, cache)
         except Exception as err:
             self.log.warning("could not share the cached artifact: %s: %s", type(err).__name__, err)
 

@@ -297,6 +297,14 @@ def test_a_job_compiles_while_s3_is_out_of_reach_and_shares_its_records_later(s3
     assert len(tuning_db.outbox(database)) == 1  # kept for later
     assert _batch_keys(s3) == []
 
+    # Still out of reach: this machine's own cache serves the next job all the same.
+    store.create(request("offline-hit"))
+    status = runner.run_job(store_path, "offline-hit", poll_interval=0.2, settings=settings, s3_client_factory=unreachable)
+    assert status == st.COMPLETED
+    log = store.log_path("offline-hit").read_text()
+    assert "compile cache hit (local)" in log and "phase compile" not in log
+    assert "could not share the cached artifact" in log
+
     store.create(request("online"))
     status = runner.run_job(store_path, "online", poll_interval=0.2, settings=settings, s3_client_factory=lambda: s3)
     assert status == st.COMPLETED
