@@ -526,8 +526,8 @@ class _JobRun:
         metadata = dict(hit.metadata)
         metadata["cache"] = {"hit": True, "key": hit.key, "tier": "local" if tier == "local" else "shared"}
         tuning = metadata.get("tuning")
-        if isinstance(tuning, dict) and tuning.get("database") and self.settings.tuning_root:
-            metadata["tuning"] = {**tuning, "database": str(Path(self.settings.tuning_root) / Path(tuning["database"]).name)}
+        if isinstance(tuning, dict) and tuning.get("database"):  # where the records are on this machine
+            metadata["tuning"] = {**tuning, "database": str(cache.database_dir(tuning["database"]))}
         return metadata, base
 
     def _share_local_hit(self, base: str, key: str, cache) -> None:

@@ -251,18 +251,24 @@ def merge(snap: Snapshot, granted: dict[str, int] | None = None) -> int:
     return merged
 
 
-def _append_locked(shared: Path, pairs: list[tuple[str, str]], granted: dict[str, int]) -> int:
-    """Append ``(workload line, record line)`` pairs, each record renumbered to its workload's
-    line in ``shared``, and add ``granted`` to the ledger. The caller holds the exclusive lock."""
-    shared_workloads = _lines(shared / WORKLOAD_FILE)
-    position = {line: index for index, line in enumerate(shared_workloads)}
-    added_workloads: list[str] = []
+def _renumber(pairs: list[tuple[str, str]], workloads: list[str]) -> tuple[list[str], list[str]]:
+    """``(workloads to add, records)``: each record renumbered to its workload's line in
+    ``workloads`` followed by the added ones."""
+    position = {line: index for index, line in enumerate(workloads)}
+    added: list[str] = []
     renumbered: list[str] = []
     for workload, record in pairs:
         if workload not in position:
-            position[workload] = len(shared_workloads) + len(added_workloads)
-            added_workloads.append(workload)
+            position[workload] = len(workloads) + len(added)
+            added.append(workload)
         renumbered.append(_RECORD_PREFIX.sub(f"[{position[workload]},", record, count=1))
+    return added, renumbered
+
+
+def _append_locked(shared: Path, pairs: list[tuple[str, str]], granted: dict[str, int]) -> int:
+    """Append ``(workload line, record line)`` pairs, each record renumbered to its workload's
+    line in ``shared``, and add ``granted`` to the ledger. The caller holds the exclusive lock."""
+    added_workloads, renumbered = _renumber(pairs, _lines(shared / WORKLOAD_FILE))
     # Workloads first: a reader that sees a record always sees its workload.
     _append(shared / WORKLOAD_FILE, added_workloads)
     _append(shared / RECORD_FILE, renumbered)
@@ -299,14 +305,7 @@ def valid_batch_id(batch_id: str) -> bool:
 
 
 def _batch(pairs: list[tuple[str, str]], granted: dict[str, int]) -> dict:
-    workloads: list[str] = []
-    position: dict[str, int] = {}
-    records = []
-    for workload, record in pairs:
-        if workload not in position:
-            position[workload] = len(workloads)
-            workloads.append(workload)
-        records.append(_RECORD_PREFIX.sub(f"[{position[workload]},", record, count=1))
+    workloads, records = _renumber(pairs, [])
     return {"format": BATCH_FORMAT, "workloads": workloads, "records": records, "granted": granted}
 
 
