@@ -23,6 +23,7 @@ from airflow_neo.core import status as st
 from airflow_neo.core.exceptions import CompilationJobNotFound, NeoError
 from airflow_neo.local import runner
 from airflow_neo.local.store import JobStore, pid_alive
+from tests.support.waiting import wait_for
 
 POLL = 0.1
 
@@ -136,16 +137,6 @@ def make_request(name, archive, out, *, runtime=900, tags=None, platform=None, k
     if tags:
         request["Tags"] = [{"Key": k, "Value": v} for k, v in tags.items()]
     return request
-
-
-def wait_for(predicate, timeout=30.0, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("condition not met in time")
 
 
 def files_in(directory: Path) -> list[str]:

@@ -30,6 +30,7 @@ from airflow_neo.core import status as st
 from airflow_neo.local.store import JobStore
 from airflow_neo.samples import write_sample_archive
 from tests.support.fixtures import aws_connection_json
+from tests.support.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 LEASE_SECONDS = 3
@@ -137,16 +138,6 @@ def cluster(pg_schema_url, moto_process, sample_archive, tmp_path) -> Cluster:
     s3.upload_file(str(sample_archive), bucket, "in/model.tar.gz")
     cluster.bucket = bucket
     return cluster
-
-
-def wait_for(predicate, timeout=60.0, interval=0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("condition not met in time")
 
 
 # ----------------------------------------------------------------------------- configuration

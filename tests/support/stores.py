@@ -34,28 +34,25 @@ def with_search_path(url: str, schema: str) -> str:
     return parsed.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(hide_password=False)
 
 
-def create_schema(url: str) -> str:
+def _execute(url: str, statement: str) -> None:
     import sqlalchemy as sa
 
-    schema = f"t_{uuid.uuid4().hex[:12]}"
     engine = sa.create_engine(url)
     try:
         with engine.begin() as conn:
-            conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+            conn.exec_driver_sql(statement)
     finally:
         engine.dispose()
+
+
+def create_schema(url: str) -> str:
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    _execute(url, f'CREATE SCHEMA "{schema}"')
     return schema
 
 
 def drop_schema(url: str, schema: str) -> None:
-    import sqlalchemy as sa
-
-    engine = sa.create_engine(url)
-    try:
-        with engine.begin() as conn:
-            conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    finally:
-        engine.dispose()
+    _execute(url, f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 @pytest.fixture
