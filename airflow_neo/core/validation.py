@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -30,6 +31,54 @@ def _compiled(pattern: str):
     import regex
 
     return regex.compile(pattern)
+
+
+@dataclass(frozen=True)
+class ValidatedRequest:
+    """A CreateCompilationJob request that passed :func:`validate_request`: validated once.
+
+    The store, the compiler and the cache key take it as it is, without normalizing again.
+
+    :param payload: the normalized request in the API's member names (DataInputConfig and
+        CompilerOptions as JSON strings, as the API stores them).
+    :param data_input_config: DataInputConfig parsed (None when absent).
+    :param compiler_options: CompilerOptions parsed ({} when absent).
+    """
+
+    payload: dict
+    data_input_config: dict | list | None = None
+    compiler_options: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_normalized(cls, payload: dict) -> ValidatedRequest:
+        """A request that was validated before (read back from the job store): parsed, not re-checked."""
+        return cls(payload=payload, data_input_config=parse_data_input_config(payload), compiler_options=parse_compiler_options(payload))
+
+    @property
+    def name(self) -> str:
+        return self.payload["CompilationJobName"]
+
+    @property
+    def input_config(self) -> dict:
+        return self.payload.get("InputConfig") or {}
+
+    @property
+    def output_config(self) -> dict:
+        return self.payload.get("OutputConfig") or {}
+
+    @property
+    def framework(self) -> str:
+        return str(self.input_config.get("Framework") or "").upper()
+
+
+def validate_request(config: dict | ValidatedRequest, *, allow_local_uris: bool = False) -> ValidatedRequest:
+    """Validate and normalize a CreateCompilationJob request once; a ValidatedRequest is returned as it is.
+
+    Raises :class:`InvalidCompilationRequest` listing every problem.
+    """
+    if isinstance(config, ValidatedRequest):
+        return config
+    return ValidatedRequest.from_normalized(normalize_request(config, allow_local_uris=allow_local_uris))
 
 
 def normalize_request(config: dict, *, allow_local_uris: bool = False) -> dict:
@@ -257,11 +306,16 @@ def _check_stopping_condition(condition: Any, problems: list[Problem]) -> None:
 
 
 def parse_compiler_options(request: dict) -> dict:
-    """The request's CompilerOptions as a dict ({} when absent)."""
+    """The request's CompilerOptions as a dict ({} when absent); a dict given as such is kept."""
     raw = (request.get("OutputConfig") or {}).get("CompilerOptions")
+    if isinstance(raw, (dict, list)):
+        return raw
     return json.loads(raw) if raw else {}
 
 
 def parse_data_input_config(request: dict) -> dict | list | None:
+    """The request's DataInputConfig parsed (None when absent); a dict or list given as such is kept."""
     raw = (request.get("InputConfig") or {}).get("DataInputConfig")
+    if isinstance(raw, (dict, list)):
+        return raw
     return json.loads(raw) if raw else None
