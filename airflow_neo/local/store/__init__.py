@@ -60,6 +60,7 @@ from airflow_neo.core.exceptions import (
     NeoError,
 )
 from airflow_neo.core.payload import to_utc_iso
+from airflow_neo.local.store.records import JobRecord
 
 SCHEMA_VERSION = 2
 DEFAULT_REGION = "local"
@@ -723,8 +724,11 @@ class JobStore:
 
     # ---------------------------------------------------------------- reads
 
-    def describe(self, name: str) -> dict:
-        """The DescribeCompilationJob response for ``name``: API key order, JSON-safe, absent fields omitted."""
+    def get(self, name: str) -> JobRecord:
+        """The job ``name`` as a typed :class:`JobRecord` (a dead runner is detected first, as in describe).
+
+        Raises CompilationJobNotFound.
+        """
         row = self._row(name)
         if row is None:
             raise self._not_found(name)
@@ -732,7 +736,15 @@ class JobStore:
             row = self._row(name)
             if row is None:
                 raise self._not_found(name)
-        return _describe_shape(row)
+        return JobRecord.from_row(row)
+
+    def status(self, name: str) -> str:
+        """The job's status (CompilationJobStatus); raises CompilationJobNotFound."""
+        return self.get(name).status
+
+    def describe(self, name: str) -> dict:
+        """The DescribeCompilationJob response for ``name``: API key order, JSON-safe, absent fields omitted."""
+        return self.get(name).to_describe()
 
     def describe_many(self, names: Iterable[str]) -> dict[str, dict]:
         """DescribeCompilationJob for many jobs in one query per 1,000 names: ``{name: payload}``.
