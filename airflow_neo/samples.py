@@ -1,12 +1,18 @@
 """Small real models for examples, quickstarts and smoke tests (built with numpy + onnx, no torch).
 
 ``onnx`` and ``numpy`` are imported inside the functions, so importing this module is cheap.
+
+Invariant: the sample archive is byte-stable: the same seed gives the same ``model.tar.gz`` bytes
+on every run (no timestamps, owners or file modes from the machine in the tar or gzip headers), so
+re-running a quickstart hits the compile cache and republishes the same artifact bytes.
 """
 
 from __future__ import annotations
 
+import gzip
+import io
+import os
 import tarfile
-import tempfile
 from pathlib import Path
 
 SAMPLE_INPUT_NAME = "data"
@@ -55,18 +61,29 @@ def sample_cnn_onnx(seed: int = 0, width: int = 8):
 
 def write_sample_archive(path: str | Path, seed: int = 0) -> Path:
     """Write the sample CNN as a Neo-style ``model.tar.gz`` (``model.onnx`` inside) at ``path``."""
-    import onnx
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        onnx_path = Path(tmp) / "model.onnx"
-        onnx.save(sample_cnn_onnx(seed), str(onnx_path))
-        partial = path.with_name(path.name + ".partial")
-        with tarfile.open(partial, "w:gz") as tar:
-            tar.add(onnx_path, arcname="model.onnx")
-        partial.replace(path)
+    data = reproducible_tar_gz({"model.onnx": sample_cnn_onnx(seed).SerializeToString()})
+    partial = path.with_name(path.name + ".partial")
+    partial.write_bytes(data)
+    os.replace(partial, path)
     return path
+
+
+def reproducible_tar_gz(files: dict[str, bytes]) -> bytes:
+    """A ``.tar.gz`` of ``{name: bytes}`` whose bytes depend on the contents only (mtime 0, root owner, mode 0644)."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name in sorted(files):
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode = len(files[name]), 0, 0o644
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            tar.addfile(info, io.BytesIO(files[name]))
+    packed = io.BytesIO()
+    with gzip.GzipFile(filename="", mode="wb", fileobj=packed, mtime=0) as gz:
+        gz.write(raw.getvalue())
+    return packed.getvalue()
 
 
 def sample_data_input_config() -> dict:

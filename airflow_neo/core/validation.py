@@ -181,15 +181,41 @@ def _check_string(shape, value, path, problems, allow_local):
     meta = shape.metadata
     if allow_local and shape.name == "S3Uri" and value.startswith(LOCAL_URI_PREFIXES):
         _check_bounds(meta, len(value), path, value, problems, "characters")
+        relative = _relative_file_uri(value)
+        if relative is not None:
+            problems.append(Problem(path, value, relative))
         return value
     _check_bounds(meta, len(value), path, value, problems, "characters")
     pattern = meta.get("pattern")
     if pattern and not _compiled(pattern).fullmatch(value):
-        allowed = f"must match the pattern {pattern!r}"
-        if shape.name == "S3Uri" and not allow_local:
-            allowed += " (file:// and local paths need backend='local')"
+        if shape.name == "S3Uri" and allow_local:
+            allowed = f"must be an s3://bucket/key URI, a {LOCAL_URI_FORMS} (the local backend's locations)"
+        else:
+            allowed = f"must match the pattern {pattern!r}"
+            if shape.name == "S3Uri":
+                allowed += " (file:// and local paths need backend='local')"
         problems.append(Problem(path, value, allowed))
     return value
+
+
+LOCAL_URI_FORMS = "file:///absolute/path URI (three slashes) or an absolute path"
+
+
+def _relative_file_uri(value: str) -> str | None:
+    """What is wrong with a ``file://`` URI that does not name an absolute path, else None.
+
+    ``file://model.tar.gz`` reads as host ``model.tar.gz`` with an empty path: a relative path
+    written with two slashes. Only ``file:///path`` and ``file://localhost/path`` name a local file.
+    """
+    if not value.startswith("file://"):
+        return None
+    rest = value[len("file://") :]
+    if rest.startswith("/") or rest.startswith("localhost/"):
+        return None
+    return (
+        f"is not an absolute path: a file URI needs three slashes and an absolute path, "
+        f"e.g. file:///absolute/path/{rest.rsplit('/', 1)[-1] or 'model.tar.gz'}"
+    )
 
 
 def _check_bounds(meta, size, path, value, problems, unit):

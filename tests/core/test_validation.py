@@ -161,3 +161,40 @@ def test_enums_come_from_the_botocore_model():
 def test_not_a_dict():
     with pytest.raises(InvalidCompilationRequest, match="<request>"):
         normalize_request("CompilationJobName=x")
+
+
+def test_local_location_errors_name_the_local_forms():
+    """On the local backend a bad location names the forms it accepts, not only the API's pattern."""
+    request = _with("InputConfig.S3Uri", "ftp://bucket/model.tar.gz")
+    with pytest.raises(InvalidCompilationRequest) as err:
+        normalize_request(request, allow_local_uris=True)
+    message = str(err.value)
+    assert "InputConfig.S3Uri" in message
+    assert "file:///absolute/path" in message and "absolute path" in message
+    assert "must match the pattern" not in message
+
+
+@pytest.mark.parametrize("uri", ["file://model.tar.gz", "file://models/cnn/model.tar.gz"])
+def test_relative_file_uri_is_refused_with_the_absolute_form(uri):
+    with pytest.raises(InvalidCompilationRequest) as err:
+        normalize_request(_with("InputConfig.S3Uri", uri), allow_local_uris=True)
+    message = str(err.value)
+    assert "InputConfig.S3Uri" in message and repr(uri) in message
+    assert "three slashes" in message and "file:///absolute/path/model.tar.gz" in message
+
+
+@pytest.mark.parametrize("uri", ["file:///data/model.tar.gz", "file://localhost/data/model.tar.gz", "/data/model.tar.gz"])
+def test_absolute_local_locations_pass(uri):
+    assert normalize_request(_with("InputConfig.S3Uri", uri), allow_local_uris=True)["InputConfig"]["S3Uri"] == uri
+
+
+def test_validate_request_validates_once():
+    from airflow_neo.core.validation import ValidatedRequest, validate_request
+
+    validated = validate_request(_with("InputConfig.DataInputConfig", {"data": [1, 3, 32, 32]}))
+    assert isinstance(validated, ValidatedRequest)
+    assert validated.data_input_config == {"data": [1, 3, 32, 32]}
+    assert json.loads(validated.payload["InputConfig"]["DataInputConfig"]) == {"data": [1, 3, 32, 32]}
+    assert validate_request(validated) is validated  # never normalized again
+    with pytest.raises(InvalidCompilationRequest, match="CompilationJobName"):
+        validate_request(_with("CompilationJobName", "bad_name!"))

@@ -80,6 +80,29 @@ def test_neo_local_compile(airflow_home):
     artifacts = list((home / "neo" / "artifacts").glob("*.tar.gz"))
     assert [a.name for a in artifacts] == ["model-linux-x86_64.tar.gz"]
     assert ("sample-cnn-x86-64", "COMPLETED") in _jobs(home)
+    assert "XCom not found" not in output, "a local task's log must not show the console link's failed lookup"
+
+
+def test_rerunning_the_local_compile_hits_the_cache_and_keeps_every_digest_true(airflow_home):
+    """The sample archive is byte-stable: a second run is a cache hit whose artifact has the same bytes,
+    so the first job's ArtifactDigest still describes the file its payload points to."""
+    import hashlib
+
+    from airflow_neo.local.store import JobStore
+
+    home, env = airflow_home
+    _dags_test(env, "neo_local_compile")
+    _dags_test(env, "neo_local_compile")
+    store = JobStore(home / "neo" / "jobs.sqlite")
+    names = [n for n, status in _jobs(home) if n.startswith("sample-cnn-x86-64") and status == "COMPLETED"]
+    assert len(names) >= 2, names
+    payloads = [store.describe(n) for n in names]
+    newest = max(payloads, key=lambda p: p["CreationTime"])
+    log = store.log_path(newest["CompilationJobName"]).read_text()
+    assert "compile cache hit" in log, log[-3000:]
+    for payload in payloads:
+        path = Path(payload["ModelArtifacts"]["S3ModelArtifacts"].removeprefix("file://"))
+        assert hashlib.blake2b(path.read_bytes()).hexdigest() == payload["ModelDigests"]["ArtifactDigest"], payload
 
 
 def test_neo_batch_compile(airflow_home):
