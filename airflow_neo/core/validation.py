@@ -176,7 +176,7 @@ def _check_string(shape, value, path, problems, allow_local):
     enum = shape.enum
     if enum:
         if value not in enum:
-            problems.append(Problem(path, value, f"must be one of {list(enum)}"))
+            problems.append(Problem(path, value, f"must be one of {list(enum)}{_did_you_mean(value, enum)}"))
         return value
     meta = shape.metadata
     if allow_local and shape.name == "S3Uri" and value.startswith(LOCAL_URI_PREFIXES):
@@ -216,6 +216,18 @@ def _relative_file_uri(value: str) -> str | None:
         f"is not an absolute path: a file URI needs three slashes and an absolute path, "
         f"e.g. file:///absolute/path/{rest.rsplit('/', 1)[-1] or 'model.tar.gz'}"
     )
+
+
+def _did_you_mean(value: str, allowed) -> str:
+    """``"; did you mean 'ONNX'?"`` for a near miss (another case, a typo), else ``""``."""
+    import difflib
+
+    by_case = [a for a in allowed if a.lower() == value.lower()]
+    close = by_case or difflib.get_close_matches(value.lower(), [a.lower() for a in allowed], n=1, cutoff=0.75)
+    if not close:
+        return ""
+    match = next(a for a in allowed if a.lower() == close[0].lower())
+    return f"; did you mean {match!r}?"
 
 
 def _check_bounds(meta, size, path, value, problems, unit):

@@ -24,6 +24,7 @@ __all__ = [
     "CpuTarget",
     "ResolvedTarget",
     "Toolchain",
+    "check_target",
     "host_arch",
     "resolve_target",
     "support_table",
@@ -298,6 +299,15 @@ def _source_and_row(output_config: dict) -> tuple[str, str, CpuTarget]:
     raise UnsupportedTargetError(
         "OutputConfig needs a TargetDevice or a TargetPlatform {'Os': ..., 'Arch': ...}. " + supported_targets_text()
     )
+
+
+def check_target(output_config: dict) -> str:
+    """The target's label (``ml_c5``, ``linux-x86_64``) when the local backend builds for it.
+
+    Raises :class:`UnsupportedTargetError` (what was asked, why not, what is supported) otherwise.
+    Cheap: reads the table only (CPU options are checked by :func:`resolve_target`, with TVM).
+    """
+    return _source_and_row(output_config)[1]
 
 
 def resolve_target(output_config: dict, compiler_options: dict | None = None) -> ResolvedTarget:

@@ -198,3 +198,20 @@ def test_validate_request_validates_once():
     assert validate_request(validated) is validated  # never normalized again
     with pytest.raises(InvalidCompilationRequest, match="CompilationJobName"):
         validate_request(_with("CompilationJobName", "bad_name!"))
+
+
+@pytest.mark.parametrize(
+    "path, value, suggestion",
+    [("InputConfig.Framework", "onnx", "ONNX"), ("OutputConfig.TargetDevice", "ml_c55", "ml_c5"), ("InputConfig.Framework", "pytorh", "PYTORCH")],
+)
+def test_near_miss_enum_values_get_a_suggestion(path, value, suggestion):
+    with pytest.raises(InvalidCompilationRequest) as err:
+        normalize_request(_with(path, value))
+    assert f"{path}: got {value!r}; must be one of" in str(err.value)
+    assert f"did you mean {suggestion!r}?" in str(err.value)
+
+
+def test_far_enum_values_get_no_suggestion():
+    with pytest.raises(InvalidCompilationRequest) as err:
+        normalize_request(_with("InputConfig.Framework", "CAFFE2000"))
+    assert "did you mean" not in str(err.value)
