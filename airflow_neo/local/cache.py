@@ -39,35 +39,27 @@ Pure: nothing here imports TVM or Airflow.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
+from airflow_neo.core.validation import ValidatedRequest
 from airflow_neo.local import tuning_db
+from airflow_neo.local.files import atomic_write_json, blake2b_file, flocked
 
 __all__ = ["ARTIFACT_NAME", "CacheHit", "CompileCache", "base_key", "normalized_request", "tool_versions"]
 
 CACHE_FORMAT = 1
 ARTIFACT_NAME = "model.tar.gz"
 ENTRY_NAME = "entry.json"
-_CHUNK = 1 << 20
-
-
-def _blake2b_file(path: str | os.PathLike) -> str:
-    digest = hashlib.blake2b()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _distribution_version(name: str) -> str | None:
@@ -88,36 +80,29 @@ def tool_versions() -> dict[str, str | None]:
     }
 
 
-def _parsed(value: Any) -> Any:
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except ValueError:
-            return value
-    return value
-
-
-def normalized_request(request: dict) -> dict:
-    """The parts of a CreateCompilationJob request that shape the artifact, JSON members parsed.
+def normalized_request(request: ValidatedRequest | dict) -> dict:
+    """The parts of a CreateCompilationJob request that shape the artifact, JSON members parsed
+    (once, by :class:`~airflow_neo.core.validation.ValidatedRequest`; a stored request dict is
+    wrapped with :meth:`~airflow_neo.core.validation.ValidatedRequest.from_normalized`).
 
     Job name, role, S3 locations, KMS key, tags, VPC and stopping condition do not change the
     compiled code and are left out.
     """
-    input_config = request.get("InputConfig") or {}
-    output_config = request.get("OutputConfig") or {}
+    validated = request if isinstance(request, ValidatedRequest) else ValidatedRequest.from_normalized(request)
+    input_config, output_config = validated.input_config, validated.output_config
     return {
-        "Framework": str(input_config.get("Framework") or "").upper(),
+        "Framework": validated.framework,
         "FrameworkVersion": input_config.get("FrameworkVersion"),
-        "DataInputConfig": _parsed(input_config.get("DataInputConfig")),
+        "DataInputConfig": validated.data_input_config,
         "TargetDevice": output_config.get("TargetDevice"),
         "TargetPlatform": output_config.get("TargetPlatform"),
-        "CompilerOptions": _parsed(output_config.get("CompilerOptions")),
+        "CompilerOptions": validated.compiler_options if output_config.get("CompilerOptions") else None,
     }
 
 
 def base_key(
     archive_digest: str,
-    request: dict,
+    request: ValidatedRequest | dict,
     *,
     compiler: str,
     tuning_trials: int,
@@ -189,18 +174,8 @@ class CompileCache:
     def index_dir(self) -> Path:
         return self.root / "index"
 
-    @contextlib.contextmanager
-    def _locked(self, *, exclusive: bool) -> Iterator[None]:
-        self.root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-            yield
-        finally:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-            finally:
-                os.close(fd)
+    def _locked(self, *, exclusive: bool):
+        return flocked(self.root / ".lock", exclusive=exclusive)
 
     # ------------------------------------------------------------------ keys
 
@@ -271,7 +246,7 @@ class CompileCache:
             now = time.time()
             with contextlib.suppress(OSError):
                 os.utime(entry_dir / ENTRY_NAME, (now, now))
-        digest = _blake2b_file(target)
+        digest = blake2b_file(target)
         if digest != entry.get("artifact_blake2b"):
             self._log(f"cache entry {key[:16]} is corrupt (digest mismatch); ignoring it")
             target.unlink(missing_ok=True)
@@ -301,7 +276,7 @@ class CompileCache:
             "key": key,
             "base_key": base,
             "records_digest": records,
-            "artifact_blake2b": _blake2b_file(artifact),
+            "artifact_blake2b": blake2b_file(artifact),
             "size": size,
             "stored_at": time.time(),
             "metadata": metadata,
@@ -319,7 +294,7 @@ class CompileCache:
         key = entry.get("key")
         if self.max_bytes <= 0 or not isinstance(key, str) or entry.get("base_key") != base:
             return False
-        if int(entry.get("size") or 0) > self.max_bytes or _blake2b_file(artifact) != entry.get("artifact_blake2b"):
+        if int(entry.get("size") or 0) > self.max_bytes or blake2b_file(artifact) != entry.get("artifact_blake2b"):
             return False
         if self.key_from_index(base, index) != key:
             return False
@@ -332,14 +307,14 @@ class CompileCache:
         with self._locked(exclusive=True):
             self.index_dir.mkdir(parents=True, exist_ok=True)
             self.entries_dir.mkdir(parents=True, exist_ok=True)
-            _write_atomic(self.index_dir / f"{base}.json", index)
+            atomic_write_json(self.index_dir / f"{base}.json", index)
             final = self.entries_dir / key
             if not (final / ENTRY_NAME).is_file():
                 shutil.rmtree(final, ignore_errors=True)
                 staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.entries_dir))
                 try:
                     shutil.copyfile(artifact, staging / ARTIFACT_NAME)
-                    _write_atomic(staging / ENTRY_NAME, entry)
+                    atomic_write_json(staging / ENTRY_NAME, entry)
                     os.rename(staging, final)
                 except BaseException:
                     shutil.rmtree(staging, ignore_errors=True)
@@ -409,14 +384,3 @@ class CompileCache:
         else:
             shutil.rmtree(self.entries_dir / key, ignore_errors=True)
 
-
-def _write_atomic(path: Path, value: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(value, handle, sort_keys=True, default=str)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import hashlib
 import io
 import json
 import os
@@ -26,9 +25,15 @@ import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
 
+from airflow_neo.core.validation import (
+    ValidatedRequest,
+    parse_compiler_options,
+    parse_data_input_config,
+)
 from airflow_neo.local.archive import MODEL_SUFFIXES, find_model_file, safe_extract
 from airflow_neo.local.errors import (
     CompilationError,
@@ -38,6 +43,7 @@ from airflow_neo.local.errors import (
     UnsupportedFrameworkError,
     UnsupportedOperatorsError,
 )
+from airflow_neo.local.files import atomic_file, blake2b_file
 from airflow_neo.local.targets import ResolvedTarget, resolve_target
 
 __all__ = [
@@ -49,7 +55,6 @@ __all__ = [
     "UNSUPPORTED_FRAMEWORKS",
     "InputSpec",
     "compile_model",
-    "file_digest",
 ]
 
 SUPPORTED_FRAMEWORKS: tuple[str, ...] = tuple(MODEL_SUFFIXES)  # ONNX, PYTORCH, TFLITE, XGBOOST
@@ -96,59 +101,61 @@ class _Imported:
 
 
 def compile_model(
-    request: dict,
+    request: ValidatedRequest | dict,
     archive_path: str,
     artifact_path: str,
     *,
     log: Log = print,
     tuning_trials: int | None = None,
     tuning_database: str | None = None,
+    work_dir: str | os.PathLike | None = None,
 ) -> dict:
     """Compile the model in ``archive_path`` as ``request`` says, and write the artifact to ``artifact_path``.
 
-    :param request: a (normalized) CreateCompilationJob request: InputConfig.Framework,
-        InputConfig.DataInputConfig (JSON string, dict or list), OutputConfig.TargetDevice or
-        TargetPlatform, OutputConfig.CompilerOptions (JSON string or dict: ``dtype``, ``mcpu``,
-        ``mattr``, ``ANDROID_PLATFORM``).
+    :param request: a :class:`~airflow_neo.core.validation.ValidatedRequest`, or a normalized
+        CreateCompilationJob request dict (wrapped with ``ValidatedRequest.from_normalized``):
+        InputConfig.Framework, InputConfig.DataInputConfig, OutputConfig.TargetDevice or
+        TargetPlatform, OutputConfig.CompilerOptions (``dtype``, ``mcpu``, ``mattr``,
+        ``ANDROID_PLATFORM``).
     :param archive_path: the model archive (``.tar.gz``) on local disk.
     :param artifact_path: where to write the compiled artifact (``.tar.gz``); written atomically.
     :param log: called with one line per event (phases and their timings).
     :param tuning_trials: MetaSchedule trial budget of the model (see :mod:`airflow_neo.local.tuning`);
-        None: ``$AIRFLOW_NEO_TUNING_TRIALS`` (set by the runner), else 0. Records already in the
-        target's tuning database are applied even with 0.
-    :param tuning_database: root of the tuning databases; None: ``$AIRFLOW_NEO_TUNING_DATABASE``,
-        else ``$AIRFLOW_HOME/neo/tuning``.
+        None: 0 (``[neo] tuning_trials``' default). Records already in the target's tuning database
+        are applied even with 0.
+    :param tuning_database: root of the tuning databases; None: ``$AIRFLOW_HOME/neo/tuning``.
+    :param work_dir: where the model is extracted and built; it belongs to the caller, who removes
+        it (the runner gives a directory inside the job's work dir, which it removes whatever
+        happens to this process). None: a temporary directory removed on return.
     :return: the metadata dict written as ``metadata.json`` in the artifact (``tuning``: the
         tuning report: database, workloads, trials, records digest).
     :raises LocalCompilationError: a subclass naming what was wrong (archive, inputs, framework,
         target, operators, toolchain).
     """
     started = time.monotonic()
-    input_config = request.get("InputConfig") or {}
-    output_config = request.get("OutputConfig") or {}
-    framework = str(input_config.get("Framework") or "").upper()
+    validated = _as_validated(request)
+    framework = validated.framework
     _check_framework(framework)
-    options = _json_member(output_config.get("CompilerOptions"), "OutputConfig.CompilerOptions", {})
+    options = validated.compiler_options
     if not isinstance(options, dict):
         raise ModelInputError(f"OutputConfig.CompilerOptions must be a JSON object; got {options!r}")
-    data_input = _json_member(input_config.get("DataInputConfig"), "InputConfig.DataInputConfig", None)
+    data_input = validated.data_input_config
     dtype_option = _dtype_option(options)
-    target = resolve_target(output_config, options)
+    target = resolve_target(validated.output_config, options)
     log(
         f"target: {target.source} -> {json.dumps(target.target, sort_keys=True)}"
         + (f" (cross-compiling with {target.cross_compiler})" if target.is_cross else "")
     )
     compiler_path = target.compiler()  # fail before the long work when the (cross) C compiler is missing
-    digest = file_digest(archive_path)
+    digest = blake2b_file(archive_path)
     timings: dict[str, float] = {}
-    with tempfile.TemporaryDirectory(prefix="airflow-neo-compile-") as work_dir:
-        work = Path(work_dir)
+    with _work_dir(work_dir) as work:
         with _phase("extract", timings, log):
             files = safe_extract(archive_path, work / "model")
             model_file = find_model_file(work / "model", framework)
             log(f"model file: {model_file.relative_to(work / 'model').as_posix()} ({len(files)} file(s) in the archive)")
         out_dir = work / "out"
-        out_dir.mkdir()
+        out_dir.mkdir(exist_ok=True)
         library = out_dir / LIBRARY_NAME
         tuning_report = None
         if framework == "XGBOOST":
@@ -166,14 +173,14 @@ def compile_model(
                 imported = _IMPORTERS[_importer_key(framework, model_file)](model_file, data_input, dtype_option, log)
                 log("inputs: " + "; ".join(spec.describe() for spec in imported.inputs))
             with _phase("build", timings, log):
-                tuning = _tuning_settings(request, started, tuning_trials, tuning_database)
+                tuning = _tuning_settings(validated.payload, started, tuning_trials, tuning_database, work)
                 executable, outputs, tuning_report = _build(imported, target, tuning, log)
             with _phase("export", timings, log):
                 _export_library(executable, library, compiler_path)
             inputs, versions = imported.inputs, imported.framework_versions
             runtime = "tvm-relax-vm"
         metadata = _metadata(
-            request=request,
+            request=validated.payload,
             framework=framework,
             model_file=model_file.relative_to(work / "model").as_posix(),
             runtime=runtime,
@@ -193,6 +200,36 @@ def compile_model(
     return metadata
 
 
+@contextlib.contextmanager
+def _work_dir(given: str | os.PathLike | None) -> Iterator[Path]:
+    """The caller's work dir (left for its owner to remove), else a temporary one removed on exit."""
+    if given is not None:
+        work = Path(given)
+        work.mkdir(parents=True, exist_ok=True)
+        yield work
+        return
+    with tempfile.TemporaryDirectory(prefix="airflow-neo-compile-") as temporary:
+        yield Path(temporary)
+
+
+def _as_validated(request: ValidatedRequest | dict) -> ValidatedRequest:
+    """``request`` as a ValidatedRequest; a JSON member that does not parse is a ModelInputError naming it."""
+    if isinstance(request, ValidatedRequest):
+        return request
+    try:
+        return ValidatedRequest.from_normalized(request)
+    except ValueError as err:
+        for path, parse in (
+            ("OutputConfig.CompilerOptions", parse_compiler_options),
+            ("InputConfig.DataInputConfig", parse_data_input_config),
+        ):
+            try:
+                parse(request)
+            except ValueError as member_err:
+                raise ModelInputError(f"{path} must be valid JSON: {member_err}") from member_err
+        raise ModelInputError(str(err)) from err
+
+
 # --------------------------------------------------------------------------------------------
 # request helpers
 
@@ -207,17 +244,6 @@ def _check_framework(framework: str) -> None:
     )
 
 
-def _json_member(value, path: str, default):
-    if value is None or value == "":
-        return default
-    if isinstance(value, (dict, list)):
-        return value
-    try:
-        return json.loads(value)
-    except (TypeError, ValueError) as err:
-        raise ModelInputError(f"{path} must be valid JSON: {err}") from err
-
-
 def _dtype_option(options: dict) -> str | dict | None:
     value = options.get("dtype")
     if value is None:
@@ -230,15 +256,6 @@ def _dtype_option(options: dict) -> str | dict | None:
                 "(a string for every input, or an object {input name: dtype})"
             )
     return value
-
-
-def file_digest(path: str | os.PathLike) -> str:
-    """BLAKE2b (64-byte) hex digest of a file, as in the API's ModelDigests."""
-    digest = hashlib.blake2b()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1024 * 1024), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @contextlib.contextmanager
@@ -650,18 +667,19 @@ _IMPORTERS = {
 # build and export (TVM)
 
 
-def _tuning_settings(request: dict, started: float, trials: int | None, database: str | None) -> dict:
-    """The job's tuning budget, database root and deadline (the time limit less a reserve for the build)."""
+def _tuning_settings(request: dict, started: float, trials: int | None, database: str | None, work: Path) -> dict:
+    """The job's tuning budget, database root, deadline (the time limit less a reserve for the
+    build) and scratch directory, from the arguments the caller gave (defaults: CompileSettings')."""
     from airflow_neo.local.settings import CompileSettings
 
-    env = CompileSettings.from_env()
-    trials = env.tuning_trials if trials is None else int(trials)
-    database = database or env.resolved().tuning_database
+    defaults = CompileSettings()
+    trials = defaults.tuning_trials if trials is None else int(trials)
+    database = database or defaults.resolved().tuning_database
     max_runtime = (request.get("StoppingCondition") or {}).get("MaxRuntimeInSeconds")
     deadline = None
     if max_runtime:
         deadline = started + float(max_runtime) - max(60.0, 0.2 * float(max_runtime))
-    return {"trials": max(0, trials), "database_root": database, "deadline": deadline}
+    return {"trials": max(0, trials), "database_root": database, "deadline": deadline, "work_dir": work}
 
 
 def _build(imported: _Imported, target: ResolvedTarget, tuning: dict | None = None, log: Log = print):
@@ -842,22 +860,13 @@ def _metadata(*, request, framework, model_file, runtime, inputs, outputs, targe
 
 
 def _write_artifact(artifact_path: str | os.PathLike, library: Path, metadata: dict) -> None:
-    artifact = Path(artifact_path)
-    artifact.parent.mkdir(parents=True, exist_ok=True)
-    payload = json.dumps(metadata, indent=2, sort_keys=True).encode("utf-8")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{artifact.name}.", suffix=".tmp", dir=artifact.parent)
-    try:
-        with os.fdopen(fd, "wb") as raw:
-            import gzip
+    import gzip
 
-            with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz, tarfile.open(fileobj=gz, mode="w") as tar:
-                _add_file(tar, LIBRARY_NAME, library.read_bytes(), 0o755)
-                _add_file(tar, METADATA_NAME, payload, 0o644)
-        os.replace(tmp_name, artifact)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp_name)
-        raise
+    payload = json.dumps(metadata, indent=2, sort_keys=True).encode("utf-8")
+    with atomic_file(artifact_path) as raw:
+        with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz, tarfile.open(fileobj=gz, mode="w") as tar:
+            _add_file(tar, LIBRARY_NAME, library.read_bytes(), 0o755)
+            _add_file(tar, METADATA_NAME, payload, 0o644)
 
 
 def _add_file(tar: tarfile.TarFile, name: str, data: bytes, mode: int) -> None:

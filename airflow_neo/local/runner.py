@@ -38,6 +38,7 @@ from typing import Any
 
 from airflow_neo.core import status as st
 from airflow_neo.core.exceptions import CompilationJobNotFound, CompilationJobStateError, NeoError
+from airflow_neo.local.files import atomic_copy, blake2b_file, split_s3_url
 from airflow_neo.local.settings import CompileSettings
 from airflow_neo.local.store import STORE_URL_ENV, JobStore, artifact_uri_for, is_store_url, open_store, store_url
 
@@ -363,7 +364,7 @@ class _JobRun:
     def _fetch(self, uri: str, into: Path) -> Path:
         into.mkdir(parents=True, exist_ok=True)
         if uri.startswith("s3://"):
-            bucket, key = _split_s3(uri)
+            bucket, key = split_s3_url(uri)
             target = into / (Path(key).name or "model.tar.gz")
             try:
                 self._s3_client().download_file(bucket, key, str(target))
@@ -500,7 +501,7 @@ class _JobRun:
         try:
             cache = self._local_cache()
             base = base_key(
-                _blake2b_file(archive),
+                blake2b_file(archive),
                 request,
                 compiler=compiler_id(self.compile_fn if self.compile_fn is not None else DEFAULT_COMPILE_FN),
                 tuning_trials=self.settings.tuning_trials,
@@ -584,9 +585,9 @@ class _JobRun:
     # ---------------------------------------------------------------- publish
 
     def _publish(self, artifact: Path, destination: str, kms_key_id: str | None) -> str:
-        digest = _blake2b_file(artifact)
+        digest = blake2b_file(artifact)
         if destination.startswith("s3://"):
-            bucket, key = _split_s3(destination)
+            bucket, key = split_s3_url(destination)
             extra = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": kms_key_id} if kms_key_id else None
             try:
                 # A PUT (or a completed multipart upload) appears in S3 all at once: never partial.
@@ -601,7 +602,7 @@ class _JobRun:
         else:
             target = Path(_local_path(destination))
             try:
-                _atomic_copy(artifact, target)
+                atomic_copy(artifact, target)
             except OSError as err:
                 raise _Failed(f"Could not publish the compiled model to {destination}: {err}") from None
         self.log.info("published %s (%d bytes)", destination, artifact.stat().st_size)
@@ -610,7 +611,7 @@ class _JobRun:
     def _unpublish(self, destination: str) -> None:
         try:
             if destination.startswith("s3://"):
-                bucket, key = _split_s3(destination)
+                bucket, key = split_s3_url(destination)
                 self._s3_client().delete_object(Bucket=bucket, Key=key)
             else:
                 Path(_local_path(destination)).unlink(missing_ok=True)
@@ -680,12 +681,6 @@ def _static_input_shapes(inputs: Any) -> dict | None:
     return shapes
 
 
-def _split_s3(uri: str) -> tuple[str, str]:
-    rest = uri[len("s3://") :]
-    bucket, _, key = rest.partition("/")
-    return bucket, key
-
-
 def _local_path(uri: str) -> str:
     if uri.startswith("file://"):
         parsed = urllib.parse.urlparse(uri)
@@ -702,41 +697,6 @@ def _aws_error(err: Exception) -> str:
         error = response["Error"]
         return f"{error.get('Code', type(err).__name__)}: {error.get('Message', str(err))}"
     return f"{type(err).__name__}: {err}"
-
-
-def _blake2b_file(path: Path) -> str:
-    digest = hashlib.blake2b()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _atomic_copy(source: Path, target: Path) -> None:
-    """Copy to a hidden temporary file in the target's directory, fsync, then os.replace."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
-            shutil.copyfileobj(src, out, _CHUNK)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp_name, 0o644)
-        os.replace(tmp_name, target)
-    except BaseException:
-        try:
-            os.unlink(tmp_name)
-        except OSError:
-            pass
-        raise
-    try:
-        dir_fd = os.open(target.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
 
 
 def _kill_process_tree(proc) -> None:

@@ -17,6 +17,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Mapping
 
+from airflow_neo.local.files import split_s3_url
+
 __all__ = [
     "DEFAULT_CACHE_MAX_BYTES",
     "DEFAULT_TUNING_TRIALS",
@@ -44,12 +46,6 @@ _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 
-def s3_url_parts(url: str) -> tuple[str, str]:
-    """``(bucket, key prefix without slashes at either end)`` of ``s3://bucket[/prefix]``."""
-    bucket, _, prefix = url[len("s3://") :].partition("/")
-    return bucket, prefix.strip("/")
-
-
 def _check_location(name: str, value: str | None) -> None:
     if not value:
         return
@@ -61,7 +57,8 @@ def _check_location(name: str, value: str | None) -> None:
             f"{name} {value!r}: the {scheme.group(1)}:// scheme is not supported; give a directory path "
             "(local or a shared file system) or an s3://bucket/prefix URL"
         )
-    bucket, prefix = s3_url_parts(value)
+    bucket, key = split_s3_url(value)
+    prefix = key.strip("/")
     if not _BUCKET.match(bucket):
         raise ValueError(f"{name} {value!r}: {bucket!r} is not an S3 bucket name; give s3://bucket/prefix")
     if "//" in prefix:
@@ -69,7 +66,7 @@ def _check_location(name: str, value: str | None) -> None:
 
 
 def _mirror_dir(base: Path, kind: str, url: str) -> str:
-    bucket, _ = s3_url_parts(url)
+    bucket, _ = split_s3_url(url)
     digest = hashlib.blake2b(url.rstrip("/").encode("utf-8"), digest_size=6).hexdigest()
     return str(base / f"{kind}-s3" / f"{bucket}-{digest}")
 

@@ -42,7 +42,7 @@ from typing import Any
 
 from airflow_neo.local import tuning_db
 from airflow_neo.local.cache import ARTIFACT_NAME, ENTRY_NAME, CacheHit, CompileCache
-from airflow_neo.local.settings import s3_url_parts
+from airflow_neo.local.files import split_s3_url
 
 __all__ = ["SharedCompileCache", "SharedTuningDatabase", "SyncReport", "prepare_mirror"]
 
@@ -57,7 +57,8 @@ def _is_not_found(err: Exception) -> bool:
 class _S3Prefix:
     def __init__(self, url: str, client: Any):
         self.url = url.rstrip("/")
-        self.bucket, self.prefix = s3_url_parts(url)
+        self.bucket, key = split_s3_url(url)
+        self.prefix = key.strip("/")
         self.client = client
 
     def key(self, *parts: str) -> str:

@@ -333,6 +333,7 @@ def optimize(
     log: Log,
     deadline: float | None = None,
     seed: int = 0,
+    work_dir: str | os.PathLike | None = None,
 ) -> tuple[Any, dict]:
     """Apply (and first tune, within ``trials``) the target's tuning database to the fused ``mod``.
 
@@ -342,6 +343,8 @@ def optimize(
     :param database_root: ``[neo] tuning_database``: one sub-directory per target.
     :param deadline: ``time.monotonic()`` value by which tuning must stop (the job's time limit
         less the time the final build needs); tuning stops early, keeping what it measured.
+    :param work_dir: the directory the scratch files (the database snapshot, MetaSchedule's logs)
+        go under (the compile's work dir, which its owner removes); None: the system's temp dir.
     :return: the module to build, and the report (``metadata["tuning"]``).
     """
     import tvm
@@ -382,7 +385,7 @@ def optimize(
         log(f"tuning: off (0 trials) and no tuning database for this target yet ({db_dir}); {len(tasks)} kernels untuned")
         return mod, report
 
-    work = Path(tempfile.mkdtemp(prefix="airflow-neo-tuning-"))
+    work = Path(tempfile.mkdtemp(prefix="airflow-neo-tuning-", dir=work_dir))
     session = _Session(num_cores, log)
     try:
         snap = tuning_db.snapshot(db_dir, work / "database")

@@ -25,15 +25,15 @@ Pure: nothing here imports TVM or Airflow (the runner's cache lookup uses :func:
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from airflow_neo.local.files import atomic_write_json, flocked
 
 __all__ = [
     "LEDGER_FILE",
@@ -91,16 +91,8 @@ def target_database_dir(root: str | os.PathLike, target: dict, num_cores: int) -
 def locked(db_dir: str | os.PathLike, *, exclusive: bool) -> Iterator[Path]:
     """Hold the database's lock (``flock``: shared for readers, exclusive for writers)."""
     path = Path(db_dir)
-    path.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+    with flocked(path / LOCK_FILE, exclusive=exclusive):
         yield path
-    finally:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
-            os.close(fd)
 
 
 def _lines(path: Path) -> list[str]:
@@ -276,7 +268,7 @@ def _append_locked(shared: Path, pairs: list[tuple[str, str]], granted: dict[str
         ledger = read_ledger(shared)
         for key, trials in granted.items():
             ledger[key] = ledger.get(key, 0) + int(trials)
-        _write_json_atomic(shared / LEDGER_FILE, {"version": 1, "granted": ledger})
+        atomic_write_json(shared / LEDGER_FILE, {"version": 1, "granted": ledger})
     return len(renumbered)
 
 
@@ -313,7 +305,7 @@ def _write_outbox_locked(shared: Path, pairs: list[tuple[str, str]], granted: di
     batch_id = _new_batch_id()
     box = shared / OUTBOX_DIR
     box.mkdir(exist_ok=True)
-    _write_json_atomic(box / f"{batch_id}.json", _batch(pairs, granted))
+    atomic_write_json(box / f"{batch_id}.json", _batch(pairs, granted))
     _add_applied_locked(shared, batch_id)  # its lines are already here
     return batch_id
 
@@ -384,16 +376,3 @@ def apply_batch(db_dir: str | os.PathLike, batch_id: str, data: bytes | str) -> 
         _add_applied_locked(path, batch_id)
     return added
 
-
-def _write_json_atomic(path: Path, value) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(value, handle, sort_keys=True)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
