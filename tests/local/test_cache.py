@@ -30,8 +30,9 @@ VERSIONS = {"tvm": "0.27.0", "tvm_ffi": "0.1.14", "airflow_neo": "0.2.0"}
 # ----------------------------------------------------------------------------- fakes and helpers
 
 
-def _tag(request: dict, key: str) -> str | None:
-    for tag in request.get("Tags", []):
+def _tag(request, key: str) -> str | None:
+    """A tag of the job (``request`` is the ValidatedRequest the runner gives compile functions)."""
+    for tag in request.payload.get("Tags", []):
         if tag["Key"] == key:
             return tag["Value"]
     return None
@@ -45,13 +46,13 @@ def _tar_gz(path: str | Path, files: dict[str, bytes]) -> None:
             tar.addfile(info, io.BytesIO(data))
 
 
-def counting_compile(request, archive_path, artifact_path, *, log=print):
+def counting_compile(request, archive_path, artifact_path, *, log=print, **_):
     """A fake compiler whose artifact depends on the archive and the compiler options."""
     counter = _tag(request, "counter")
     if counter:
         with open(counter, "a") as handle:
-            handle.write(request["CompilationJobName"] + "\n")
-    options = request["OutputConfig"].get("CompilerOptions", "")
+            handle.write(request.name + "\n")
+    options = request.output_config.get("CompilerOptions", "")
     model = Path(archive_path).read_bytes()
     _tar_gz(artifact_path, {"model.so": hashlib.sha256(model + options.encode()).hexdigest().encode()})
     log("compiled")

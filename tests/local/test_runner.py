@@ -35,8 +35,9 @@ class FakeInputError(NeoError):
     kind = "ClientError"
 
 
-def _tag(request: dict, key: str) -> str | None:
-    for tag in request.get("Tags", []):
+def _tag(request, key: str) -> str | None:
+    """A tag of the job (``request`` is the ValidatedRequest the runner gives compile functions)."""
+    for tag in request.payload.get("Tags", []):
         if tag["Key"] == key:
             return tag["Value"]
     return None
@@ -50,30 +51,30 @@ def _write_tar_gz(path: str, files: dict[str, bytes]) -> None:
             tar.addfile(info, io.BytesIO(data))
 
 
-def _mark_started(request: dict) -> None:
+def _mark_started(request) -> None:
     marker = _tag(request, "marker")
     if marker:
         Path(marker + ".tmp").write_text(str(os.getpid()))
         os.replace(marker + ".tmp", marker)
 
 
-def fake_ok(request, archive_path, artifact_path, *, log=print):
-    log("compiling", Path(archive_path).name, "for", request["OutputConfig"].get("TargetDevice", "platform"))
+def fake_ok(request, archive_path, artifact_path, *, log=print, **_):
+    log("compiling", Path(archive_path).name, "for", request.output_config.get("TargetDevice", "platform"))
     model = Path(archive_path).read_bytes()
     _write_tar_gz(artifact_path, {"compiled.so": b"compiled:" + hashlib.sha256(model).hexdigest().encode()})
-    return {"framework": request["InputConfig"]["Framework"], "DerivedDataInputConfig": {"input0": [1, 3, 8, 8]}}
+    return {"framework": request.input_config["Framework"], "DerivedDataInputConfig": {"input0": [1, 3, 8, 8]}}
 
 
-def fake_input_error(request, archive_path, artifact_path, *, log=print):
+def fake_input_error(request, archive_path, artifact_path, *, log=print, **_):
     Path(artifact_path).write_bytes(b"half-written")
     raise FakeInputError("DataInputConfig names input 'data' but the model's inputs are ['input0']")
 
 
-def fake_value_error(request, archive_path, artifact_path, *, log=print):
+def fake_value_error(request, archive_path, artifact_path, *, log=print, **_):
     raise ValueError("shape mismatch in conv1")
 
 
-def fake_sleep(request, archive_path, artifact_path, *, log=print):
+def fake_sleep(request, archive_path, artifact_path, *, log=print, **_):
     _mark_started(request)
     log("sleeping")
     time.sleep(60)
@@ -81,24 +82,24 @@ def fake_sleep(request, archive_path, artifact_path, *, log=print):
     return {}
 
 
-def fake_segv(request, archive_path, artifact_path, *, log=print):
+def fake_segv(request, archive_path, artifact_path, *, log=print, **_):
     log("about to crash")
     os.kill(os.getpid(), signal.SIGSEGV)
     time.sleep(10)
 
 
-def fake_hog(request, archive_path, artifact_path, *, log=print):
+def fake_hog(request, archive_path, artifact_path, *, log=print, **_):
     hog = bytearray(3 * 1024**3)  # 3 GiB of address space
     hog[-1] = 1
     _write_tar_gz(artifact_path, {"x": b"x"})
     return {}
 
 
-def fake_exit(request, archive_path, artifact_path, *, log=print):
+def fake_exit(request, archive_path, artifact_path, *, log=print, **_):
     os._exit(3)
 
 
-def fake_no_artifact(request, archive_path, artifact_path, *, log=print):
+def fake_no_artifact(request, archive_path, artifact_path, *, log=print, **_):
     return {"note": "forgot to write"}
 
 

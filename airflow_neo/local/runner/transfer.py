@@ -1,0 +1,139 @@
+"""The job's file transfers: the input archive in, the artifact out (``s3://``, ``file://``, absolute paths).
+
+Invariants:
+
+* the S3 client is made at most once per job, and only when a transfer (or the shared cache or
+  tuning sync, which borrow it through :meth:`Transfer.s3_client`) needs it, so a job on local
+  files never touches AWS;
+* a published artifact appears all at once: a local target through
+  :func:`~airflow_neo.local.files.atomic_copy`, an S3 object through one PUT (or a completed
+  multipart upload), optionally SSE-KMS encrypted with the job's KmsKeyId;
+* the digest :meth:`Transfer.publish` returns is the BLAKE2b of the bytes published;
+* a transfer that fails raises :class:`~.outcomes.Failed` naming the location and the cause;
+  :meth:`Transfer.unpublish` never raises (best effort, logged).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from airflow_neo.local.files import atomic_copy, blake2b_file, split_s3_url
+from airflow_neo.local.preflight import local_path
+from airflow_neo.local.runner.outcomes import Failed
+
+__all__ = ["Transfer", "aws_error", "s3_client_factory_for"]
+
+
+def s3_client_factory_for(aws_conn_id: str | None) -> Callable[[], Any]:
+    """Makes the job's S3 client: from the Airflow AWS connection ``aws_conn_id`` (which the hook
+    hands to the runner as an ``AIRFLOW_CONN_*`` variable), else boto3's default credentials."""
+    if aws_conn_id:
+
+        def from_connection():
+            from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+            return S3Hook(aws_conn_id=aws_conn_id).get_conn()
+
+        return from_connection
+
+    def default_client():
+        import boto3
+
+        return boto3.client("s3")
+
+    return default_client
+
+
+def aws_error(err: Exception) -> str:
+    """``Code: Message`` of a botocore ClientError, else ``Type: message``."""
+    response = getattr(err, "response", None)
+    if isinstance(response, dict) and "Error" in response:
+        error = response["Error"]
+        return f"{error.get('Code', type(err).__name__)}: {error.get('Message', str(err))}"
+    return f"{type(err).__name__}: {err}"
+
+
+class Transfer:
+    """Fetches, publishes and unpublishes the files of one job (see the module docstring).
+
+    :param log: the job's logger.
+    :param client_factory: returns a boto3 S3 client; called at most once (default: boto3's).
+    """
+
+    def __init__(self, log: logging.Logger, client_factory: Callable[[], Any] | None = None):
+        self.log = log
+        self._factory = client_factory or s3_client_factory_for(None)
+        self._client = None
+
+    def s3_client(self):
+        if self._client is None:
+            self._client = self._factory()
+        return self._client
+
+    def fetch(self, uri: str, into: Path) -> Path:
+        """Copy the input archive at ``uri`` into the directory ``into``; returns its path there."""
+        into.mkdir(parents=True, exist_ok=True)
+        if uri.startswith("s3://"):
+            bucket, key = split_s3_url(uri)
+            target = into / (Path(key).name or "model.tar.gz")
+            try:
+                self.s3_client().download_file(bucket, key, str(target))
+            except Exception as err:
+                raise Failed(f"InputConfig.S3Uri: could not download {uri}: {aws_error(err)}") from None
+        else:
+            path = local_path(uri)
+            if path is None:
+                raise Failed(f"InputConfig.S3Uri: {uri}: the local backend reads s3://, file:// URIs and absolute paths only")
+            source = Path(path)
+            if not source.exists():
+                raise Failed(f"InputConfig.S3Uri: {uri} does not exist")
+            if not source.is_file():
+                raise Failed(f"InputConfig.S3Uri: {uri} is not a file; it must point to a single .tar.gz model archive")
+            target = into / source.name
+            try:
+                shutil.copyfile(source, target)
+            except OSError as err:
+                raise Failed(f"InputConfig.S3Uri: could not read {uri}: {err}") from None
+        self.log.info("fetched %s (%d bytes)", uri, target.stat().st_size)
+        return target
+
+    def publish(self, artifact: Path, destination: str, kms_key_id: str | None) -> str:
+        """Put ``artifact`` at ``destination`` all at once; returns its BLAKE2b."""
+        digest = blake2b_file(artifact)
+        if destination.startswith("s3://"):
+            bucket, key = split_s3_url(destination)
+            extra = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": kms_key_id} if kms_key_id else None
+            try:
+                # A PUT (or a completed multipart upload) appears in S3 all at once: never partial.
+                self.s3_client().upload_file(str(artifact), bucket, key, ExtraArgs=extra)
+            except Exception as err:
+                raise Failed(f"Could not upload the compiled model to {destination}: {aws_error(err)}") from None
+        else:
+            path = local_path(destination)
+            if path is None:
+                raise Failed(
+                    f"OutputConfig.S3OutputLocation: {destination}: the local backend writes to s3://, file:// URIs "
+                    "and absolute paths only"
+                )
+            try:
+                atomic_copy(artifact, Path(path))
+            except OSError as err:
+                raise Failed(f"Could not publish the compiled model to {destination}: {err}") from None
+        self.log.info("published %s (%d bytes)", destination, artifact.stat().st_size)
+        return digest
+
+    def unpublish(self, destination: str) -> None:
+        """Remove a published artifact of a job that did not complete (best effort)."""
+        try:
+            if destination.startswith("s3://"):
+                bucket, key = split_s3_url(destination)
+                self.s3_client().delete_object(Bucket=bucket, Key=key)
+            else:
+                Path(local_path(destination) or destination).unlink(missing_ok=True)
+            self.log.warning("removed %s: the job did not complete", destination)
+        except Exception as err:  # best effort
+            self.log.warning("could not remove %s: %s", destination, err)
