@@ -38,7 +38,7 @@ from airflow_neo.local.store import (
     store_url,
     target_label,
 )
-from tests.support.stores import PG_URL_ENV, pg_url
+from tests.support.stores import PG_URL_ENV, iter_all, pg_url, runner_info
 
 T0 = dt.datetime(2024, 5, 1, 12, 0, 0, tzinfo=dt.timezone.utc)
 
@@ -151,7 +151,7 @@ def test_full_describe_after_completion_keeps_api_order(store, clock):
     assert job["ModelDigests"] == {"ArtifactDigest": "ab" * 64}
     assert job["DerivedInformation"] == {"DerivedDataInputConfig": '{"input0": [1, 3, 8, 8]}'}
     assert store.compile_metadata("job-b") == {"x": 1}
-    assert store.runner_info("job-b")["lease_expires_at"] is None
+    assert runner_info(store, "job-b")["lease_expires_at"] is None
 
 
 def test_duplicate_name_is_resource_in_use(store):
@@ -277,7 +277,7 @@ def test_schema_1_file_is_migrated_in_place(tmp_path, clock):
     assert legacy_version == "2"  # airflow-neo 0.1 now refuses the file instead of starting an empty table
     clock.advance(60)
     store.create(make_request("new-job"))  # and the migrated store works as a new one
-    assert [s["CompilationJobName"] for s in store.iter_all()] == ["new-job", "old-job"]
+    assert [s["CompilationJobName"] for s in iter_all(store)] == ["new-job", "old-job"]
     assert JobStore(path).schema_version() == 2  # a second open migrates nothing
 
 
@@ -354,7 +354,7 @@ def test_unique_names_under_concurrent_processes(store_target):
     winners = [name for won in results for name in won]
     assert sorted(winners) == sorted(names)  # every name won exactly once
     store = JobStore(store_target)
-    assert sorted(s["CompilationJobName"] for s in store.iter_all()) == sorted(names)
+    assert sorted(s["CompilationJobName"] for s in iter_all(store)) == sorted(names)
 
 
 # ----------------------------------------------------------------------------- list
@@ -532,7 +532,7 @@ def test_stop_rules(store):
     store.request_stop("s-run")
     assert store.describe("s-run")["CompilationJobStatus"] == st.STOPPING
     assert store.renew_lease("s-run", 30) is True
-    assert store.runner_info("s-run")["stop_requested"] is True
+    assert runner_info(store, "s-run")["stop_requested"] is True
     assert store.mark_stopped("s-run")
 
     for name in ("s-start", "s-run"):

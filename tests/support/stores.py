@@ -8,6 +8,9 @@ otherwise, except under ``CI=true`` where ``test_ci_runs_the_postgres_store`` fa
 Every PostgreSQL test gets its own schema (``search_path`` in the URL), dropped afterwards, and
 its own ``AIRFLOW_HOME``, so the logs and work dirs of a store on a database server (which live
 under ``$AIRFLOW_HOME/neo``) are private to the test as well.
+
+Also the store reads that only tests need: :func:`iter_all` (every summary, following NextToken)
+and :func:`runner_info` (a job's private runner fields, read without the dead-runner check).
 """
 
 from __future__ import annotations
@@ -16,8 +19,12 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from airflow_neo.local.store import JobStore
 
 PG_URL_ENV = "AIRFLOW_NEO_TEST_PG_URL"
 
@@ -82,3 +89,33 @@ def store_target(request, store_kind: str, tmp_path: Path, monkeypatch: pytest.M
     home.mkdir()
     monkeypatch.setenv("AIRFLOW_HOME", str(home))
     return request.getfixturevalue("pg_schema_url")
+
+
+# ----------------------------------------------------------------------------- store reads for tests
+
+
+def iter_all(store: JobStore, **filters: Any) -> Iterator[dict]:
+    """Every CompilationJobSummary matching the filters, following NextToken."""
+    while True:
+        page = store.list(**filters)
+        yield from page["CompilationJobSummaries"]
+        if "NextToken" not in page:
+            return
+        filters = {**filters, "NextToken": page["NextToken"]}
+
+
+def runner_info(store: JobStore, name: str) -> dict:
+    """The job's private runner fields (owner_host, pid, lease_expires_at, stop_requested) as stored.
+
+    Unlike ``store.get(name)``, a dead runner is not detected first: the fields are those the
+    runner (or the last transition) wrote.
+    """
+    import sqlalchemy as sa
+
+    from airflow_neo.core.exceptions import CompilationJobNotFound
+    from airflow_neo.local.store import JOBS, JobRecord
+
+    rows = store._read(sa.select(JOBS).where(JOBS.c.name == name))
+    if not rows:
+        raise CompilationJobNotFound(f"Could not find compilation job '{name}'.")
+    return JobRecord.from_row(rows[0]).to_runner_info()

@@ -1,7 +1,8 @@
 """One job as the store knows it (:class:`JobRecord`), and its shaping into the API's payloads.
 
-A :class:`JobRecord` is one row of ``neo_jobs`` with typed fields: JSON columns parsed, times as
-aware UTC datetimes, ``stop_requested`` as a bool. Code that needs a job's status or runner
+A :class:`JobRecord` is one row of ``neo_jobs`` with typed fields: JSON columns parsed, the API's
+times as aware UTC datetimes, ``stop_requested`` as a bool. The runner's lease stays integer
+microseconds as stored (a lease is compared, never shown, and may lie beyond ``datetime``'s range). Code that needs a job's status or runner
 fields reads them from a record (``JobStore.get``/``JobStore.status``), never out of a payload.
 
 Shaping into the API's payloads happens here and only here:
@@ -13,7 +14,10 @@ Shaping into the API's payloads happens here and only here:
 * :meth:`JobRecord.to_request`: the stored CreateCompilationJob request (normalized, with Tags);
 * :meth:`JobRecord.to_runner_info`: the private runner fields.
 
-Every call returns fresh objects: changing a payload never changes the record.
+A FailureReason is kept to the API's 1024 characters (:func:`clip_reason`).
+
+Every call returns fresh objects: changing a payload never changes the record. The other way,
+:func:`new_job_row` is the row a new job starts with.
 """
 
 from __future__ import annotations
@@ -25,8 +29,12 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from airflow_neo.core import status as st
 from airflow_neo.core.payload import to_utc_iso
-from airflow_neo.local.store.times import us_to_dt, us_to_dt_or_none
+from airflow_neo.local.store.naming import artifact_uri_for
+from airflow_neo.local.store.times import us_to_dt, us_to_dt_or_none, us_to_iso
+
+MAX_FAILURE_REASON = 1024  # the API's FailureReason limit
 
 
 def _iso(value: dt.datetime | None) -> str | None:
@@ -71,8 +79,13 @@ class JobRecord:
     pid_start: str | None = None
     pid_namespace: str | None = None
     owner_boot_id: str | None = None
-    lease_expires: dt.datetime | None = None
+    lease_expires_us: int | None = None  # microseconds since the epoch, as stored (any value a runner wrote)
     stop_requested: bool = False
+
+    @property
+    def lease_expires(self) -> dt.datetime | None:
+        """When the runner's lease runs out (None when the job is not running)."""
+        return us_to_dt_or_none(self.lease_expires_us)
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> JobRecord:
@@ -107,7 +120,7 @@ class JobRecord:
             pid_start=row["pid_start"],
             pid_namespace=row["pid_namespace"],
             owner_boot_id=row.get("owner_boot_id"),
-            lease_expires=us_to_dt_or_none(row["lease_expires_us"]),
+            lease_expires_us=row["lease_expires_us"],
             stop_requested=bool(row["stop_requested"]),
         )
 
@@ -188,6 +201,47 @@ class JobRecord:
         return {
             "owner_host": self.owner_host,
             "pid": self.pid,
-            "lease_expires_at": _iso(self.lease_expires),
+            "lease_expires_at": us_to_iso(self.lease_expires_us),
             "stop_requested": self.stop_requested,
         }
+
+
+def new_job_row(request: dict, *, arn: str, now_us: int, lease_expires_us: int) -> dict[str, Any]:
+    """The ``neo_jobs`` row of a new job (STARTING) for a validated, normalized request."""
+    output = request["OutputConfig"]
+    platform = output.get("TargetPlatform") or {}
+    return {
+        "name": request["CompilationJobName"],
+        "arn": arn,
+        "status": st.STARTING,
+        "creation_us": now_us,
+        "last_modified_us": now_us,
+        "stopping_condition": json.dumps(request["StoppingCondition"]),
+        "model_package_version_arn": request.get("ModelPackageVersionArn"),
+        "s3_model_artifacts": artifact_uri_for(request),
+        "role_arn": request["RoleArn"],
+        "input_config": dumps_or_none(request.get("InputConfig")),
+        "output_config": json.dumps(output),
+        "vpc_config": dumps_or_none(request.get("VpcConfig")),
+        "tags": json.dumps(request.get("Tags") or []),
+        "target_device": output.get("TargetDevice"),
+        "target_os": platform.get("Os"),
+        "target_arch": platform.get("Arch"),
+        "target_accelerator": platform.get("Accelerator"),
+        "failure_reason": "",
+        "stop_requested": 0,
+        "lease_expires_us": lease_expires_us,
+    }
+
+
+def dumps_or_none(value: Any) -> str | None:
+    """A JSON column's text (None stays NULL)."""
+    return None if value is None else json.dumps(value)
+
+
+def clip_reason(reason: str) -> str:
+    """``reason`` cut to the API's FailureReason limit (1024 characters, ending ``...`` when cut)."""
+    reason = str(reason)
+    if len(reason) <= MAX_FAILURE_REASON:
+        return reason
+    return reason[: MAX_FAILURE_REASON - 3] + "..."
