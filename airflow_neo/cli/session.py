@@ -13,8 +13,12 @@ import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from airflow_neo.cli.errors import ConfigError
+
+if TYPE_CHECKING:
+    from airflow_neo.hooks.base import CompilationJobHook
 
 #: The in-memory connection that hands ``--aws-conn-id`` (and ``--endpoint-url``) to the hook.
 CLI_CONN_ID = "airflow_neo_cli"
@@ -169,21 +173,24 @@ def connection_for(target: Target) -> Iterator[str | None]:
 
 
 @contextlib.contextmanager
-def open_hook(target: Target) -> Iterator[object]:
-    """A NeoHook or LocalNeoHook for ``target``, with logging kept off stdout while it is used."""
+def open_hook(target: Target) -> Iterator[CompilationJobHook]:
+    """The compilation-job hook for ``target``, with logging kept off stdout while it is used."""
     with contextlib.redirect_stdout(sys.stderr):  # whatever Airflow logs while it starts goes to stderr too
         import_airflow_quietly(target.debug)
     with quiet_airflow_logging(target.debug):
         backend = resolve_backend(target.backend)
         with connection_for(target) as conn_id:
             from airflow_neo.hooks.factory import get_neo_hook
+            from airflow_neo.hooks.params import NeoConnectionParams
 
             yield get_neo_hook(
-                backend,
-                aws_conn_id=conn_id,
-                region_name=target.region,
-                verify=None if target.verify_ssl else False,
-                local_store=target.local_store,
+                NeoConnectionParams(
+                    backend=backend,
+                    aws_conn_id=conn_id,
+                    region_name=target.region,
+                    verify=None if target.verify_ssl else False,
+                    local_store=target.local_store,
+                )
             )
 
 

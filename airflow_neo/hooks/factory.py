@@ -1,37 +1,34 @@
-"""The one seam that turns a backend name into a hook; nothing else branches on the backend."""
+"""The one seam that turns connection parameters into a hook; nothing else branches on the backend."""
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
-from airflow_neo.core.backends import Backend, parse_backend
+from airflow_neo.core.backends import Backend
+from airflow_neo.hooks.params import NeoConnectionParams
 
 if TYPE_CHECKING:
-    from airflow_neo.hooks.local import LocalNeoHook
-    from airflow_neo.hooks.neo import NeoHook
+    from airflow_neo.hooks.base import CompilationJobHook
+
+#: the hook class of each backend, imported only when asked for (boto3 or the store stay unloaded)
+HOOK_CLASSES = {
+    Backend.SAGEMAKER: "airflow_neo.hooks.neo.NeoHook",
+    Backend.LOCAL: "airflow_neo.hooks.local.LocalNeoHook",
+}
 
 
 def get_neo_hook(
-    backend: str | Backend = Backend.SAGEMAKER,
-    *,
-    aws_conn_id: str | None = "aws_default",
-    region_name: str | None = None,
-    verify: bool | str | None = None,
-    botocore_config: dict[str, Any] | None = None,
-    local_store: str | None = None,
-) -> NeoHook | LocalNeoHook:
-    """A hook with the compilation-job methods for ``backend``; both have the same methods and shapes."""
-    backend = parse_backend(backend)
-    if backend is Backend.SAGEMAKER:
-        from airflow_neo.hooks.neo import NeoHook
+    params: NeoConnectionParams | str | Backend = Backend.SAGEMAKER, /, **connection: Any
+) -> CompilationJobHook:
+    """The compilation-job hook for ``params``.
 
-        return NeoHook(aws_conn_id=aws_conn_id, region_name=region_name, verify=verify, config=botocore_config)
-    from airflow_neo.hooks.local import LocalNeoHook
-
-    return LocalNeoHook(
-        aws_conn_id=aws_conn_id,
-        region_name=region_name,
-        verify=verify,
-        botocore_config=botocore_config,
-        store_path=local_store,
-    )
+    ``get_neo_hook(NeoConnectionParams(...))``, or the backend and the other connection
+    parameters by name: ``get_neo_hook("local", local_store=...)``.
+    """
+    if not isinstance(params, NeoConnectionParams):
+        params = NeoConnectionParams.from_dict({"backend": params, **connection})
+    elif connection:
+        raise TypeError("get_neo_hook: give NeoConnectionParams or keyword parameters, not both")
+    module, _, name = HOOK_CLASSES[params.backend].rpartition(".")
+    return getattr(importlib.import_module(module), name).from_connection_params(params)

@@ -5,16 +5,19 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import threading
+from collections.abc import Iterable
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook
 from airflow_neo.core.backends import Backend
-from airflow_neo.core.paging import collect_pages
-from airflow_neo.core.payload import json_safe
 from airflow_neo.core.validation import normalize_request
-from airflow_neo.core.waiting import wait_for_terminal
+from airflow_neo.hooks.base import CompilationJobHook
+
+if TYPE_CHECKING:
+    from airflow_neo.hooks.params import NeoConnectionParams
 
 DEFAULT_MEMORY_LIMIT_MB = 8192
 
@@ -138,11 +141,12 @@ def default_memory_limit_bytes() -> int | None:
     return mb * 1024 * 1024 if mb > 0 else None
 
 
-class LocalNeoHook(BaseHook):
+class LocalNeoHook(CompilationJobHook, BaseHook):
     """
     Compilation jobs compiled on this worker with Apache TVM, recorded in a local job store.
 
-    Same methods and return shapes as :class:`~airflow_neo.hooks.neo.NeoHook`. Each job runs in
+    The methods of :class:`~airflow_neo.hooks.base.CompilationJobHook`, with the same return
+    shapes as :class:`~airflow_neo.hooks.neo.NeoHook`. Each job runs in
     a detached runner process (so it goes on while a deferrable task waits in the triggerer),
     which compiles in a child process with the job's MaxRuntimeInSeconds and a memory cap.
 
@@ -163,6 +167,7 @@ class LocalNeoHook(BaseHook):
 
     hook_name = "SageMaker Neo (local TVM backend)"
     backend = Backend.LOCAL
+    allow_local_uris = True
 
     def __init__(
         self,
@@ -187,16 +192,25 @@ class LocalNeoHook(BaseHook):
             raise ValueError(f"tuning_trials must be a whole number >= 0; got {tuning_trials!r}")
         self.tuning_trials = tuning_trials
 
+    @classmethod
+    def from_connection_params(cls, params: NeoConnectionParams) -> LocalNeoHook:
+        return cls(
+            aws_conn_id=params.aws_conn_id,
+            region_name=params.region_name,
+            verify=params.verify,
+            botocore_config=params.botocore_config,
+            store_path=params.local_store,
+        )
+
     @cached_property
     def store(self):
+        """The job store, opened once (also when the triggers' polling first asks from several threads)."""
         from airflow_neo.local.store import open_store
 
-        return open_store(self.store_path, work_dir=self.work_dir or default_work_dir())
-
-    @staticmethod
-    def validate(config: dict) -> dict:
-        """The normalized request (``file://`` and absolute paths allowed), or every problem."""
-        return normalize_request(config, allow_local_uris=True)
+        with _STORE_OPEN_LOCK:
+            if "store" in self.__dict__:  # opened by another thread meanwhile
+                return self.__dict__["store"]
+            return open_store(self.store_path, work_dir=self.work_dir or default_work_dir())
 
     def create_compilation_job(self, config: dict) -> dict:
         """Validate, record the job (STARTING) and start its runner; return the create response."""
@@ -247,14 +261,9 @@ class LocalNeoHook(BaseHook):
     def describe_compilation_job(self, name: str) -> dict:
         return self.store.describe(name)
 
-    def list_compilation_jobs(self, max_results: int | None = None, **filters: Any) -> list[dict]:
-        args = {k: v for k, v in filters.items() if v is not None}
-        summaries = collect_pages(
-            lambda token: self.list_compilation_jobs_page(**args, **({"NextToken": token} if token else {})),
-            "CompilationJobSummaries",
-            max_results,
-        )
-        return json_safe(summaries)
+    def describe_compilation_jobs(self, names: Iterable[str]) -> dict[str, dict]:
+        """Every job of ``names`` in one store query (a missing job has no entry)."""
+        return self.store.describe_many(names)
 
     def list_compilation_jobs_page(self, **kwargs: Any) -> dict:
         """One ListCompilationJobs page of the job store (``NextToken``/``MaxResults`` honoured)."""
@@ -271,11 +280,6 @@ class LocalNeoHook(BaseHook):
     def list_compilation_job_tags(self, name: str) -> list[dict]:
         return self.store.tags(name)
 
-    def wait_for_compilation_job(self, name: str, check_interval: float = 30, max_wait: float | None = None) -> dict:
-        return wait_for_terminal(
-            self.describe_compilation_job, name, check_interval=check_interval, max_wait=max_wait, log=self.log.info
-        )
-
     async def adescribe_compilation_job(self, name: str) -> dict:
         return await asyncio.to_thread(self.describe_compilation_job, name)
 
@@ -286,6 +290,9 @@ class LocalNeoHook(BaseHook):
         """The runner's log of the job (progress and phase timings)."""
         path = self.store.log_path(name)
         return path.read_text(errors="replace") if path.exists() else ""
+
+
+_STORE_OPEN_LOCK = threading.Lock()
 
 
 def _uses_s3(request: dict) -> bool:

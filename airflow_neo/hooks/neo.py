@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, TypeVar
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from botocore.exceptions import ClientError
 
@@ -14,19 +15,23 @@ from airflow_neo.core.paging import collect_pages
 from airflow_neo.core.payload import describe_payload, json_safe
 from airflow_neo.core.retry import call_with_retries, error_code, error_message
 from airflow_neo.core.service_model import list_filters
-from airflow_neo.core.validation import normalize_request
-from airflow_neo.core.waiting import wait_for_terminal
+from airflow_neo.core.validation import ValidatedRequest
+from airflow_neo.hooks.base import CompilationJobHook
+
+if TYPE_CHECKING:
+    from airflow_neo.hooks.params import NeoConnectionParams
 
 T = TypeVar("T")
 
 
-class NeoHook(AwsBaseHook):
+class NeoHook(CompilationJobHook, AwsBaseHook):
     """
     Interact with SageMaker Neo compilation jobs through the SageMaker API.
 
     Built on the Amazon provider's :class:`AwsBaseHook` (``client_type="sagemaker"``): the AWS
     connection, region, ``verify`` and botocore config work as for every Amazon hook. Throttling
     and transient errors are retried with exponential backoff on top of botocore's own retries.
+    The methods are those of :class:`~airflow_neo.hooks.base.CompilationJobHook`.
 
     :param max_retries: retries of a transient error per call.
     :param retry_delay: base delay of the exponential backoff, in seconds.
@@ -40,6 +45,16 @@ class NeoHook(AwsBaseHook):
         super().__init__(*args, **kwargs)
         self.max_retries = max_retries
         self.retry_delay = retry_delay
+        self._session_client: Any = None  # the aiobotocore client of an open async_session()
+
+    @classmethod
+    def from_connection_params(cls, params: NeoConnectionParams) -> NeoHook:
+        return cls(
+            aws_conn_id=params.aws_conn_id,
+            region_name=params.region_name,
+            verify=params.verify,
+            config=params.botocore_config,
+        )
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -63,39 +78,26 @@ class NeoHook(AwsBaseHook):
 
     # -- API ------------------------------------------------------------------------------
 
-    @staticmethod
-    def validate(config: dict) -> dict:
-        """The normalized request, or :class:`InvalidCompilationRequest` listing every problem."""
-        return normalize_request(config)
+    def create_compilation_job(self, request: dict | ValidatedRequest, *, tuning_trials: int | None = None) -> dict:
+        """Create the job (a dict is validated first); return the JSON-safe create response.
 
-    def create_compilation_job(self, config: dict) -> dict:
-        """Validate ``config`` and create the job; return the JSON-safe create response."""
-        request = self.validate(config)
-        self.log.info("Creating compilation job %s", request["CompilationJobName"])
-        return json_safe(self._call("create_compilation_job", **request))
+        ``tuning_trials`` is the local backend's; SageMaker Neo has no such setting and ignores it.
+        """
+        if tuning_trials is not None:
+            self.log.warning("tuning_trials applies to the local backend only; SageMaker Neo ignores it")
+        request = self.validate(request)
+        self.log.info("Creating compilation job %s", request.name)
+        return json_safe(self._call("create_compilation_job", **request.payload))
 
     def describe_compilation_job(self, name: str) -> dict:
         """The full DescribeCompilationJob payload, JSON-safe."""
         return describe_payload(self._call("describe_compilation_job", CompilationJobName=name))
 
-    def list_compilation_jobs(self, max_results: int | None = None, **filters: Any) -> list[dict]:
-        """Every job summary matching the API's filters and sort, across all pages, JSON-safe.
-
-        :param max_results: stop after this many summaries (None: all of them).
-        :param filters: ListCompilationJobs members (``NameContains``, ``StatusEquals``,
-            ``CreationTimeAfter``... ``SortBy``, ``SortOrder``).
-        """
+    def _check_list_filters(self, filters: dict[str, Any]) -> None:
         allowed = list_filters()
         unknown = sorted(set(filters) - set(allowed))
         if unknown:
             raise ValueError(f"list_compilation_jobs: unknown filter(s) {unknown}; allowed: {allowed}")
-        args = {k: v for k, v in filters.items() if v is not None}
-        summaries = collect_pages(
-            lambda token: self.list_compilation_jobs_page(**args, **({"NextToken": token} if token else {})),
-            "CompilationJobSummaries",
-            max_results,
-        )
-        return json_safe(summaries)
 
     def list_compilation_jobs_page(self, **kwargs: Any) -> dict:
         """One ListCompilationJobs call (``NextToken``/``MaxResults`` honoured), raw response."""
@@ -115,30 +117,50 @@ class NeoHook(AwsBaseHook):
             lambda token: self._call("list_tags", ResourceArn=arn, **({"NextToken": token} if token else {})), "Tags"
         )
 
-    def wait_for_compilation_job(self, name: str, check_interval: float = 30, max_wait: float | None = None) -> dict:
-        """Poll until the job is terminal; return its final payload (whatever the status).
+    # -- async (aiobotocore) ------------------------------------------------------------------
 
-        Raises :class:`CompilationJobTimeout` after ``max_wait`` seconds.
-        """
-        return wait_for_terminal(
-            self.describe_compilation_job, name, check_interval=check_interval, max_wait=max_wait, log=self.log.info
-        )
+    @contextlib.asynccontextmanager
+    async def async_session(self) -> AsyncIterator[NeoHook]:
+        """One aiobotocore client for every async call made in the ``async with`` block."""
+        async with await self.get_async_conn() as client:
+            self._session_client = client
+            try:
+                yield self
+            finally:
+                self._session_client = None
+
+    @contextlib.asynccontextmanager
+    async def _async_client(self) -> AsyncIterator[Any]:
+        """The open session's client, else a client of its own for one call."""
+        if self._session_client is not None:
+            yield self._session_client
+            return
+        async with await self.get_async_conn() as client:
+            yield client
+
+    async def _acall(self, operation: str, **kwargs: Any) -> dict:
+        async with self._async_client() as client:
+            try:
+                return await getattr(client, operation)(**kwargs)
+            except ClientError as err:
+                raise translate_client_error(err, operation) from err
 
     async def adescribe_compilation_job(self, name: str) -> dict:
         """Async DescribeCompilationJob through aiobotocore; JSON-safe payload."""
-        async with await self.get_async_conn() as client:
-            try:
-                response = await client.describe_compilation_job(CompilationJobName=name)
-            except ClientError as err:
-                raise translate_client_error(err, "describe_compilation_job") from err
-        return describe_payload(response)
+        return describe_payload(await self._acall("describe_compilation_job", CompilationJobName=name))
 
     async def astop_compilation_job(self, name: str) -> None:
-        async with await self.get_async_conn() as client:
-            try:
-                await client.stop_compilation_job(CompilationJobName=name)
-            except ClientError as err:
-                raise translate_client_error(err, "stop_compilation_job") from err
+        await self._acall("stop_compilation_job", CompilationJobName=name)
+
+    async def alist_compilation_jobs_pages(self, **filters: Any) -> AsyncIterator[dict]:
+        """Each raw ListCompilationJobs page for ``filters``, through aiobotocore."""
+        token = None
+        while True:
+            page = await self._acall("list_compilation_jobs", **filters, **({"NextToken": token} if token else {}))
+            yield page
+            token = page.get("NextToken")
+            if not token:
+                return
 
     def job_log(self, name: str) -> str:
         """SageMaker keeps compilation logs in CloudWatch (``/aws/sagemaker/CompilationJobs``); none here."""

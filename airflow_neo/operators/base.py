@@ -1,23 +1,31 @@
-"""What every airflow-neo task shares: the backend/connection parameters, the hook, event handling."""
+"""What every airflow-neo task shares: the connection parameters, the hook, event handling."""
 
 from __future__ import annotations
 
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException
 from airflow_neo.core.backends import Backend, parse_backend
 from airflow_neo.core.outcome import failure_message
+from airflow_neo.hooks.params import NeoConnectionParams, neo_template_fields
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-NEO_TEMPLATE_FIELDS = ("backend", "aws_conn_id", "region_name", "verify", "botocore_config", "local_store")
+    from airflow_neo.hooks.base import CompilationJobHook
 
 
-class NeoTaskMixin:
+class NeoBaseTask(BaseOperator):
     """
-    Backend and connection parameters shared by the operators and the sensor.
+    The connection parameters and the hook shared by the operators and the sensor.
+
+    The parameters are those of :class:`~airflow_neo.hooks.params.NeoConnectionParams`, all
+    templated. They are named in this signature (the only one that lists them) because Airflow
+    reads constructor signatures to apply ``default_args`` and to check ``partial``/``expand``
+    arguments, and they are kept as attributes because templates are rendered attribute by
+    attribute; :attr:`connection_params` makes them one value again once rendered.
 
     :param backend: ``"sagemaker"`` (the SageMaker service) or ``"local"`` (compile in the
         worker with Apache TVM).
@@ -28,15 +36,20 @@ class NeoTaskMixin:
     :param local_store: local backend only: the job store (default ``[neo] local_store``).
     """
 
-    def _init_neo(
+    template_fields = neo_template_fields()
+
+    def __init__(
         self,
-        backend: str = Backend.SAGEMAKER.value,
+        *,
+        backend: str | Backend = Backend.SAGEMAKER.value,
         aws_conn_id: str | None = "aws_default",
         region_name: str | None = None,
         verify: bool | str | None = None,
         botocore_config: dict[str, Any] | None = None,
         local_store: str | None = None,
+        **kwargs: Any,
     ) -> None:
+        super().__init__(**kwargs)
         if isinstance(backend, Backend):
             backend = backend.value
         if "{{" not in str(backend):  # a templated backend is checked once rendered
@@ -49,22 +62,15 @@ class NeoTaskMixin:
         self.local_store = local_store
 
     @property
-    def hook_params(self) -> dict[str, Any]:
-        """Everything needed to rebuild the hook (also what a trigger serializes)."""
-        return {
-            "backend": parse_backend(self.backend).value,
-            "aws_conn_id": self.aws_conn_id,
-            "region_name": self.region_name,
-            "verify": self.verify,
-            "botocore_config": self.botocore_config,
-            "local_store": self.local_store,
-        }
+    def connection_params(self) -> NeoConnectionParams:
+        """The (rendered) connection parameters: what the hook is made from and a trigger serializes."""
+        return NeoConnectionParams.from_attributes(self)
 
     @cached_property
-    def hook(self):
+    def hook(self) -> CompilationJobHook:
         from airflow_neo.hooks.factory import get_neo_hook
 
-        return get_neo_hook(**self.hook_params)
+        return get_neo_hook(self.connection_params)
 
     @property
     def is_sagemaker(self) -> bool:

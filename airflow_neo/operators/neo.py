@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator
 from airflow.sdk.configuration import conf
 from airflow.sdk.exceptions import AirflowException
-from airflow_neo.core.backends import Backend
 from airflow_neo.core.exceptions import CompilationJobFailed, CompilationJobTimeout, NeoError
 from airflow_neo.core.status import TERMINAL_STATES
+from airflow_neo.hooks.params import neo_template_fields
 from airflow_neo.links.neo import NeoCompilationJobLink
-from airflow_neo.operators.base import NEO_TEMPLATE_FIELDS, NeoTaskMixin, payload_from_event, task_identity_of
+from airflow_neo.operators.base import NeoBaseTask, payload_from_event, task_identity_of
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+    from airflow_neo.core.validation import ValidatedRequest
 
 
 def _default_deferrable() -> bool:
@@ -32,25 +34,10 @@ def _in_k8s_executor_pod() -> bool:
     return os.environ.get(K8S_EXECUTOR_POD_ENV, "").strip().lower() in ("1", "true", "yes")
 
 
-class NeoBaseOperator(NeoTaskMixin, BaseOperator):
-    """Base of the compilation-job operators; see :class:`NeoTaskMixin` for the shared parameters."""
+class NeoBaseOperator(NeoBaseTask):
+    """Base of the compilation-job operators; see :class:`NeoBaseTask` for the connection parameters."""
 
-    template_fields: Sequence[str] = NEO_TEMPLATE_FIELDS
     ui_color = "#f3e5ab"
-
-    def __init__(
-        self,
-        *,
-        backend: str = Backend.SAGEMAKER.value,
-        aws_conn_id: str | None = "aws_default",
-        region_name: str | None = None,
-        verify: bool | str | None = None,
-        botocore_config: dict[str, Any] | None = None,
-        local_store: str | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self._init_neo(backend, aws_conn_id, region_name, verify, botocore_config, local_store)
 
     def _persist_link(self, context: Context, job_name: str) -> None:
         if not self.is_sagemaker:
@@ -93,7 +80,7 @@ class NeoCompilationOperator(NeoBaseOperator):
         runs none). Ignored by the SageMaker backend.
     """
 
-    template_fields: Sequence[str] = (*NEO_TEMPLATE_FIELDS, "config")
+    template_fields: Sequence[str] = neo_template_fields("config")
     template_fields_renderers = {"config": "json"}
     operator_extra_links = (NeoCompilationJobLink(),)
 
@@ -126,8 +113,9 @@ class NeoCompilationOperator(NeoBaseOperator):
         self.compilation_job_name: str | None = None
 
     def execute(self, context: Context) -> dict:
-        request = self._validated_request()
-        name = self._create_or_reattach(request, context)
+        identity = task_identity_of(context)
+        request = self._validated_request(identity)
+        name = self._create_or_reattach(request, identity)
         self.compilation_job_name = name
         context["ti"].xcom_push(key="compilation_job_name", value=name)
         self._persist_link(context, name)
@@ -149,17 +137,21 @@ class NeoCompilationOperator(NeoBaseOperator):
             return False
         return self.deferrable
 
-    def _validated_request(self) -> dict:
+    def _validated_request(self, identity: str) -> ValidatedRequest:
+        """The config with this task instance's tag, validated once, before anything is called.
+
+        The job name is the only thing changed after this (:meth:`_create_or_reattach`): the
+        names that ``action_if_job_exists`` derives from a valid name are valid.
+        """
         try:
-            return self.hook.validate(self.config)
+            return self.hook.validate(_with_task_tag(self.config, identity))
         except NeoError as err:
             raise AirflowException(str(err)) from err
 
-    def _create_or_reattach(self, request: dict, context: Context) -> str:
-        from airflow_neo.core.attach import choose_job_name, parse_action, with_identity_tag
+    def _create_or_reattach(self, request: ValidatedRequest, identity: str) -> str:
+        from airflow_neo.core.attach import choose_job_name, parse_action
 
-        identity = task_identity_of(context)
-        base = request["CompilationJobName"]
+        base = request.name
         existing = [s["CompilationJobName"] for s in self.hook.list_compilation_jobs(NameContains=base)]
         decision = choose_job_name(
             base,
@@ -179,7 +171,7 @@ class NeoCompilationOperator(NeoBaseOperator):
                 self.log.warning("tuning_trials applies to the local backend only; SageMaker Neo ignores it")
             else:
                 self.hook.tuning_trials = self.tuning_trials
-        self.hook.create_compilation_job(with_identity_tag({**request, "CompilationJobName": decision.name}, identity))
+        self.hook.create_compilation_job(_renamed(request, decision.name))
         return decision.name
 
     def _wait(self, name: str) -> dict:
@@ -201,7 +193,7 @@ class NeoCompilationOperator(NeoBaseOperator):
                 poll_interval=self.check_interval,
                 max_attempts=max_attempts,
                 stop_on_kill=self.stop_on_kill,
-                **self.hook_params,
+                **self.connection_params.to_dict(),
             ),
             method_name="execute_complete",
         )
@@ -255,7 +247,7 @@ class NeoDescribeCompilationJobOperator(NeoBaseOperator):
     :param compilation_job_name: the job (templated).
     """
 
-    template_fields: Sequence[str] = (*NEO_TEMPLATE_FIELDS, "compilation_job_name")
+    template_fields: Sequence[str] = neo_template_fields("compilation_job_name")
     operator_extra_links = (NeoCompilationJobLink(),)
 
     def __init__(self, *, compilation_job_name: str, **kwargs: Any) -> None:
@@ -279,7 +271,7 @@ class NeoStopCompilationJobOperator(NeoBaseOperator):
     :param max_wait: seconds to wait before failing (None: no limit).
     """
 
-    template_fields: Sequence[str] = (*NEO_TEMPLATE_FIELDS, "compilation_job_name")
+    template_fields: Sequence[str] = neo_template_fields("compilation_job_name")
 
     def __init__(
         self,
@@ -326,8 +318,7 @@ class NeoListCompilationJobsOperator(NeoBaseOperator):
     :param max_results: at most this many summaries (None: all).
     """
 
-    template_fields: Sequence[str] = (
-        *NEO_TEMPLATE_FIELDS,
+    template_fields: Sequence[str] = neo_template_fields(
         "name_contains",
         "status_equals",
         "creation_time_after",
@@ -373,3 +364,24 @@ class NeoListCompilationJobsOperator(NeoBaseOperator):
             SortBy=self.sort_by,
             SortOrder=self.sort_order,
         )
+
+
+def _with_task_tag(config: Any, identity: str) -> Any:
+    """``config`` with the tag that lets a retry of this task instance find its job.
+
+    A config that is not a dict of tags is left as it is, for validation to report.
+    """
+    from airflow_neo.core.attach import with_identity_tag
+
+    if not isinstance(config, dict) or not isinstance(config.get("Tags") or [], list):
+        return config
+    if not all(isinstance(tag, dict) for tag in config.get("Tags") or []):
+        return config
+    return with_identity_tag(config, identity)
+
+
+def _renamed(request: ValidatedRequest, name: str) -> ValidatedRequest:
+    """The validated request under the name chosen by ``action_if_job_exists`` (no new check needed)."""
+    if name == request.name:
+        return request
+    return dataclasses.replace(request, payload={**request.payload, "CompilationJobName": name})

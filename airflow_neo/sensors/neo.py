@@ -8,17 +8,17 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow.sdk.configuration import conf
 from airflow.sdk.exceptions import AirflowException
-from airflow_neo.core.backends import Backend
 from airflow_neo.core.exceptions import CompilationJobNotFound
 from airflow_neo.core.outcome import failure_message
 from airflow_neo.core.status import SUCCESS_STATES, TERMINAL_STATES
-from airflow_neo.operators.base import NEO_TEMPLATE_FIELDS, NeoTaskMixin, payload_from_event
+from airflow_neo.hooks.params import neo_template_fields
+from airflow_neo.operators.base import NeoBaseTask, payload_from_event
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
 
-class NeoCompilationJobSensor(NeoTaskMixin, BaseSensorOperator):
+class NeoCompilationJobSensor(NeoBaseTask, BaseSensorOperator):
     """
     Wait until a compilation job is COMPLETED and return its full describe payload.
 
@@ -30,9 +30,11 @@ class NeoCompilationJobSensor(NeoTaskMixin, BaseSensorOperator):
         for jobs that someone is about to start, until the sensor's ``timeout``). Deferred, the
         trigger keeps waiting for the job to appear the same way.
     :param deferrable: wait in the triggerer.
+
+    The connection parameters (``backend``, ``aws_conn_id``...) are those of :class:`NeoBaseTask`.
     """
 
-    template_fields: Sequence[str] = (*NEO_TEMPLATE_FIELDS, "compilation_job_name")
+    template_fields: Sequence[str] = neo_template_fields("compilation_job_name")
     ui_color = "#f3e5ab"
 
     def __init__(
@@ -41,16 +43,9 @@ class NeoCompilationJobSensor(NeoTaskMixin, BaseSensorOperator):
         compilation_job_name: str,
         fail_if_not_found: bool = True,
         deferrable: bool | None = None,
-        backend: str = Backend.SAGEMAKER.value,
-        aws_conn_id: str | None = "aws_default",
-        region_name: str | None = None,
-        verify: bool | str | None = None,
-        botocore_config: dict[str, Any] | None = None,
-        local_store: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self._init_neo(backend, aws_conn_id, region_name, verify, botocore_config, local_store)
         self.compilation_job_name = compilation_job_name
         self.fail_if_not_found = fail_if_not_found
         if deferrable is None:
@@ -91,7 +86,7 @@ class NeoCompilationJobSensor(NeoTaskMixin, BaseSensorOperator):
                 max_attempts=max_attempts,
                 stop_on_kill=False,
                 fail_if_not_found=self.fail_if_not_found,
-                **self.hook_params,
+                **self.connection_params.to_dict(),
             ),
             method_name="execute_complete",
         )

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
-from airflow_neo.core.backends import Backend, parse_backend
 from airflow_neo.core.exceptions import CompilationJobNotFound
 from airflow_neo.core.retry import is_transient
 from airflow_neo.core.status import COMPLETED, FAILED, STOPPED, TERMINAL_STATES
+from airflow_neo.hooks.params import CONNECTION_FIELDS, NeoConnectionParams
+
+if TYPE_CHECKING:
+    from airflow_neo.hooks.base import CompilationJobHook
 
 EVENT_FOR_STATUS = {COMPLETED: "success", FAILED: "failed", STOPPED: "stopped"}
 
@@ -23,12 +26,6 @@ class NeoCompilationJobTrigger(BaseTrigger):
     last one seen for ``timeout``/``error``).
 
     :param compilation_job_name: the job to wait for.
-    :param backend: ``"sagemaker"`` or ``"local"``.
-    :param aws_conn_id: Airflow AWS connection.
-    :param region_name: AWS region.
-    :param verify: SSL verification for the client.
-    :param botocore_config: botocore client config dict.
-    :param local_store: local backend job store.
     :param poll_interval: seconds between checks; a job's end is reported at most this long after it.
         All triggers of a triggerer share their polling (:mod:`airflow_neo.triggers.polling`): the
         local backend reads every due job in one store query per interval; on SageMaker one
@@ -42,31 +39,26 @@ class NeoCompilationJobTrigger(BaseTrigger):
         ``False`` a missing job is one that someone is about to start: the trigger keeps checking
         it every ``poll_interval`` until it appears (then waits for it as usual), or fires a
         ``timeout`` event after ``max_attempts`` checks.
+    :param connection: the connection parameters by name (``backend``, ``aws_conn_id``,
+        ``region_name``, ``verify``, ``botocore_config``, ``local_store``), as
+        :class:`~airflow_neo.hooks.params.NeoConnectionParams` takes them; read back as
+        attributes of the same names.
     """
 
     def __init__(
         self,
         compilation_job_name: str,
-        backend: str = Backend.SAGEMAKER.value,
-        aws_conn_id: str | None = "aws_default",
-        region_name: str | None = None,
-        verify: bool | str | None = None,
-        botocore_config: dict[str, Any] | None = None,
-        local_store: str | None = None,
+        *,
         poll_interval: float = 30,
         max_attempts: int | None = None,
         max_transient_errors: int = 5,
         stop_on_kill: bool = True,
         fail_if_not_found: bool = True,
+        **connection: Any,
     ) -> None:
         super().__init__()
         self.compilation_job_name = compilation_job_name
-        self.backend = parse_backend(backend).value
-        self.aws_conn_id = aws_conn_id
-        self.region_name = region_name
-        self.verify = verify
-        self.botocore_config = botocore_config
-        self.local_store = local_store
+        self.connection = NeoConnectionParams.from_dict(connection)
         self.poll_interval = poll_interval
         self.max_attempts = max_attempts
         self.max_transient_errors = max_transient_errors
@@ -78,12 +70,7 @@ class NeoCompilationJobTrigger(BaseTrigger):
             f"{type(self).__module__}.{type(self).__qualname__}",
             {
                 "compilation_job_name": self.compilation_job_name,
-                "backend": self.backend,
-                "aws_conn_id": self.aws_conn_id,
-                "region_name": self.region_name,
-                "verify": self.verify,
-                "botocore_config": self.botocore_config,
-                "local_store": self.local_store,
+                **self.connection.to_dict(),
                 "poll_interval": self.poll_interval,
                 "max_attempts": self.max_attempts,
                 "max_transient_errors": self.max_transient_errors,
@@ -92,10 +79,17 @@ class NeoCompilationJobTrigger(BaseTrigger):
             },
         )
 
-    def hook(self):
+    def __getattr__(self, name: str) -> Any:
+        """The connection parameters read as attributes (``trigger.backend``, ``trigger.local_store``...)."""
+        connection = self.__dict__.get("connection")
+        if connection is not None and name in CONNECTION_FIELDS:
+            return connection.to_dict()[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def hook(self) -> CompilationJobHook:
         from airflow_neo.hooks.factory import get_neo_hook
 
-        return get_neo_hook(self.backend, **self._hook_kwargs())
+        return get_neo_hook(self.connection)
 
     def _event(self, status: str, message: str, payload: dict | None) -> TriggerEvent:
         return TriggerEvent(
@@ -111,7 +105,7 @@ class NeoCompilationJobTrigger(BaseTrigger):
         from airflow_neo.triggers.polling import board_for, next_tick
 
         name = self.compilation_job_name
-        board = board_for(self.backend, self._hook_kwargs())
+        board = board_for(self.connection)
         watch = board.watch(name, self.poll_interval, allow_missing=not self.fail_if_not_found)
         attempts = transient_errors = 0
         payload: dict | None = None  # the last describe payload seen
@@ -165,15 +159,6 @@ class NeoCompilationJobTrigger(BaseTrigger):
                 tick = await next_tick(watch)
         finally:  # cancelled (the task was cleared or the triggerer is stopping)
             board.unwatch(watch)
-
-    def _hook_kwargs(self) -> dict[str, Any]:
-        return {
-            "aws_conn_id": self.aws_conn_id,
-            "region_name": self.region_name,
-            "verify": self.verify,
-            "botocore_config": self.botocore_config,
-            "local_store": self.local_store,
-        }
 
     async def on_kill(self) -> None:
         if not self.stop_on_kill:

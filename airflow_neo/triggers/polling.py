@@ -8,9 +8,10 @@ between all the triggers of one event loop that use the same backend and connect
   interval (``k * poll_interval``), so all triggers with the same interval check at the same
   instants and their work can be batched. A job's end is seen at the first tick after it, never
   more than one interval later.
-* **Local backend:** the checks due at one tick become *one* ``JobStore.describe_many`` query (a
-  ``SELECT ... WHERE name IN (...)``) in a worker thread, whatever the number of triggers.
-* **SageMaker backend:** one shared aiobotocore client; at each tick one
+* **Local backend:** the checks due at one tick become *one* batch read,
+  :meth:`~airflow_neo.hooks.base.CompilationJobHook.adescribe_compilation_jobs` (one job-store
+  query, ``SELECT ... WHERE name IN (...)``, in a worker thread), whatever the number of triggers.
+* **SageMaker backend:** one hook ``async_session`` (one shared aiobotocore client); at each tick one
   ``ListCompilationJobs(LastModifiedTimeAfter=...)`` sweep (100 jobs a page) tells which watched
   jobs changed status, and only those are described. A job that the sweep shows unchanged is
   still described directly now and then as a safety net, every 1, 2, 4, ... ticks up to
@@ -23,22 +24,27 @@ between all the triggers of one event loop that use the same backend and connect
   board: locally it is part of every tick's query; on SageMaker the sweep shows the job once it is
   created (it is then described at once), with the same backed-off safety describes meanwhile.
 
-Nothing here changes what a trigger serializes.
+Boards reach their backend only through the hook contract
+(:class:`~airflow_neo.hooks.base.CompilationJobHook`). Nothing here changes what a trigger serializes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
 import logging
 import math
 import time
 import weakref
-from typing import Any
+from typing import TYPE_CHECKING
 
+from airflow_neo.core.backends import Backend
 from airflow_neo.core.exceptions import CompilationJobNotFound
 from airflow_neo.core.retry import is_transient
+
+if TYPE_CHECKING:
+    from airflow_neo.hooks.base import CompilationJobHook
+    from airflow_neo.hooks.params import NeoConnectionParams
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +53,7 @@ SWEEP_OVERLAP_SECONDS = 60.0  # LastModifiedTimeAfter looks back this far beyond
 DESCRIBE_CONCURRENCY = 16
 IDLE_CLOSE_SECONDS = 5.0
 
-_BOARDS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple, _Board]] = weakref.WeakKeyDictionary()
+_BOARDS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, _Board]] = weakref.WeakKeyDictionary()
 
 
 class Watch:
@@ -81,15 +87,14 @@ class Watch:
         self.force = True  # the first check (and the one after an error) describes directly
 
 
-def board_for(backend: str, hook_kwargs: dict[str, Any]) -> _Board:
-    """The board of this event loop for ``backend`` and these connection parameters."""
+def board_for(params: NeoConnectionParams) -> _Board:
+    """The board of this event loop for these connection parameters."""
     loop = asyncio.get_running_loop()
     boards = _BOARDS.setdefault(loop, {})
-    key = (backend, json.dumps(hook_kwargs, sort_keys=True, default=str))
-    board = boards.get(key)
+    board = boards.get(params.key)
     if board is None or board.closed:
-        board = (_LocalBoard if backend == "local" else _SageMakerBoard)(backend, hook_kwargs)
-        boards[key] = board
+        board = (_LocalBoard if params.backend is Backend.LOCAL else _SageMakerBoard)(params)
+        boards[params.key] = board
     return board
 
 
@@ -103,18 +108,23 @@ async def next_tick(watch: Watch) -> float:
 
 
 class _Board:
-    def __init__(self, backend: str, hook_kwargs: dict[str, Any]):
-        self.backend = backend
-        self.hook_kwargs = hook_kwargs
+    def __init__(self, params: NeoConnectionParams):
+        self.params = params
         self.watches: set[Watch] = set()
         self.closed = False
         self._idle_task: asyncio.Task | None = None
+        self._hook: CompilationJobHook | None = None
+        self._hook_lock = asyncio.Lock()
         self.stats = {"describes": 0, "batches": 0, "sweeps": 0, "sweep_pages": 0}
 
-    def _hook(self):
+    async def _get_hook(self) -> CompilationJobHook:
+        """The board's one hook, made in a worker thread (making it may read the configuration)."""
         from airflow_neo.hooks.factory import get_neo_hook
 
-        return get_neo_hook(self.backend, **self.hook_kwargs)
+        async with self._hook_lock:
+            if self._hook is None:
+                self._hook = await asyncio.to_thread(get_neo_hook, self.params)
+        return self._hook
 
     def watch(self, name: str, interval: float, allow_missing: bool = False) -> Watch:
         """Start watching job ``name``, checked every ``interval`` seconds.
@@ -187,20 +197,12 @@ class _Board:
 
 
 class _LocalBoard(_Board):
-    """Local backend: all checks due together are one ``describe_many`` query."""
+    """Local backend: all checks due together are one batch read (one job-store query)."""
 
-    def __init__(self, backend: str, hook_kwargs: dict[str, Any]):
-        super().__init__(backend, hook_kwargs)
-        self._store = None
-        self._store_lock = asyncio.Lock()
+    def __init__(self, params: NeoConnectionParams):
+        super().__init__(params)
         self._pending: dict[str, list[asyncio.Future]] = {}
         self._flush_scheduled = False
-
-    async def _get_store(self):
-        async with self._store_lock:
-            if self._store is None:
-                self._store = await asyncio.to_thread(lambda: self._hook().store)
-        return self._store
 
     async def refresh(self, watch: Watch, tick: float | None) -> dict | None:
         future = asyncio.get_running_loop().create_future()
@@ -227,8 +229,8 @@ class _LocalBoard(_Board):
         pending, self._pending = self._pending, {}
         self._flush_scheduled = False
         try:
-            store = await self._get_store()
-            payloads = await asyncio.to_thread(store.describe_many, list(pending))
+            hook = await self._get_hook()
+            payloads = await hook.adescribe_compilation_jobs(list(pending))
         except BaseException as err:
             for futures in pending.values():
                 for future in futures:
@@ -247,13 +249,13 @@ class _LocalBoard(_Board):
 
 
 class _SageMakerBoard(_Board):
-    """SageMaker: one client, one ListCompilationJobs sweep per tick, describes only where needed."""
+    """SageMaker: one hook session, one ListCompilationJobs sweep per tick, describes only where needed."""
 
-    def __init__(self, backend: str, hook_kwargs: dict[str, Any]):
-        super().__init__(backend, hook_kwargs)
-        self._client = None
-        self._client_cm = None
-        self._client_lock = asyncio.Lock()
+    def __init__(self, params: NeoConnectionParams):
+        super().__init__(params)
+        self._session: CompilationJobHook | None = None
+        self._session_cm = None
+        self._session_lock = asyncio.Lock()
         self._semaphore = asyncio.Semaphore(DESCRIBE_CONCURRENCY)
         self.feed_ok = True
         self._sweep_task: asyncio.Task | None = None
@@ -263,19 +265,21 @@ class _SageMakerBoard(_Board):
         self._urgent_done = asyncio.Event()
         self._urgent_done.set()
 
-    async def _get_client(self):
-        async with self._client_lock:
-            if self._client is None:
-                hook = await asyncio.to_thread(self._hook)
-                self._client_cm = await hook.get_async_conn()
-                self._client = await self._client_cm.__aenter__()
-        return self._client
+    async def _get_session(self) -> CompilationJobHook:
+        """The hook inside its ``async_session`` (one client for all the board's calls), opened once."""
+        async with self._session_lock:
+            if self._session is None:
+                hook = await self._get_hook()
+                cm = hook.async_session()
+                self._session = await cm.__aenter__()
+                self._session_cm = cm
+        return self._session
 
     def _needs_closing(self) -> bool:
-        return self._client_cm is not None
+        return self._session_cm is not None
 
     async def aclose(self) -> None:
-        cm, self._client_cm, self._client = self._client_cm, None, None
+        cm, self._session_cm, self._session = self._session_cm, None, None
         if cm is not None:
             try:
                 await cm.__aexit__(None, None, None)
@@ -283,14 +287,9 @@ class _SageMakerBoard(_Board):
                 pass
 
     async def _describe(self, name: str, urgent: bool = True) -> dict:
-        """DescribeCompilationJob on the shared client. A safety describe (``urgent=False``) waits
+        """DescribeCompilationJob in the shared session. A safety describe (``urgent=False``) waits
         until the describes of the jobs the last sweep saw change are done, so that a burst of
         completions is reported first."""
-        from botocore.exceptions import ClientError
-
-        from airflow_neo.core.payload import describe_payload
-        from airflow_neo.hooks.neo import translate_client_error
-
         if urgent:
             self._urgent.add(name)
             self._urgent_done.clear()
@@ -298,17 +297,13 @@ class _SageMakerBoard(_Board):
             await asyncio.sleep(0)  # the watches woken by the same sweep register as urgent first
             await self._urgent_done.wait()
         try:
-            client = await self._get_client()
+            hook = await self._get_session()
             async with self._semaphore:
                 self.stats["describes"] += 1
-                try:
-                    response = await client.describe_compilation_job(CompilationJobName=name)
-                except ClientError as err:
-                    raise translate_client_error(err, "describe_compilation_job") from err
+                return await hook.adescribe_compilation_job(name)
         finally:
             if urgent:
                 self._done_urgent(name)
-        return describe_payload(response)
 
     def _done_urgent(self, name: str) -> None:
         self._urgent.discard(name)
@@ -329,7 +324,7 @@ class _SageMakerBoard(_Board):
         return await asyncio.shield(task)
 
     async def _list_changed(self) -> dict[str, str]:
-        client = await self._get_client()
+        hook = await self._get_session()
         started = time.time()
         longest = max((w.interval for w in self.watches), default=0.0)
         overlap = max(SWEEP_OVERLAP_SECONDS, 2 * longest)
@@ -338,19 +333,11 @@ class _SageMakerBoard(_Board):
             origin = min((w.started_wall for w in self.watches), default=started)
         since = dt.datetime.fromtimestamp(origin - overlap, tz=dt.timezone.utc)
         statuses: dict[str, str] = {}
-        token = None
         self.stats["sweeps"] += 1
-        while True:
-            kwargs: dict[str, Any] = {"LastModifiedTimeAfter": since, "MaxResults": 100}
-            if token:
-                kwargs["NextToken"] = token
-            page = await client.list_compilation_jobs(**kwargs)
+        async for page in hook.alist_compilation_jobs_pages(LastModifiedTimeAfter=since, MaxResults=100):
             self.stats["sweep_pages"] += 1
             for summary in page.get("CompilationJobSummaries", []):
                 statuses[summary["CompilationJobName"]] = summary["CompilationJobStatus"]
-            token = page.get("NextToken")
-            if not token:
-                break
         self._last_sweep_wall = started
         return statuses
 

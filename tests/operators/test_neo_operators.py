@@ -237,3 +237,39 @@ def test_execute_complete_never_takes_a_bad_event_as_success():
                   {"status": "success", "payload": {"CompilationJobName": "j", "CompilationJobStatus": "FAILED", "FailureReason": "x"}}):
         with pytest.raises(AirflowException):
             op.execute_complete(make_context(), event)
+
+
+# -- the create path and the connection parameters -----------------------------------------
+
+
+def test_request_is_validated_once_on_the_create_path(mocked_aws, monkeypatch):
+    from airflow_neo.core import validation
+
+    calls = []
+    original = validation.normalize_request
+
+    def counting(config, **kwargs):
+        calls.append(config.get("CompilationJobName"))
+        return original(config, **kwargs)
+
+    monkeypatch.setattr(validation, "normalize_request", counting)
+    _compile_op(valid_request("once"), wait_for_completion=False).execute(make_context())
+    payload = _compile_op(valid_request("once"), wait_for_completion=False, action_if_job_exists="increment").execute(
+        make_context(task_id="other")
+    )
+    assert calls == ["once", "once"]  # one validation per task, renamed or not
+    assert payload["CompilationJobName"] == "once-1"
+    assert any(t["Key"] == TASK_TAG_KEY for t in _hook().list_compilation_job_tags("once-1"))
+
+
+def test_connection_parameters_take_default_args_and_expand():
+    from airflow.sdk import DAG
+
+    with DAG("neo_defaults", schedule=None, default_args={"aws_conn_id": "from_defaults", "backend": "local"}):
+        op = NeoCompilationOperator(task_id="x", config=valid_request())
+        mapped = NeoDescribeCompilationJobOperator.partial(task_id="m", compilation_job_name="j").expand(
+            region_name=["eu-west-1", "us-east-1"]
+        )
+    assert op.aws_conn_id == "from_defaults" and op.backend == "local"
+    assert op.connection_params.to_dict()["aws_conn_id"] == "from_defaults"
+    assert mapped.expand_input.value == {"region_name": ["eu-west-1", "us-east-1"]}

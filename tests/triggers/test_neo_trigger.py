@@ -41,6 +41,18 @@ def test_serialize_round_trips_every_argument():
     }
 
 
+def test_connection_parameters_are_one_value_read_as_attributes():
+    from airflow_neo.hooks.params import NeoConnectionParams
+
+    trigger = NeoCompilationJobTrigger(compilation_job_name="j", backend="LOCAL", local_store="/s.sqlite", verify=False)
+    assert trigger.connection == NeoConnectionParams(backend="local", local_store="/s.sqlite", verify=False)
+    assert (trigger.backend, trigger.aws_conn_id, trigger.local_store, trigger.verify) == ("local", "aws_default", "/s.sqlite", False)
+    with pytest.raises(AttributeError):
+        trigger.no_such_attribute  # noqa: B018
+    with pytest.raises(TypeError, match="region"):
+        NeoCompilationJobTrigger(compilation_job_name="j", region="eu-west-1")
+
+
 @pytest.mark.parametrize("fail_if_not_found", [True, False])
 def test_serialize_round_trips_fail_if_not_found(fail_if_not_found):
     trigger = NeoCompilationJobTrigger(compilation_job_name="j", fail_if_not_found=fail_if_not_found)

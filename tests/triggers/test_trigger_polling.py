@@ -12,6 +12,7 @@ from botocore.exceptions import ClientError
 from airflow_neo.core import status as st
 from airflow_neo.core.exceptions import CompilationJobNotFound
 from airflow_neo.hooks.neo import NeoHook
+from airflow_neo.hooks.params import NeoConnectionParams
 from airflow_neo.local.store import JobStore
 from airflow_neo.triggers import polling
 from airflow_neo.triggers.neo import NeoCompilationJobTrigger
@@ -153,7 +154,7 @@ async def test_describe_gap_doubles_to_the_cap():
         async def _sweep(self, tick):
             return {}
 
-    board = FakeBoard("sagemaker", {})
+    board = FakeBoard(NeoConnectionParams())
     watch = board.watch("long", 1.0)
     described_at = []
     for tick in range(200):
@@ -171,7 +172,7 @@ async def test_local_board_missing_job_per_watch(tmp_path):
     """One store query for both watches; only the one allowing a missing job gets ``None``."""
     store_path = str(tmp_path / "state" / "jobs.sqlite")
     store = JobStore(store_path, host="remote-runner")
-    board = polling.board_for("local", {"local_store": store_path})
+    board = polling.board_for(NeoConnectionParams(backend="local", local_store=store_path))
     waiting = board.watch("soon", 1.0, allow_missing=True)
     strict = board.watch("soon", 1.0)
     assert waiting.allow_missing and not strict.allow_missing
@@ -202,7 +203,7 @@ async def test_sagemaker_missing_job_backs_off_until_the_sweep_shows_it():
         async def _sweep(self, tick):
             return {"later": st.STARTING} if tick >= created_at else {}
 
-    board = FakeBoard("sagemaker", {})
+    board = FakeBoard(NeoConnectionParams())
     watch = board.watch("later", 1.0, allow_missing=True)
     described_at, results = [], []
     for tick in range(created_at + 1):
@@ -225,7 +226,7 @@ async def test_sagemaker_missing_job_raises_without_allow_missing():
         async def _describe(self, name, urgent=True):
             raise CompilationJobNotFound(f"Could not find compilation job '{name}'.")
 
-    board = FakeBoard("sagemaker", {})
+    board = FakeBoard(NeoConnectionParams())
     watch = board.watch("gone", 1.0)
     with pytest.raises(CompilationJobNotFound):
         await board.refresh(watch, None)
@@ -247,17 +248,17 @@ def test_trigger_serialization_is_unchanged():
 async def test_changed_jobs_are_described_before_safety_describes():
     order: list[str] = []
 
-    class FakeClient:
-        async def describe_compilation_job(self, CompilationJobName):
-            order.append(CompilationJobName)
+    class FakeHook:
+        async def adescribe_compilation_job(self, name):
+            order.append(name)
             await asyncio.sleep(0.01)
-            return {"CompilationJobName": CompilationJobName, "CompilationJobStatus": st.COMPLETED}
+            return {"CompilationJobName": name, "CompilationJobStatus": st.COMPLETED}
 
     class FakeBoard(polling._SageMakerBoard):
-        async def _get_client(self):
-            return FakeClient()
+        async def _get_session(self):
+            return FakeHook()
 
-    board = FakeBoard("sagemaker", {})
+    board = FakeBoard(NeoConnectionParams())
     board._semaphore = asyncio.Semaphore(1)
     safety = [asyncio.ensure_future(board._describe(f"safe-{i}", urgent=False)) for i in range(3)]
     urgent = [asyncio.ensure_future(board._describe(f"done-{i}", urgent=True)) for i in range(3)]
