@@ -1,0 +1,157 @@
+"""Tile plans for reduction blocks: convolutions, matrix products and window pooling.
+
+A *contraction* block is ``C[s...] = C[s...] + X[...] * Y[...]`` (conv1d/2d/3d in any layout,
+grouped and depthwise conv, dense, matmul, batch_matmul); a *window* block is
+``C[s...] = max|min|+(C[s...], X[...])`` (max/avg pooling). Both get the same register-blocked
+plan; this module decides it without touching the schedule.
+
+Invariants:
+
+* ``vector`` is a spatial iter var the output is indexed by; each tile computes
+  ``register_inner x vector_inner`` outputs in registers, ``vector_inner`` lanes wide.
+  ``vector_inner`` and ``register_inner`` always divide their extents (no tail predicates).
+* With a constant weight (``layout_free_buffers``) the vector var is the weight's output-channel
+  var (the spatial var indexing the weight), so each FMA loads one contiguous weight vector and
+  broadcasts one data element; without one it is the innermost output var with extent > 1.
+* The register budget keeps ``register_inner * vectors + vectors + 2`` within the target's
+  SIMD registers.
+* ``name`` says which op class the rule recognised; it is what the report shows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .common import divisor_at_most, vector_split
+from .facts import REDUCE, SPATIAL, BlockFacts, FuncFacts, linear_coefficient, mac_operands, used_vars, window_operand
+
+
+@dataclass
+class TilePlan:
+    name: str  #: op class for the report: conv2d, conv2d-depthwise, dense, matmul, pool ...
+    main: BlockFacts
+    operands: list  #: the loads the block reads (TensorLoad)
+    weight: object  #: the constant operand's load, or None
+    vector: object  #: Iter vectorized
+    vector_inner: int
+    register: object  #: Iter register-blocked, or None
+    register_inner: int
+    dtype: str
+
+
+def _uses(load, var) -> bool:
+    return any(v.same_as(var) for index in load.indices for v in used_vars(index))
+
+
+def _output_order(main: BlockFacts) -> list:
+    """Spatial iters in the order they index the output (innermost last)."""
+    order = []
+    for index in main.writes[0].indices:
+        for var in used_vars(index):
+            it = main.iter_of(var)
+            if it is not None and it.kind == SPATIAL and it not in order:
+                order.append(it)
+    return order
+
+
+def _sliding(main: BlockFacts, load) -> bool:
+    """Does some index of ``load`` mix a spatial and a reduction var (a sliding window)?"""
+    for index in load.indices:
+        kinds = {main.iter_of(v).kind for v in used_vars(index) if main.iter_of(v) is not None}
+        if SPATIAL in kinds and REDUCE in kinds:
+            return True
+    return False
+
+
+def make_plan(facts: FuncFacts, main: BlockFacts, cpu) -> TilePlan | None:
+    if not main.trivial or any(it.extent is None for it in main.iters):
+        return None
+    if len(main.writes) != 1 or any(it.kind not in (SPATIAL, REDUCE) for it in main.iters):
+        return None
+    pair = mac_operands(main)
+    operands = list(pair) if pair else []
+    if not operands:
+        single = window_operand(main)
+        if single is None or not _sliding(main, single):
+            return None  # plain reductions (mean, sum, softmax parts) belong to the reduction rule
+        operands = [single]
+    out_order = _output_order(main)
+    if len(out_order) != sum(1 for it in main.iters if it.kind == SPATIAL):
+        return None  # the output is not indexed by plain spatial vars
+    dtype = str(main.writes[0].buffer.dtype)
+    weights = [ld for ld in operands if facts.is_layout_free(ld.source)]
+    weight = weights[0] if len(operands) == 2 and len(weights) == 1 else None
+    vector = None
+    if weight is not None:
+        in_weight = [it for it in out_order if _uses(weight, it.var) and it.extent > 1]
+        vector = in_weight[-1] if in_weight else None
+    if vector is None and len(operands) == 1:
+        # pooling: the innermost output var the input reads at a plain (window-free) index
+        plain = [it for it in out_order if it.extent > 1 and _plain_in(operands[0], it.var)]
+        vector = plain[-1] if plain else None
+    if vector is None:
+        wide = [it for it in out_order if it.extent > 1]
+        if not wide:
+            return None
+        vector = wide[-1]
+    lanes = cpu.lanes(dtype)
+    others = [ld for ld in operands if ld is not weight]
+    candidates = [
+        it for it in out_order
+        if it is not vector and it.extent > 1 and (weight is None or not _uses(weight, it.var))
+        and any(_uses(ld, it.var) for ld in others)
+    ]
+    register = candidates[-1] if candidates else None
+    vector_inner = vector_split(vector.extent, lanes, 2 if register is not None else 4)
+    vectors = -(-vector_inner // lanes)
+    budget = max(1, cpu.vector_registers - vectors - 2)
+    register_inner = 1
+    if register is not None:
+        register_inner = divisor_at_most(register.extent, max(1, budget // vectors))
+        if register_inner < 3 and vector_inner > lanes:
+            # a poor divisor (a prime extent): trade vector width for register rows
+            vector_inner = vector_split(vector.extent, lanes, 1)
+            vectors = -(-vector_inner // lanes)
+            register_inner = divisor_at_most(register.extent, max(1, (cpu.vector_registers - vectors - 2) // vectors))
+    name = _classify(main, operands, weight, vector)
+    return TilePlan(name, main, operands, weight, vector, vector_inner, register, register_inner, dtype)
+
+
+def _plain_in(load, var) -> bool:
+    return any(len(used_vars(index)) == 1 and used_vars(index)[0].same_as(var) for index in load.indices)
+
+
+def _classify(main: BlockFacts, operands, weight, vector) -> str:
+    spatial_dims = len(main.writes[0].indices) - 2
+    if len(operands) == 1:
+        return f"pool{max(spatial_dims, 1)}d"
+    data = [ld for ld in operands if ld is not weight]
+    sliding = any(_sliding(main, ld) for ld in operands)
+    if not sliding:
+        shared = [it for it in main.iters if it.kind == SPATIAL and all(_uses(ld, it.var) for ld in operands) and it.extent > 1]
+        if weight is not None and not shared:
+            return "dense"
+        return "batch-matmul" if shared else "matmul"
+    conv = f"conv{max(spatial_dims, 1)}d"
+    window = [
+        it for it in main.iters
+        if it.kind == REDUCE and any(_sliding_dim(main, ld, it.var) for ld in data)
+    ]
+    if data and any(_uses(ld, vector.var) for ld in data):
+        channel = [index for ld in data for index in ld.indices if any(v.same_as(vector.var) for v in used_vars(index))]
+        if channel and all(linear_coefficient(index, vector.var) == 1 for index in channel):
+            return f"{conv}-depthwise"
+        return f"{conv}-grouped"
+    if all(it.extent == 1 for it in window):
+        return f"{conv}-pointwise"
+    return conv
+
+
+def _sliding_dim(main: BlockFacts, load, var) -> bool:
+    for index in load.indices:
+        names = used_vars(index)
+        if any(v.same_as(var) for v in names) and any(
+            main.iter_of(v) is not None and main.iter_of(v).kind == SPATIAL for v in names
+        ):
+            return True
+    return False
