@@ -53,8 +53,11 @@ def apply_default_schedules(mod, target, log=print, *, rules=DEFAULT_RULES):
     started = time.monotonic()
     target = target if isinstance(target, tvm.target.Target) else tvm.target.Target(target)
     cpu = cpu_info(target)
-    with tvm.transform.PassContext(), target:
-        mod = relax.transform.AttachAttrLayoutFreeBuffers()(mod)
+    if not any(isinstance(f, tirx.PrimFunc) and "layout_free_buffers" in (f.attrs or {}) for _, f in mod.functions_items()):
+        # which kernel parameters are constants at every call (tuning has done this already;
+        # the pass renames the kernels, so it runs once)
+        with tvm.transform.PassContext(), target:
+            mod = relax.transform.AttachAttrLayoutFreeBuffers()(mod)
     kernels = []
     updates = {}
     for gvar, func in mod.functions_items():

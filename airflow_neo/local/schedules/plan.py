@@ -10,9 +10,10 @@ Invariants:
 * ``vector`` is a spatial iter var the output is indexed by; each tile computes
   ``register_inner x vector_inner`` outputs in registers, ``vector_inner`` lanes wide.
   ``vector_inner`` and ``register_inner`` always divide their extents (no tail predicates).
-* With a constant weight (``layout_free_buffers``) the vector var is the weight's output-channel
-  var (the spatial var indexing the weight), so each FMA loads one contiguous weight vector and
-  broadcasts one data element; without one it is the innermost output var with extent > 1.
+* With a weight (the constant operand, ``layout_free_buffers``, or else a convolution's kernel:
+  the operand read without a sliding window) the vector var is the weight's output-channel var
+  (the spatial var indexing it), so each FMA loads one contiguous weight vector and broadcasts
+  one data element; without one it is the innermost output var with extent > 1.
 * The register budget keeps ``register_inner * vectors + vectors + 2`` within the target's
   SIMD registers.
 * ``name`` says which op class the rule recognised; it is what the report shows.
@@ -79,8 +80,14 @@ def make_plan(facts: FuncFacts, main: BlockFacts, cpu) -> TilePlan | None:
     if len(out_order) != sum(1 for it in main.iters if it.kind == SPATIAL):
         return None  # the output is not indexed by plain spatial vars
     dtype = str(main.writes[0].buffer.dtype)
-    weights = [ld for ld in operands if facts.is_layout_free(ld.source)]
-    weight = weights[0] if len(operands) == 2 and len(weights) == 1 else None
+    weight = None
+    if len(operands) == 2:
+        constant = [ld for ld in operands if facts.is_layout_free(ld.source)]
+        fixed = [ld for ld in operands if not _sliding(main, ld)]
+        if len(constant) == 1:
+            weight = constant[0]
+        elif len(fixed) == 1:
+            weight = fixed[0]  # a convolution's kernel passed at run time
     vector = None
     if weight is not None:
         in_weight = [it for it in out_order if _uses(weight, it.var) and it.extent > 1]
