@@ -17,7 +17,6 @@ import platform
 import shutil
 import tarfile
 import tempfile
-import weakref
 from pathlib import Path
 from typing import Any, Sequence
 from urllib.parse import unquote, urlparse
@@ -97,7 +96,9 @@ def load(
     :param check_host: refuse, with :class:`IncompatibleArtifactError`, an artifact built for another
         CPU family or OS, or for instruction-set features this CPU lacks (running such code would
         kill the process with SIGILL instead of raising).
-    :param workdir: where to extract (default: a temporary directory removed with the model).
+    :param workdir: where to extract, left in place for the caller (default: a temporary
+        directory, removed as soon as the library is loaded: the loaded code stays mapped in this
+        process, so nothing of the artifact is left on disk, even if the process is killed later).
     """
     if device != "cpu":
         raise ValueError(f"device {device!r} is not supported; the local backend builds CPU code only")
@@ -121,14 +122,10 @@ def load(
             raise ModelArchiveError(f"{artifact} lacks its library {metadata['library']!r}")
         if check_host:
             check_host_compatible(metadata)
-        model = CompiledModel(metadata, library, str(artifact))
-    except BaseException:
+        return CompiledModel(metadata, library, str(artifact))
+    finally:
         if owned:
             shutil.rmtree(root, ignore_errors=True)
-        raise
-    if owned:
-        weakref.finalize(model, shutil.rmtree, str(root), True)
-    return model
 
 
 def check_host_compatible(metadata: dict) -> None:
@@ -190,6 +187,7 @@ class CompiledModel:
 
     def __init__(self, metadata: dict, library: Path, source: str = ""):
         self.metadata = metadata
+        #: the file the library was loaded from (removed already when ``load`` extracted it itself)
         self.library_path = library
         self.source = source
         self.runtime = metadata.get("runtime")

@@ -8,8 +8,8 @@ One run, on one machine:
    and ``resnet18`` (224x224), exported to ONNX (``torch.onnx.export(dynamo=False)``) and packed as
    Neo model archives;
 2. compiles each through the local backend exactly as a task does: a job in a job store, run by
-   ``python -m airflow_neo.local.runner`` with the tuning budget and cache settings in its
-   environment (as :class:`~airflow_neo.hooks.local.LocalNeoHook` launches it): the *first
+   ``python -m airflow_neo.local.runner`` with the job's config (tuning budget and cache settings)
+   in its environment (as :class:`~airflow_neo.hooks.local.LocalNeoHook` launches it): the *first
    compile* (fresh tuning database unless ``--database``), a *repeat compile* of the same model
    with the cache off (the records are applied, zero new trials), and a *cache hit* (a third job);
    wall time of each runner process, and the peak resident memory of the first compile's process
@@ -270,11 +270,13 @@ def run_compile_job(store_path: Path, request: dict, settings, threads: int) -> 
     time, the peak RSS of the runner's process tree, and the job's payload and metadata."""
     import psutil
 
+    from airflow_neo.local.config import LocalJobConfig
     from airflow_neo.local.store import JobStore
 
     store = JobStore(store_path)
     store.create(request)
-    env = dict(os.environ, **settings.to_env(), TVM_NUM_THREADS=str(threads))
+    config = LocalJobConfig(store=str(store_path), memory_limit_bytes=None, compile=settings)
+    env = dict(os.environ, **config.to_env(), TVM_NUM_THREADS=str(threads))
     env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     command = [sys.executable, "-m", "airflow_neo.local.runner", "--store", str(store_path), "--job",
                request["CompilationJobName"]]

@@ -17,39 +17,69 @@ from airflow_neo.core.validation import normalize_request
 from airflow_neo.hooks.base import CompilationJobHook
 
 if TYPE_CHECKING:
+    from airflow_neo.core.validation import ValidatedRequest
     from airflow_neo.hooks.params import NeoConnectionParams
+    from airflow_neo.local.config import LocalJobConfig
 
 DEFAULT_MEMORY_LIMIT_MB = 8192
 
 
-def default_store_path() -> str:
-    """The local backend's job store, from the configuration.
+def local_job_config(
+    *,
+    store: str | None = None,
+    work_dir: str | None = None,
+    memory_limit_bytes: int | None = None,
+    aws_conn_id: str | None = None,
+) -> LocalJobConfig:
+    """The local backend's configuration, read from ``[neo]`` once; the arguments given win.
 
-    ``[neo] local_store_conn_id`` (an Airflow connection to a PostgreSQL database, shared by every
-    worker and the triggerer), else ``[neo] local_store`` (a SQLite file path or a SQLAlchemy URL),
-    else ``$AIRFLOW_HOME/neo/jobs.sqlite``.
+    * ``store``: ``[neo] local_store_conn_id`` (an Airflow connection to a PostgreSQL database,
+      shared by every worker and the triggerer), else ``[neo] local_store`` (a SQLite file path
+      or a SQLAlchemy URL), else ``$AIRFLOW_HOME/neo/jobs.sqlite``;
+    * ``work_dir``: ``[neo] local_work_dir``, this machine's directory for job logs and compile
+      work dirs (empty: next to a SQLite store's file, or ``$AIRFLOW_HOME/neo`` for a store on a
+      database server);
+    * ``memory_limit_bytes``: ``[neo] local_memory_limit_mb`` (0: no cap);
+    * ``lease_seconds``: ``[neo] local_lease_seconds`` (0: 30);
+    * ``compile``: ``[neo] tuning_trials``, ``tuning_database``, ``cache_dir``, ``cache_max_bytes``.
     """
     from airflow.sdk.configuration import conf
 
-    conn_id = (conf.get("neo", "local_store_conn_id", fallback="") or "").strip()
-    if conn_id:
-        return store_url_for_connection(conn_id)
-    configured = conf.get("neo", "local_store", fallback="") or ""
-    if configured.strip():
-        return os.path.expanduser(configured.strip())
-    home = os.environ.get("AIRFLOW_HOME") or conf.get("core", "airflow_home", fallback="~/airflow")
-    return str(Path(os.path.expanduser(home)) / "neo" / "jobs.sqlite")
+    from airflow_neo.local.config import DEFAULT_LEASE_SECONDS, LocalJobConfig
+    from airflow_neo.local.settings import DEFAULT_CACHE_MAX_BYTES, DEFAULT_TUNING_TRIALS, CompileSettings
 
+    def text(option: str) -> str | None:
+        value = (conf.get("neo", option, fallback="") or "").strip()
+        return value or None
 
-def default_work_dir() -> str | None:
-    """``[neo] local_work_dir``: this machine's directory for job logs and compile work dirs.
+    def path(option: str) -> str | None:
+        value = text(option)
+        return os.path.expanduser(value) if value else None
 
-    Empty: next to a SQLite store's file, or ``$AIRFLOW_HOME/neo`` for a store on a database server.
-    """
-    from airflow.sdk.configuration import conf
-
-    configured = (conf.get("neo", "local_work_dir", fallback="") or "").strip()
-    return os.path.expanduser(configured) if configured else None
+    if store is None:
+        conn_id = text("local_store_conn_id")
+        if conn_id:
+            store = store_url_for_connection(conn_id)
+        else:
+            home = os.environ.get("AIRFLOW_HOME") or conf.get("core", "airflow_home", fallback="~/airflow")
+            store = path("local_store") or str(Path(os.path.expanduser(home)) / "neo" / "jobs.sqlite")
+    if not memory_limit_bytes:
+        mb = conf.getint("neo", "local_memory_limit_mb", fallback=DEFAULT_MEMORY_LIMIT_MB)
+        memory_limit_bytes = mb * 1024 * 1024 if mb > 0 else None
+    lease = conf.getfloat("neo", "local_lease_seconds", fallback=0.0)
+    return LocalJobConfig(
+        store=store,
+        work_dir=work_dir or path("local_work_dir"),
+        memory_limit_bytes=memory_limit_bytes,
+        lease_seconds=lease if lease > 0 else DEFAULT_LEASE_SECONDS,
+        aws_conn_id=aws_conn_id,
+        compile=CompileSettings(
+            tuning_trials=conf.getint("neo", "tuning_trials", fallback=DEFAULT_TUNING_TRIALS),
+            tuning_database=path("tuning_database"),
+            cache_dir=path("cache_dir"),
+            cache_max_bytes=conf.getint("neo", "cache_max_bytes", fallback=DEFAULT_CACHE_MAX_BYTES),
+        ),
+    )
 
 
 STORE_CONN_TYPES = {"postgres": "postgresql", "postgresql": "postgresql"}
@@ -103,44 +133,6 @@ def _postgres_driver() -> str:
     return "psycopg2"  # the store then says which package to install
 
 
-def default_lease_seconds() -> float | None:
-    """``[neo] local_lease_seconds``: how long a lost compile worker keeps its job INPROGRESS (default 30)."""
-    from airflow.sdk.configuration import conf
-
-    value = conf.getfloat("neo", "local_lease_seconds", fallback=0.0)
-    return value if value > 0 else None
-
-
-def default_compile_settings(tuning_trials: int | None = None):
-    """Tuning and compile-cache settings from ``[neo] tuning_trials``, ``tuning_database``,
-    ``cache_dir`` and ``cache_max_bytes`` (``tuning_trials`` overrides the first)."""
-    from airflow.sdk.configuration import conf
-
-    from airflow_neo.local.settings import DEFAULT_CACHE_MAX_BYTES, DEFAULT_TUNING_TRIALS, CompileSettings
-
-    def text(option: str) -> str | None:
-        value = (conf.get("neo", option, fallback="") or "").strip()
-        return os.path.expanduser(value) if value else None
-
-    return CompileSettings(
-        tuning_trials=(
-            int(tuning_trials)
-            if tuning_trials is not None
-            else conf.getint("neo", "tuning_trials", fallback=DEFAULT_TUNING_TRIALS)
-        ),
-        tuning_database=text("tuning_database"),
-        cache_dir=text("cache_dir"),
-        cache_max_bytes=conf.getint("neo", "cache_max_bytes", fallback=DEFAULT_CACHE_MAX_BYTES),
-    )
-
-
-def default_memory_limit_bytes() -> int | None:
-    from airflow.sdk.configuration import conf
-
-    mb = conf.getint("neo", "local_memory_limit_mb", fallback=DEFAULT_MEMORY_LIMIT_MB)
-    return mb * 1024 * 1024 if mb > 0 else None
-
-
 class LocalNeoHook(CompilationJobHook, BaseHook):
     """
     Compilation jobs compiled on this worker with Apache TVM, recorded in a local job store.
@@ -155,14 +147,11 @@ class LocalNeoHook(CompilationJobHook, BaseHook):
     :param verify: SSL verification for S3.
     :param botocore_config: botocore config for S3.
     :param store_path: the job store: a SQLite file path or a SQLAlchemy URL (default: see
-        :func:`default_store_path`, i.e. ``[neo] local_store_conn_id`` or ``[neo] local_store``).
+        :func:`local_job_config`, i.e. ``[neo] local_store_conn_id`` or ``[neo] local_store``).
     :param work_dir: this machine's directory for job logs and work dirs (default
         ``[neo] local_work_dir``).
     :param memory_limit_bytes: address-space cap of the compile process (default
         ``[neo] local_memory_limit_mb``).
-    :param tuning_trials: MetaSchedule trials the model may get (default ``[neo] tuning_trials``;
-        0: no tuning, records already in the tuning database are still applied). See
-        :mod:`airflow_neo.local.tuning`.
     """
 
     hook_name = "SageMaker Neo (local TVM backend)"
@@ -178,19 +167,15 @@ class LocalNeoHook(CompilationJobHook, BaseHook):
         store_path: str | None = None,
         memory_limit_bytes: int | None = None,
         work_dir: str | None = None,
-        tuning_trials: int | None = None,
     ) -> None:
         super().__init__()
         self.aws_conn_id = aws_conn_id
         self.region_name = region_name
         self.verify = verify
         self.botocore_config = botocore_config
-        self.store_path = store_path or default_store_path()
+        self.store_path = store_path
         self.memory_limit_bytes = memory_limit_bytes
         self.work_dir = work_dir
-        if tuning_trials is not None and (isinstance(tuning_trials, bool) or int(tuning_trials) < 0):
-            raise ValueError(f"tuning_trials must be a whole number >= 0; got {tuning_trials!r}")
-        self.tuning_trials = tuning_trials
 
     @classmethod
     def from_connection_params(cls, params: NeoConnectionParams) -> LocalNeoHook:
@@ -210,28 +195,32 @@ class LocalNeoHook(CompilationJobHook, BaseHook):
         with _STORE_OPEN_LOCK:
             if "store" in self.__dict__:  # opened by another thread meanwhile
                 return self.__dict__["store"]
-            return open_store(self.store_path, work_dir=self.work_dir or default_work_dir())
+            return open_store(self.job_config.store, work_dir=self.job_config.work_dir)
 
-    def create_compilation_job(self, config: dict) -> dict:
-        """Validate, record the job (STARTING) and start its runner; return the create response."""
+    @cached_property
+    def job_config(self) -> LocalJobConfig:
+        """This hook's :class:`~airflow_neo.local.config.LocalJobConfig`: its arguments over the
+        ``[neo]`` options, read once (see :func:`local_job_config`)."""
+        return local_job_config(store=self.store_path, work_dir=self.work_dir, memory_limit_bytes=self.memory_limit_bytes)
+
+    def create_compilation_job(self, request: dict | ValidatedRequest, *, tuning_trials: int | None = None) -> dict:
+        """Validate, record the job (STARTING) and start its runner; return the create response.
+
+        :param tuning_trials: MetaSchedule trials the model may get (default ``[neo] tuning_trials``;
+            0: no tuning, records already in the tuning database are still applied). See
+            :mod:`airflow_neo.local.tuning`.
+        """
         from airflow_neo.local.runner import launch_detached
 
-        request = self.validate(config)
-        name = request["CompilationJobName"]
-        uses_s3 = _uses_s3(request)
+        config = self.job_config.with_tuning_trials(tuning_trials)
+        request = self.validate(request)
+        name = request.name
+        uses_s3 = _uses_s3(request.payload)
+        if uses_s3:
+            config = config.replace(aws_conn_id=self.aws_conn_id)
         self.store.create(request)
         try:
-            pid = launch_detached(
-                self.store,
-                name,
-                aws_conn_id=self.aws_conn_id if uses_s3 else None,
-                memory_limit_bytes=self.memory_limit_bytes or default_memory_limit_bytes(),
-                env={
-                    **default_compile_settings(self.tuning_trials).to_env(),
-                    **(self._connection_env() if uses_s3 else {}),
-                },
-                lease_seconds=default_lease_seconds(),
-            )
+            pid = launch_detached(self.store, name, config=config, env=self._connection_env() if uses_s3 else None)
         except Exception as err:
             self.store.fail(name, f"Could not start the local compile runner: {err}")
             raise

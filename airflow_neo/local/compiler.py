@@ -34,7 +34,7 @@ from airflow_neo.core.validation import (
     parse_compiler_options,
     parse_data_input_config,
 )
-from airflow_neo.local.archive import MODEL_SUFFIXES, find_model_file, safe_extract
+from airflow_neo.local.archive import find_model_file, safe_extract
 from airflow_neo.local.errors import (
     CompilationError,
     LocalCompilationError,
@@ -44,6 +44,7 @@ from airflow_neo.local.errors import (
     UnsupportedOperatorsError,
 )
 from airflow_neo.local.files import atomic_file, blake2b_file
+from airflow_neo.local.frameworks import SUPPORTED_FRAMEWORKS, UNSUPPORTED_FRAMEWORKS, framework_problem
 from airflow_neo.local.targets import ResolvedTarget, resolve_target
 
 __all__ = [
@@ -57,14 +58,6 @@ __all__ = [
     "compile_model",
 ]
 
-SUPPORTED_FRAMEWORKS: tuple[str, ...] = tuple(MODEL_SUFFIXES)  # ONNX, PYTORCH, TFLITE, XGBOOST
-UNSUPPORTED_FRAMEWORKS: dict[str, str] = {
-    "TENSORFLOW": "TVM 0.27 has no TensorFlow frontend; convert the model to TFLite or ONNX (tf2onnx)",
-    "KERAS": "TVM 0.27 has no Keras frontend; convert the model to TFLite or ONNX (tf2onnx)",
-    "MXNET": "TVM 0.27 has no MXNet frontend; export the model to ONNX (mx.onnx.export_model)",
-    "DARKNET": "TVM 0.27 has no DarkNet frontend; convert the model to ONNX",
-    "SKLEARN": "no scikit-learn frontend; convert tree models to XGBoost or the model to ONNX (skl2onnx)",
-}
 LIBRARY_NAME = "model.so"
 METADATA_NAME = "metadata.json"
 METADATA_SCHEMA_VERSION = 1
@@ -237,11 +230,7 @@ def _as_validated(request: ValidatedRequest | dict) -> ValidatedRequest:
 def _check_framework(framework: str) -> None:
     if framework in SUPPORTED_FRAMEWORKS:
         return
-    reason = UNSUPPORTED_FRAMEWORKS.get(framework, "unknown framework")
-    raise UnsupportedFrameworkError(
-        f"Framework {framework or None!r} is not supported by the local backend ({reason}); "
-        f"supported: {', '.join(SUPPORTED_FRAMEWORKS)}"
-    )
+    raise UnsupportedFrameworkError(f"Framework {framework or None!r} {framework_problem(framework)}")
 
 
 def _dtype_option(options: dict) -> str | dict | None:

@@ -3,8 +3,10 @@
 The hook builds a :class:`LocalJobConfig` from the ``[neo]`` options (and its own arguments) when
 it creates a job; the runner receives it as one serialized value (:meth:`LocalJobConfig.to_json`,
 in the ``AIRFLOW_NEO_JOB_CONFIG`` environment variable so that a store URL with a password never
-shows on a command line) and hands the compile part to the compile child as an argument. Nothing
-is re-read from the Airflow configuration or the environment on the way.
+shows on a command line), resolves the compile settings' directories against the job store's,
+and hands it to the compile child as an argument of its spawn target; the compiler gets the trial
+budget, the tuning database and its work dir as arguments. Nothing is re-read from the Airflow
+configuration or the environment on the way.
 
 Invariants: frozen; validated on construction (bad values name the field, the value and what is
 allowed); ``from_json(to_json(c)) == c``. Pure: nothing here imports Airflow or TVM.
@@ -62,6 +64,13 @@ class LocalJobConfig:
     def replace(self, **changes: Any) -> LocalJobConfig:
         return dataclasses.replace(self, **changes)
 
+    def with_tuning_trials(self, tuning_trials: int | None) -> LocalJobConfig:
+        """This config with a job's own trial budget (None: the configured one); validated by
+        :class:`CompileSettings`, the one place a trial budget is checked."""
+        if tuning_trials is None:
+            return self
+        return self.replace(compile=dataclasses.replace(self.compile, tuning_trials=tuning_trials))
+
     def to_json(self) -> str:
         data = dataclasses.asdict(self)
         return json.dumps(data, sort_keys=True)
@@ -72,13 +81,8 @@ class LocalJobConfig:
             data = json.loads(text)
         except ValueError as err:
             raise ValueError(f"{ENV_JOB_CONFIG}: not valid JSON ({err})") from None
-        if not isinstance(data, dict):
-            raise ValueError(f"{ENV_JOB_CONFIG}: expected a JSON object; got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"{ENV_JOB_CONFIG}: unknown fields {unknown}; allowed: {sorted(known)}")
-        compile_data = data.pop("compile", None) or {}
+        data = _fields_of(cls, data, "")
+        compile_data = _fields_of(CompileSettings, data.pop("compile", None) or {}, "compile ")
         return cls(**data, compile=CompileSettings(**compile_data))
 
     @classmethod
@@ -89,3 +93,14 @@ class LocalJobConfig:
 
     def to_env(self) -> dict[str, str]:
         return {ENV_JOB_CONFIG: self.to_json()}
+
+
+def _fields_of(cls: type, data: Any, what: str) -> dict:
+    """``data`` when it is a JSON object naming only fields of the dataclass ``cls``."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{ENV_JOB_CONFIG}: {what or 'the config '}must be a JSON object; got {data!r}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"{ENV_JOB_CONFIG}: unknown {what}fields {unknown}; allowed: {sorted(known)}")
+    return data

@@ -1,11 +1,15 @@
-"""Tuning and compile-cache settings of the local backend, as handed from the hook to the runner.
+"""Tuning and compile-cache settings of the local backend: the ``compile`` part of a job's config.
 
 The hook reads ``[neo] tuning_trials``, ``tuning_database``, ``cache_dir`` and ``cache_max_bytes``
-(plus the operator's ``tuning_trials``) and hands them to the detached runner as ``AIRFLOW_NEO_*``
-environment variables (:meth:`CompileSettings.to_env`); the runner reads them back
-(:meth:`CompileSettings.from_env`) and passes the tuning part on to the compile child.
+(the operator's ``tuning_trials`` over the first) into a :class:`CompileSettings`, which travels to
+the runner inside the job's :class:`~airflow_neo.local.config.LocalJobConfig`; the runner
+resolves its directories (:meth:`CompileSettings.resolved`) and passes the trial budget and the
+tuning database to the compiler as arguments.
 
-Pure: nothing here imports Airflow or TVM.
+Invariants: frozen; validated on construction (a bad value names the field and the value:
+:func:`check_count` is the one check of a trial budget or a byte count, also used by the operator
+at DAG-parse time); ``s3://`` locations are checked for a bucket name and a clean prefix, other
+URL schemes are refused. Pure: nothing here imports Airflow or TVM.
 """
 
 from __future__ import annotations
@@ -15,18 +19,13 @@ import os
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Mapping
-
 from airflow_neo.local.files import split_s3_url
 
 __all__ = [
     "DEFAULT_CACHE_MAX_BYTES",
     "DEFAULT_TUNING_TRIALS",
-    "ENV_CACHE_DIR",
-    "ENV_CACHE_MAX_BYTES",
-    "ENV_TUNING_DATABASE",
-    "ENV_TUNING_TRIALS",
     "CompileSettings",
+    "check_count",
     "neo_home",
 ]
 
@@ -35,11 +34,6 @@ __all__ = [
 DEFAULT_TUNING_TRIALS = 0
 #: ``[neo] cache_max_bytes`` default: 2 GiB of cached artifacts (0 turns the cache off).
 DEFAULT_CACHE_MAX_BYTES = 2 * 1024**3
-
-ENV_TUNING_TRIALS = "AIRFLOW_NEO_TUNING_TRIALS"
-ENV_TUNING_DATABASE = "AIRFLOW_NEO_TUNING_DATABASE"
-ENV_CACHE_DIR = "AIRFLOW_NEO_CACHE_DIR"
-ENV_CACHE_MAX_BYTES = "AIRFLOW_NEO_CACHE_MAX_BYTES"
 
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
@@ -76,16 +70,12 @@ def neo_home() -> Path:
     return Path(os.path.expanduser(os.environ.get("AIRFLOW_HOME") or "~/airflow")) / "neo"
 
 
-def _int(value, name: str, default: int) -> int:
-    if value is None or str(value).strip() == "":
-        return default
-    try:
-        number = int(str(value).strip())
-    except ValueError:
-        raise ValueError(f"{name} must be a whole number; got {value!r}") from None
-    if number < 0:
-        raise ValueError(f"{name} must be >= 0; got {number}")
-    return number
+def check_count(name: str, value):
+    """``value`` when it is a whole number >= 0 (a trial budget, a byte count); else a ValueError
+    naming ``name`` and the value."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be a whole number >= 0; got {value!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -114,29 +104,9 @@ class CompileSettings:
 
     def __post_init__(self) -> None:
         for name in ("tuning_trials", "cache_max_bytes"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be a whole number >= 0; got {value!r}")
+            check_count(name, getattr(self, name))
         _check_location("tuning_database", self.tuning_database)
         _check_location("cache_dir", self.cache_dir)
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> CompileSettings:
-        env = os.environ if env is None else env
-        return cls(
-            tuning_trials=_int(env.get(ENV_TUNING_TRIALS), ENV_TUNING_TRIALS, DEFAULT_TUNING_TRIALS),
-            tuning_database=(env.get(ENV_TUNING_DATABASE) or "").strip() or None,
-            cache_dir=(env.get(ENV_CACHE_DIR) or "").strip() or None,
-            cache_max_bytes=_int(env.get(ENV_CACHE_MAX_BYTES), ENV_CACHE_MAX_BYTES, DEFAULT_CACHE_MAX_BYTES),
-        )
-
-    def to_env(self) -> dict[str, str]:
-        env = {ENV_TUNING_TRIALS: str(self.tuning_trials), ENV_CACHE_MAX_BYTES: str(self.cache_max_bytes)}
-        if self.tuning_database:
-            env[ENV_TUNING_DATABASE] = str(self.tuning_database)
-        if self.cache_dir:
-            env[ENV_CACHE_DIR] = str(self.cache_dir)
-        return env
 
     def resolved(self, base_dir: str | os.PathLike | None = None) -> CompileSettings:
         """These settings with the directories filled in: under ``base_dir`` (the job store's
@@ -175,13 +145,6 @@ class CompileSettings:
     def cache_root(self) -> str | None:
         """The compile cache directory on this machine (the local tier of a shared one)."""
         return self.cache_mirror if self.cache_remote else self.cache_dir
-
-    def child_env(self) -> dict[str, str]:
-        """What the compile child needs: the trial budget and the (resolved) local tuning root."""
-        env = {ENV_TUNING_TRIALS: str(self.tuning_trials)}
-        if self.tuning_root:
-            env[ENV_TUNING_DATABASE] = str(self.tuning_root)
-        return env
 
 
 def _is_s3(value: str | None) -> bool:

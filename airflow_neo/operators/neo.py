@@ -107,8 +107,10 @@ class NeoCompilationOperator(NeoBaseOperator):
         self.deferrable = _default_deferrable() if deferrable is None else deferrable
         self.action_if_job_exists = parse_action(action_if_job_exists).value
         self.stop_on_kill = stop_on_kill
-        if tuning_trials is not None and (isinstance(tuning_trials, bool) or not isinstance(tuning_trials, int) or tuning_trials < 0):
-            raise ValueError(f"tuning_trials must be a whole number >= 0; got {tuning_trials!r}")
+        if tuning_trials is not None:  # at DAG-parse time, with the check the job's config makes
+            from airflow_neo.local.settings import check_count
+
+            check_count("tuning_trials", tuning_trials)
         self.tuning_trials = tuning_trials
         self.compilation_job_name: str | None = None
 
@@ -166,12 +168,7 @@ class NeoCompilationOperator(NeoBaseOperator):
             return decision.name
         if decision.name != base:
             self.log.info("Compilation job %s exists; creating %s instead", base, decision.name)
-        if self.tuning_trials is not None:
-            if self.is_sagemaker:
-                self.log.warning("tuning_trials applies to the local backend only; SageMaker Neo ignores it")
-            else:
-                self.hook.tuning_trials = self.tuning_trials
-        self.hook.create_compilation_job(_renamed(request, decision.name))
+        self.hook.create_compilation_job(_renamed(request, decision.name), tuning_trials=self.tuning_trials)
         return decision.name
 
     def _wait(self, name: str) -> dict:

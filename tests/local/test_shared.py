@@ -16,6 +16,7 @@ from moto import mock_aws
 
 from airflow_neo.local import tuning_db
 from airflow_neo.local.cache import CompileCache
+from airflow_neo.local.config import LocalJobConfig
 from airflow_neo.local.settings import CompileSettings
 from airflow_neo.local.shared import SharedCompileCache, SharedTuningDatabase
 
@@ -237,8 +238,9 @@ def test_s3_locations_resolve_to_local_mirrors(tmp_path):
     assert settings.tuning_remote == TUNING_URL and settings.cache_remote == CACHE_URL + "/"
     assert Path(settings.tuning_root).parent == tmp_path / "tuning-s3"
     assert Path(settings.cache_root).parent == tmp_path / "cache-s3"
-    assert settings.child_env()["AIRFLOW_NEO_TUNING_DATABASE"] == settings.tuning_root
-    assert CompileSettings.from_env(settings.to_env()).resolved(tmp_path) == settings  # the runner sees the same
+    unresolved = CompileSettings(tuning_database=TUNING_URL, cache_dir=CACHE_URL + "/")
+    carried = LocalJobConfig.from_env(LocalJobConfig(store=str(tmp_path / "jobs.db"), compile=unresolved).to_env())
+    assert carried.compile.resolved(tmp_path) == settings  # the runner sees the same
     plain = CompileSettings(tuning_database=str(tmp_path / "t")).resolved(tmp_path)
     assert plain.tuning_remote is None and plain.tuning_root == str(tmp_path / "t")
 

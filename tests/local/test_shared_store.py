@@ -144,7 +144,13 @@ def cluster(pg_schema_url, moto_process, sample_archive, tmp_path) -> Cluster:
 
 
 def test_store_from_an_airflow_postgres_connection(monkeypatch, tmp_path):
-    from airflow_neo.hooks.local import LocalNeoHook, default_store_path, default_work_dir
+    from airflow_neo.hooks.local import LocalNeoHook, local_job_config
+
+    def default_store_path() -> str:
+        return local_job_config().store
+
+    def default_work_dir() -> str | None:
+        return local_job_config().work_dir
     from airflow_neo.local.store import StoreConfigError
 
     monkeypatch.setenv("AIRFLOW__NEO__LOCAL_STORE", str(tmp_path / "ignored.sqlite"))

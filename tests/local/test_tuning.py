@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from airflow_neo.local import tuning_db
+from airflow_neo.local.config import ENV_JOB_CONFIG, LocalJobConfig
 from airflow_neo.local.settings import CompileSettings
 from airflow_neo.local.tuning import TaskInfo, first_round_plan, latency_share_plan
 
@@ -205,11 +206,14 @@ def test_concurrent_jobs_do_not_corrupt_the_database(tmp_path):
 
 def test_settings_round_trip_through_the_environment(tmp_path):
     settings = CompileSettings(tuning_trials=64, tuning_database=str(tmp_path / "t"), cache_dir=None, cache_max_bytes=5)
-    assert CompileSettings.from_env(settings.to_env()) == settings
+    config = LocalJobConfig(store=str(tmp_path / "jobs.db"), compile=settings)
+    assert LocalJobConfig.from_env(config.to_env()).compile == settings
     resolved = CompileSettings().resolved(tmp_path)
     assert resolved.tuning_database == str(tmp_path / "tuning") and resolved.cache_dir == str(tmp_path / "cache")
-    with pytest.raises(ValueError, match="AIRFLOW_NEO_TUNING_TRIALS"):
-        CompileSettings.from_env({"AIRFLOW_NEO_TUNING_TRIALS": "lots"})
+    lots = json.loads(config.to_json())
+    lots["compile"]["tuning_trials"] = "lots"
+    with pytest.raises(ValueError, match="tuning_trials"):
+        LocalJobConfig.from_env({ENV_JOB_CONFIG: json.dumps(lots)})
     with pytest.raises(ValueError):
         CompileSettings(tuning_trials=-1)
 
@@ -224,7 +228,7 @@ def test_hook_hands_tuning_and_cache_settings_to_the_runner(tmp_path, monkeypatc
     seen = {}
 
     def fake_launch(store, name, **kwargs):
-        seen.update(kwargs["env"])
+        seen.update(kwargs["config"].to_env())
         return 4242
 
     monkeypatch.setattr(runner, "launch_detached", fake_launch)
@@ -237,14 +241,16 @@ def test_hook_hands_tuning_and_cache_settings_to_the_runner(tmp_path, monkeypatc
     }
     hook = local_hook.LocalNeoHook(store_path=str(tmp_path / "jobs.db"))
     hook.create_compilation_job(request)
-    assert CompileSettings.from_env(seen) == CompileSettings(
+    assert LocalJobConfig.from_env(seen).compile == CompileSettings(
         tuning_trials=96, tuning_database=str(tmp_path / "tuning"), cache_dir=None, cache_max_bytes=12345
     )
-    hook = local_hook.LocalNeoHook(store_path=str(tmp_path / "jobs.db"), tuning_trials=7)
-    hook.create_compilation_job({**request, "CompilationJobName": "tuned-job-2"})
-    assert seen["AIRFLOW_NEO_TUNING_TRIALS"] == "7"
+    hook = local_hook.LocalNeoHook(store_path=str(tmp_path / "jobs.db"))
+    hook.create_compilation_job({**request, "CompilationJobName": "tuned-job-2"}, tuning_trials=7)
+    assert LocalJobConfig.from_env(seen).compile.tuning_trials == 7
     with pytest.raises(ValueError):
-        local_hook.LocalNeoHook(store_path=str(tmp_path / "jobs.db"), tuning_trials=-3)
+        local_hook.LocalNeoHook(store_path=str(tmp_path / "jobs.db")).create_compilation_job(
+            {**request, "CompilationJobName": "tuned-job-3"}, tuning_trials=-3
+        )
 
 
 def test_operator_passes_tuning_trials_to_the_local_hook(tmp_path):
