@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook
 from airflow_neo.core.backends import Backend
-from airflow_neo.core.validation import normalize_request
 from airflow_neo.hooks.base import CompilationJobHook
 
 if TYPE_CHECKING:
