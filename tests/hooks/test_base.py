@@ -147,6 +147,29 @@ def test_validate_once_per_backend():
     assert NeoHook.validate(validated) is validated
 
 
+@pytest.mark.parametrize("given", ["dict", "validated"])
+def test_local_create_path_validates_once(tmp_path, monkeypatch, given):
+    """Hook and store take a ValidatedRequest as it is: a dict is validated once, a ValidatedRequest never again."""
+    from airflow_neo.core import validation
+    from airflow_neo.local import runner
+
+    request = valid_request(
+        "once",
+        InputConfig={"S3Uri": "file:///models/m.tar.gz", "Framework": "ONNX"},
+        OutputConfig={"S3OutputLocation": str(tmp_path / "out"), "TargetDevice": "ml_c5"},
+    )
+    if given == "validated":
+        request = LocalNeoHook.validate(request)
+    calls = []
+    original = validation.normalize_request
+    monkeypatch.setattr(validation, "normalize_request", lambda config, **kw: calls.append(1) or original(config, **kw))
+    monkeypatch.setattr(runner, "launch_detached", lambda store, name, **kwargs: 4242)
+    hook = get_neo_hook("local", aws_conn_id=None, local_store=str(tmp_path / "jobs.sqlite"))
+    assert hook.create_compilation_job(request)["CompilationJobArn"].endswith("compilation-job/once")
+    assert hook.describe_compilation_job("once")["InputConfig"]["S3Uri"] == "file:///models/m.tar.gz"
+    assert len(calls) == (1 if given == "dict" else 0)
+
+
 # ----------------------------------------------------------------------------- paging and waiting, once
 
 
