@@ -351,7 +351,7 @@ def test_stop_and_delete(local, store):
     assert gone.code == 254 and gone.out == ""
     assert gone.err.strip() == (
         "An error occurred (ResourceNotFound) when calling the DescribeCompilationJob operation: "
-        "Could not find compilation job 'runs'."
+        "Could not find compilation job 'runs' in the local job store " + str(store.path) + "."
     )
     for command in ("stop-compilation-job", "delete-compilation-job"):
         missing = local(command, "--compilation-job-name", "runs")

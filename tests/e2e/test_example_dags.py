@@ -14,6 +14,7 @@ import pytest
 from botocore.config import Config
 
 from tests.support.requests import valid_request
+from tests.support.stores import iter_all
 
 REPO = Path(__file__).resolve().parents[2]
 DAGS = REPO / "dags"
@@ -49,7 +50,7 @@ def _jobs(home) -> list[tuple[str, str]]:
     from airflow_neo.local.store import JobStore
 
     store = JobStore(home / "neo" / "jobs.sqlite")
-    return sorted((s["CompilationJobName"], s["CompilationJobStatus"]) for s in store.iter_all())
+    return sorted((s["CompilationJobName"], s["CompilationJobStatus"]) for s in iter_all(store))
 
 
 def test_dagbag_imports_every_dag_and_records_parse_time(airflow_home, record_property):

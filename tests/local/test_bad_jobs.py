@@ -20,6 +20,7 @@ from airflow_neo.hooks.local import LocalNeoHook
 from airflow_neo.samples import sample_cnn_onnx, write_sample_archive
 from tests.local import models
 from tests.support.requests import ROLE_ARN
+from tests.support.stores import runner_info
 
 
 def _archive_with(directory: Path, members: list[tarfile.TarInfo], data: dict[str, bytes] | None = None) -> Path:
@@ -148,7 +149,7 @@ def test_bad_input_ends_failed_with_reason_and_publishes_nothing(hook, tmp_path,
 
 def _wait_for_runner_exit(hook, name, timeout=30.0):
     """The runner records the result first and cleans up after; wait for it to finish."""
-    pid = hook.store.runner_info(name)["pid"]
+    pid = runner_info(hook.store, name)["pid"]
     deadline = time.monotonic() + timeout
     while pid and time.monotonic() < deadline:
         try:
@@ -192,7 +193,7 @@ def test_killed_runner_is_reported_failed_not_stuck(hook, tmp_path):
     deadline = time.monotonic() + 60
     while hook.describe_compilation_job("killed")["CompilationJobStatus"] == "STARTING" and time.monotonic() < deadline:
         time.sleep(0.1)
-    pid = hook.store.runner_info("killed")["pid"]
+    pid = runner_info(hook.store, "killed")["pid"]
     os.killpg(os.getpgid(pid), signal.SIGKILL)  # the runner and its compile child, like a lost worker
     payload = hook.wait_for_compilation_job("killed", check_interval=0.3, max_wait=120)
     assert payload["CompilationJobStatus"] == "FAILED"

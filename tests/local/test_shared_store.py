@@ -30,6 +30,7 @@ from airflow_neo.core import status as st
 from airflow_neo.local.store import JobStore
 from airflow_neo.samples import write_sample_archive
 from tests.support.fixtures import aws_connection_json
+from tests.support.stores import iter_all, runner_info
 from tests.support.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -204,7 +205,7 @@ def test_one_worker_compiles_the_other_sees_job_and_artifact(cluster):
     assert sensed["artifact_bytes"] > 1000
 
     observer = cluster.observer()
-    assert observer.runner_info(name)["owner_host"] == "worker-a"
+    assert runner_info(observer, name)["owner_host"] == "worker-a"
     assert observer.describe(name) == payload
     # The compile log stays on the machine that compiled.
     assert "job COMPLETED" in (cluster.home("worker-a") / "neo" / "logs" / f"{name}.log").read_text()
@@ -239,7 +240,7 @@ def test_killed_worker_is_reported_failed_by_the_other_after_its_lease(cluster):
     observer = cluster.observer()
     log = cluster.home("worker-a") / "neo" / "logs" / f"{name}.log"
     wait_for(lambda: log.exists() and "phase compile: started" in log.read_text(), timeout=120)
-    info = observer.runner_info(name)
+    info = runner_info(observer, name)
     assert info["owner_host"] == "worker-a" and info["pid"]
     os.kill(info["pid"], signal.SIGKILL)  # the runner dies mid-compile, as with a lost machine
     killed_at = time.time()
@@ -278,7 +279,7 @@ def test_sixteen_concurrent_creates_leave_one_job_per_name(cluster):
     assert sum(result["lost"] for result in results) == 16 * len(names) - len(names)
     assert {result["host"] for result in results} == {"worker-a", "worker-b"}
     observer = cluster.observer()
-    assert sorted(s["CompilationJobName"] for s in observer.iter_all(NameContains="race")) == sorted(names)
+    assert sorted(s["CompilationJobName"] for s in iter_all(observer, NameContains="race")) == sorted(names)
 
 
 def test_second_worker_reuses_what_the_first_tuned_and_compiled(cluster):
@@ -350,6 +351,6 @@ def test_a_stop_from_another_worker_is_honoured_by_the_owner(cluster):
     assert observer.describe(name)["CompilationJobStatus"] in (st.STOPPING, st.STOPPED)
     wait_for(lambda: observer.describe(name)["CompilationJobStatus"] == st.STOPPED, timeout=120)
     assert "job STOPPED on request" in log.read_text()
-    assert observer.runner_info(name)["owner_host"] == "worker-a"
+    assert runner_info(observer, name)["owner_host"] == "worker-a"
     listing = cluster.s3().list_objects_v2(Bucket=bucket, Prefix="stopped/")
     assert listing.get("KeyCount", 0) == 0

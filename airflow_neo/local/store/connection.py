@@ -20,6 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection
 
+from airflow_neo.core.exceptions import CompilationJobNotFound
 from airflow_neo.local.store.engines import default_work_root, engine_entry, read_rows, store_url, write_transaction
 from airflow_neo.local.store.liveness import Reaper
 from airflow_neo.local.store.naming import DEFAULT_ACCOUNT, DEFAULT_REGION, compilation_job_arn
@@ -59,8 +60,6 @@ class StoreConnection:
         self.dialect = self.url.get_backend_name()
         self.is_sqlite = self.dialect == "sqlite"
         self.path: Path | None = Path(self.url.database) if self.is_sqlite else None
-        if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
         if work_dir is not None:
             self._root = Path(work_dir).expanduser().absolute()
         elif self.path is not None:
@@ -71,10 +70,35 @@ class StoreConnection:
         self.account = account
         self.host = host or os.environ.get(HOST_ENV) or socket.gethostname()
         self._clock = clock
-        self._entry = engine_entry(self.url)
-        self._engine = self._entry.engine
-        self._reaper = Reaper(self._engine, self.host)
-        ensure_schema(self._entry, self.dialect, self.display_target)
+        self._entry: Any = None
+        self._reaper_instance: Reaper | None = None
+        if not self.is_missing:
+            self._open()
+
+    def _open(self) -> Any:
+        """The engine entry, with the schema current; a missing SQLite file is created here, on first use."""
+        if self._entry is None:
+            if self.path is not None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            entry = engine_entry(self.url)
+            ensure_schema(entry, self.dialect, self.display_target)
+            self._entry = entry
+        return self._entry
+
+    @property
+    def is_missing(self) -> bool:
+        """Whether this is a SQLite file that does not exist yet (reads answer from an empty store and create nothing)."""
+        return self._entry is None and self.path is not None and not self.path.exists()
+
+    @property
+    def _engine(self) -> Any:
+        return self._open().engine
+
+    @property
+    def _reaper(self) -> Reaper:
+        if self._reaper_instance is None:
+            self._reaper_instance = Reaper(self._engine, self.host)
+        return self._reaper_instance
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.display_target!r})"
@@ -137,7 +161,16 @@ class StoreConnection:
             yield conn
 
     def _read(self, statement: Any) -> list[Mapping[str, Any]]:
+        if self.is_missing:
+            return []
         return read_rows(self._engine, statement)
+
+    def _not_found(self, name: str) -> CompilationJobNotFound:
+        """ResourceNotFound that says which store was searched (never its password)."""
+        where = f"in the local job store {self.display_target}"
+        if self.is_missing:
+            where += " (no such file: no job was ever created there; is this the AIRFLOW_HOME or [neo] local_store the job was created with?)"
+        return CompilationJobNotFound(f"Could not find compilation job '{name}' {where}.")
 
     def _row(self, name: str) -> Mapping[str, Any] | None:
         rows = self._read(sa.select(JOBS).where(JOBS.c.name == name))
@@ -147,6 +180,8 @@ class StoreConnection:
 
     def reap(self, name: str | None = None) -> list[str]:
         """Mark running jobs whose runner is gone FAILED (STOPPED if stopping); returns their names."""
+        if self.is_missing:
+            return []
         return self._reaper.reap(self._now_us(), name)
 
     def _reap_rows(self, rows: list[Mapping[str, Any]]) -> list[str]:

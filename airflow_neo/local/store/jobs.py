@@ -17,7 +17,7 @@ Reads, ``request_stop`` and ``delete`` first end the jobs concerned whose runner
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -82,11 +82,11 @@ class JobStore(StoreConnection):
         """
         row = self._row(name)
         if row is None:
-            raise _not_found(name)
+            raise self._not_found(name)
         if self._reap_rows([row]):
             row = self._row(name)
             if row is None:
-                raise _not_found(name)
+                raise self._not_found(name)
         return JobRecord.from_row(row)
 
     def status(self, name: str) -> str:
@@ -121,7 +121,7 @@ class JobStore(StoreConnection):
         """The job's CreateCompilationJob request (normalized, with Tags) as it was stored."""
         row = self._row(name)
         if row is None:
-            raise _not_found(name)
+            raise self._not_found(name)
         return JobRecord.from_row(row).to_request()
 
     def tags(self, name: str) -> list[dict]:
@@ -132,20 +132,9 @@ class JobStore(StoreConnection):
         """The metadata the compiler returned for a COMPLETED job (None otherwise)."""
         rows = self._read(sa.select(JOBS.c.compile_metadata).where(JOBS.c.name == name))
         if not rows:
-            raise _not_found(name)
+            raise self._not_found(name)
         value = rows[0]["compile_metadata"]
         return json.loads(value) if value else None
-
-    def runner_info(self, name: str) -> dict:
-        """The private runner fields: owner_host, pid, lease_expires_at (ISO), stop_requested (no reap first).
-
-        Test-only, like :meth:`iter_all` (``tests.support.stores`` has both as functions): kept
-        while tests outside the store's own still call them as methods. Code reads :meth:`get`.
-        """
-        row = self._row(name)
-        if row is None:
-            raise _not_found(name)
-        return JobRecord.from_row(row).to_runner_info()
 
     def list(self, **filters: Any) -> dict:
         """ListCompilationJobs: the API's filters, sorting and NextToken paging.
@@ -160,15 +149,6 @@ class JobStore(StoreConnection):
         query = ListQuery.parse(filters)
         self.reap()
         return query.page(self._read(query.statement()))
-
-    def iter_all(self, **filters: Any) -> Iterator[dict]:
-        """Every summary matching the filters, following NextToken (test-only, see :meth:`runner_info`)."""
-        while True:
-            page = self.list(**filters)
-            yield from page["CompilationJobSummaries"]
-            if "NextToken" not in page:
-                return
-            filters = {**filters, "NextToken": page["NextToken"]}
 
     # ---------------------------------------------------------------- transitions
 
@@ -205,7 +185,7 @@ class JobStore(StoreConnection):
             ).rowcount
             row = conn.execute(sa.select(JOBS.c.status, JOBS.c.stop_requested).where(JOBS.c.name == name)).mappings().first()
         if row is None:
-            raise _not_found(name)
+            raise self._not_found(name)
         if not renewed:
             raise CompilationJobStateError(
                 f"Compilation job '{name}' is {row['status']}; its lease can no longer be renewed."
@@ -242,14 +222,26 @@ class JobStore(StoreConnection):
         values = {"status": st.STOPPED, "end_us": now, "last_modified_us": now, "lease_expires_us": None}
         return self._transition(name, values, RUNNING)
 
+    def _existing_status(self, conn: Connection, name: str) -> str:
+        status = _status(conn, name)
+        if status is None:
+            raise self._not_found(name)
+        return status
+
+    def _write_existing(self, name: str):
+        """A write transaction on a job that must exist; a missing SQLite store is not created for it."""
+        if self.is_missing:
+            raise self._not_found(name)
+        return self._write()
+
     def _transition(self, name: str, values: dict[str, Any], from_states: tuple[str, ...]) -> bool:
-        with self._write() as conn:
+        with self._write_existing(name) as conn:
             changed = conn.execute(
                 sa.update(JOBS).where(JOBS.c.name == name, JOBS.c.status.in_(from_states)).values(**values)
             ).rowcount
             if changed:
                 return True
-            _status(conn, name)
+            self._existing_status(conn, name)
             return False
 
     def request_stop(self, name: str) -> None:
@@ -262,8 +254,8 @@ class JobStore(StoreConnection):
         """
         self.reap(name)
         now = self._now_us()
-        with self._write() as conn:
-            status = _status(conn, name)
+        with self._write_existing(name) as conn:
+            status = self._existing_status(conn, name)
             if status in st.TERMINAL_STATES:
                 raise CompilationJobStateError(
                     f"The request was rejected because the compilation job '{name}' is in status {status}; "
@@ -285,8 +277,8 @@ class JobStore(StoreConnection):
         Raises CompilationJobNotFound, or CompilationJobStateError for a running job.
         """
         self.reap(name)
-        with self._write() as conn:
-            status = _status(conn, name)
+        with self._write_existing(name) as conn:
+            status = self._existing_status(conn, name)
             if status not in st.TERMINAL_STATES:
                 raise CompilationJobStateError(
                     f"The request was rejected because the compilation job '{name}' is in status {status}; "
@@ -305,12 +297,5 @@ def open_store(target: Any, **kwargs: Any) -> JobStore:
     return JobStore(target, **kwargs)
 
 
-def _not_found(name: str) -> CompilationJobNotFound:
-    return CompilationJobNotFound(f"Could not find compilation job '{name}'.")
-
-
-def _status(conn: Connection, name: str) -> str:
-    status = conn.execute(sa.select(JOBS.c.status).where(JOBS.c.name == name)).scalar()
-    if status is None:
-        raise _not_found(name)
-    return status
+def _status(conn: Connection, name: str) -> str | None:
+    return conn.execute(sa.select(JOBS.c.status).where(JOBS.c.name == name)).scalar()
