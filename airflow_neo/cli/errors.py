@@ -65,6 +65,12 @@ class ParamValidationError(CliError):
         super().__init__(f"Parameter validation failed:\n{report}")
 
 
+NO_REGION_HINT = (
+    "Give --region (or a region in the AWS connection) for SageMaker jobs; for jobs of the local backend "
+    "give --backend local, or set AIRFLOW__NEO__DEFAULT_BACKEND=local."
+)
+
+
 class ConfigError(CliError):
     exit_code = EXIT_CONFIG
 
@@ -105,6 +111,8 @@ def service_error_from(err: BaseException, operation: str) -> CliError | None:
     if isinstance(code, str):
         return ServiceError(code, operation, str(err))
     name = type(err).__name__
+    if name == "NoRegionError":
+        return ConfigError(f"{err} {NO_REGION_HINT}")
     if name in ("NoCredentialsError", "PartialCredentialsError", "NoRegionError", "ProfileNotFound",
                 "UnknownBackendError", "AirflowNotFoundException"):
         return ConfigError(str(err))

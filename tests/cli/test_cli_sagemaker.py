@@ -216,3 +216,16 @@ def test_connection_from_the_metadata_database(cli, moto_reset, aws_env, shared_
     assert created.json["CompilationJobArn"].endswith("/from-db") and "db_only" in looked_up
     missing = cli("list-compilation-jobs", "--backend", "sagemaker", "--aws-conn-id", "not_anywhere")
     assert missing.code == 253 and "not_anywhere" in missing.err
+
+
+def test_no_region_points_a_local_user_to_the_local_backend(cli, monkeypatch, tmp_path):
+    """The default backend is sagemaker: without a region the error says how to reach local jobs."""
+    for name in ("AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE", "AWS_CONFIG_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    missing = cli(DESCRIBE, "--compilation-job-name", "sample-cnn-x86-64", "--aws-conn-id", "")
+    assert missing.code == 253, missing.err
+    assert "You must specify a region." in missing.err
+    assert "--backend local" in missing.err and "AIRFLOW__NEO__DEFAULT_BACKEND=local" in missing.err
