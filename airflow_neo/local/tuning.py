@@ -12,7 +12,7 @@ ledger) count towards it, so a repeat compile of a tuned model measures nothing 
 records, and a model whose workloads were tuned for another model tunes less. A larger budget later
 tunes on from where the database stands.
 
-Allocation: first one short round (``FIRST_ROUND`` trials) for each workload, biggest (FLOPs x
+Allocation (:mod:`airflow_neo.local.tuning_plan`): first one short round (``FIRST_ROUND`` trials) for each workload, biggest (FLOPs x
 occurrences) first, so that no kernel is left untuned (an untuned kernel is serial, unvectorized
 code and can dominate the model's latency); the rest in rounds of ``ROUND`` trials in proportion to
 each workload's share of the model's estimated latency (occurrences x best measured time), so the
@@ -30,7 +30,6 @@ constants at compile time (weight prepacking, with no change to the artifact's i
 from __future__ import annotations
 
 import logging
-import math
 import os
 import re
 import shutil
@@ -42,15 +41,20 @@ from pathlib import Path
 from typing import Any
 
 from airflow_neo.local import tuning_db
+from airflow_neo.local.tuning_plan import (
+    FIRST_ROUND,
+    ROUND,
+    TaskInfo,
+    estimate_text,
+    first_round_plan,
+    latency_share_plan,
+    priority,
+)
 
 __all__ = ["FIRST_ROUND", "ROUND", "TaskInfo", "first_round_plan", "latency_share_plan", "optimize", "tunable_here"]
 
 Log = Callable[[str], Any]
 
-#: trials of the first round given to every workload
-FIRST_ROUND = 8
-#: trials per later round (MetaSchedule's num_trials_per_iter)
-ROUND = 16
 #: a first guess of one trial's cost on a small machine, refined as tuning goes
 INITIAL_SECONDS_PER_TRIAL = 2.0
 BUILD_TIMEOUT_S = 60.0
@@ -60,72 +64,6 @@ _ISA = re.compile(
     r"^(sse|ssse|avx|fma|f16c|bmi|popcnt|lzcnt|movbe|aes|pclmul|sha|vaes|vpclmul|gfni|amx|adx|rdrnd|rdseed|"
     r"cx16|xsave|fp16|bf16|neon|sve|dotprod|i8mm|fullfp16)"
 )
-
-
-@dataclass
-class TaskInfo:
-    """One tuning workload of the model."""
-
-    key: str  #: structural hash (the database's workload key)
-    name: str
-    weight: int  #: occurrences in the model
-    flops: float
-    granted: int = 0  #: trials granted to it so far (ledger or records, the larger)
-    best_secs: float | None = None  #: best measured time, if any
-    exhausted: bool = False  #: its search space ran out in this job (it measured fewer than granted)
-
-    @property
-    def worth_more_trials(self) -> bool:
-        """Not exhausted, and not a kernel that was tried but could never be measured."""
-        return not self.exhausted and not (self.granted > 0 and self.best_secs is None)
-
-
-# --------------------------------------------------------------------------------------------
-# the plan (pure)
-
-
-def _priority(task: TaskInfo) -> float:
-    return task.weight * max(task.flops, 1.0)
-
-
-def first_round_plan(tasks: list[TaskInfo], remaining: int, first_round: int = FIRST_ROUND) -> dict[str, int]:
-    """Trials that bring each workload up to one first round, biggest first, within ``remaining``."""
-    plan: dict[str, int] = {}
-    for task in sorted(tasks, key=_priority, reverse=True):
-        need = min(first_round - task.granted, remaining)
-        if need > 0:
-            plan[task.key] = need
-            remaining -= need
-        if remaining <= 0:
-            break
-    return plan
-
-
-def latency_share_plan(tasks: list[TaskInfo], remaining: int, round_size: int = ROUND) -> dict[str, int]:
-    """``remaining`` trials in whole rounds, in proportion to each workload's share of the
-    estimated latency (weight x best time; a workload not tried yet counts as the slowest).
-    Workloads not :attr:`~TaskInfo.worth_more_trials` get none."""
-    tasks = [task for task in tasks if task.worth_more_trials]
-    if remaining <= 0 or not tasks:
-        return {}
-    known = [t.best_secs for t in tasks if t.best_secs is not None]
-    fallback = max(known) if known else 1.0
-    share = {t.key: t.weight * (t.best_secs if t.best_secs is not None else fallback) for t in tasks}
-    total = sum(share.values()) or 1.0
-    units = remaining // round_size
-    plan: dict[str, int] = {}
-    if units > 0:
-        exact = {key: units * value / total for key, value in share.items()}
-        given = {key: int(math.floor(value)) for key, value in exact.items()}
-        left = units - sum(given.values())
-        for key in sorted(exact, key=lambda k: exact[k] - given[k], reverse=True)[:left]:
-            given[key] += 1
-        plan = {key: n * round_size for key, n in given.items() if n > 0}
-    leftover = remaining - sum(plan.values())
-    if leftover > 0:
-        top = max(share, key=share.get)
-        plan[top] = plan.get(top, 0) + leftover
-    return plan
 
 
 # --------------------------------------------------------------------------------------------
@@ -451,7 +389,7 @@ def _tune(extracted, tasks, remaining, db_path: Path, session: _Session, log: Lo
 
     def run(plan: dict[str, int], phase: str) -> None:
         nonlocal done, stopped, remaining
-        order = sorted(plan, key=lambda k: plan[k] * _priority(by_key[k][0]), reverse=True)
+        order = sorted(plan, key=lambda k: plan[k] * priority(by_key[k][0]), reverse=True)
         for index, key in enumerate(order):
             task, ext = by_key[key]
             n = min(plan[key], remaining)
@@ -516,7 +454,7 @@ def _tune(extracted, tasks, remaining, db_path: Path, session: _Session, log: Lo
             gflops = f", {task.flops / task.best_secs / 1e9:.1f} GFLOPS" if task.best_secs and task.flops > 1 else ""
             log(
                 f"tuning [{phase} {index + 1}/{len(order)}] {task.name} (x{task.weight}): {measured} trials in "
-                f"{elapsed:.0f} s, best {best}{gflops}; {done}/{total_budget} trials, {_estimate(tasks)}"
+                f"{elapsed:.0f} s, best {best}{gflops}; {done}/{total_budget} trials, {estimate_text(tasks)}"
             )
 
     run(first_round_plan(tasks, remaining), "first round")
@@ -527,13 +465,3 @@ def _tune(extracted, tasks, remaining, db_path: Path, session: _Session, log: Lo
             break
         run(plan, "by latency share")
     return granted
-
-
-def _estimate(tasks: list[TaskInfo]) -> str:
-    known = [task for task in tasks if task.best_secs is not None]
-    if not known:
-        return "no estimate yet"
-    estimate = sum(task.weight * task.best_secs for task in known) * 1000
-    if len(known) == len(tasks):
-        return f"estimated latency {estimate:.2f} ms"
-    return f"estimated latency >= {estimate:.2f} ms ({len(tasks) - len(known)} kernels not measured yet)"

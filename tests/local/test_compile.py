@@ -17,8 +17,7 @@ import pytest
 
 from airflow_neo import runtime
 from airflow_neo.core.exceptions import NeoError
-from airflow_neo.local import compiler as compiler_module
-from airflow_neo.local import targets
+from airflow_neo.local import frontends, targets
 from airflow_neo.local.compiler import InputSpec, compile_model
 from airflow_neo.local.errors import (
     CompilationError,
@@ -333,7 +332,7 @@ def test_missing_python_package_is_named(cnn, tmp_path, monkeypatch):
     def no_onnx(*args, **kwargs):
         raise ModuleNotFoundError("No module named 'onnx'", name="onnx")
 
-    monkeypatch.setitem(compiler_module._IMPORTERS, "ONNX", no_onnx)
+    monkeypatch.setitem(frontends.IMPORTERS, "ONNX", no_onnx)
     error = _failure(cnn, tmp_path, CompilationError)
     assert re.search(r"package 'onnx' is not installed.*pip install onnx", str(error))
 
@@ -400,7 +399,7 @@ def test_corrupt_model_files(tmp_path):
 
 
 def test_match_inputs_rules():
-    match = compiler_module._match_inputs
+    match = frontends.match_inputs
     declared = [InputSpec("x", [None, 16, 64], "float32"), InputSpec("mask", [None, 16], "int64")]
     resolved = match("ONNX", declared, {"x": [2, 16, 64], "mask": [2, 16]}, None)
     assert [(s.name, s.shape, s.dtype) for s in resolved] == [("x", [2, 16, 64], "float32"), ("mask", [2, 16], "int64")]

@@ -9,7 +9,8 @@ Invariants:
   compile function gets ``work_dir``, ``tuning_trials`` and ``tuning_database`` from it as
   arguments); the child reads no configuration from its environment;
 * the child's scratch files stay inside the work dir the runner gave it (its temporary directory
-  is ``<work dir>/tmp``), which the runner removes whatever happens to the child;
+  is ``<work dir>/tmp``); :meth:`CompileChild.run` removes that dir once the child is gone, and
+  the job removes its whole work dir in ``finally`` whatever happens;
 * it sends ``("log", line)`` messages, then exactly one ``("ok", metadata)`` or
   ``("error", class name, message, kind, traceback)``; :meth:`CompileChild.run` reads them in one
   loop, checks the job's interrupts between them, kills the child's process group when the job
@@ -24,6 +25,7 @@ import json
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -210,6 +212,7 @@ class CompileChild:
                 kill_process_tree(proc)
             proc.join()
             reader.close()
+            shutil.rmtree(work_dir, ignore_errors=True)  # the extracted model is not needed any more
         return self._outcome(result, proc.exitcode)
 
     def _receive(self, reader, proc, check: Callable[[], None]) -> tuple | None:
