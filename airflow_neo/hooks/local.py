@@ -205,14 +205,20 @@ class LocalNeoHook(CompilationJobHook, BaseHook):
     def create_compilation_job(self, request: dict | ValidatedRequest, *, tuning_trials: int | None = None) -> dict:
         """Validate, record the job (STARTING) and start its runner; return the create response.
 
+        Raises InvalidCompilationRequest, with nothing recorded, for a bad request and for what
+        the local backend knows it cannot do (framework, target, a missing model file: see
+        :mod:`airflow_neo.local.preflight`).
+
         :param tuning_trials: MetaSchedule trials the model may get (default ``[neo] tuning_trials``;
             0: no tuning, records already in the tuning database are still applied). See
             :mod:`airflow_neo.local.tuning`.
         """
+        from airflow_neo.local.preflight import check_local_request
         from airflow_neo.local.runner import launch_detached
 
         config = self.job_config.with_tuning_trials(tuning_trials)
         request = self.validate(request)
+        check_local_request(request)  # what would surely fail is refused now; nothing is recorded
         name = request.name
         uses_s3 = _uses_s3(request.payload)
         if uses_s3:

@@ -40,9 +40,13 @@ class InputSpec:
     shape: list[int | None] | None
     dtype: str | None
 
+    @property
+    def shape_text(self) -> str:
+        """``[1, 3, ?, ?]`` (``?`` for a dynamic dim), or ``?`` when the rank is unknown."""
+        return "?" if self.shape is None else "[" + ", ".join("?" if d is None else str(d) for d in self.shape) + "]"
+
     def describe(self) -> str:
-        shape = "?" if self.shape is None else "[" + ", ".join("?" if d is None else str(d) for d in self.shape) + "]"
-        return f"{self.name} {shape} {self.dtype or '?'}"
+        return f"{self.name} {self.shape_text} {self.dtype or '?'}"
 
 
 @dataclass
@@ -132,7 +136,7 @@ def match_inputs(
                 if len(shape) != len(spec.shape):
                     raise ModelInputError(
                         f"DataInputConfig gives input {spec.name!r} rank {len(shape)} {shape}, but the model declares "
-                        f"rank {len(spec.shape)} {spec.describe().split(' ')[1]}; the model's inputs are: "
+                        f"rank {len(spec.shape)} {spec.shape_text}; the model's inputs are: "
                         f"{_model_inputs_text(model_inputs)}"
                     )
                 fixed = [(i, d, s) for i, (d, s) in enumerate(zip(shape, spec.shape)) if s is not None and d != s]

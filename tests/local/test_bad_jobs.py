@@ -101,13 +101,18 @@ FAILED_CASES = {
     "symlink": (symlink, ["link"]),
     "missing-model": (missing_model, ["README.txt", "weights.bin"]),
     "wrong-input-name": (wrong_input_name, ["input0", "data"]),
-    "wrong-rank": (wrong_rank, ["rank"]),
+    "wrong-rank": (wrong_rank, ["rank 3 [1, 3, 32]", "rank 4 [1, 3, 32, 32]"]),
     "unsupported-op": (unsupported_op, ["Celu", "LpNormalization"]),
-    "unsupported-framework": (unsupported_framework, ["MXNET", "ONNX"]),
-    "unsupported-target": (unsupported_target, ["not supported by the local backend"]),
     "bogus-mcpu": (bogus_mcpu, ["pentium-9000"]),
-    "missing-input-file": (missing_input_file, ["does not exist"]),
     "time-out": (time_out, ["MaxRuntimeInSeconds"]),
+}
+
+# Static facts the local backend knows at create time: refused there, nothing recorded.
+# (builder, field the error names, words it must contain)
+REFUSED_CASES = {
+    "unsupported-framework": (unsupported_framework, "InputConfig.Framework", ["MXNET", "ONNX"]),
+    "unsupported-target": (unsupported_target, "OutputConfig.TargetDevice", ["jetson_nano", "not supported by the local backend"]),
+    "missing-input-file": (missing_input_file, "InputConfig.S3Uri", ["does not exist", "file:///absolute/path"]),
 }
 
 
@@ -161,8 +166,27 @@ def _wait_for_runner_exit(hook, name, timeout=30.0):
         time.sleep(0.1)
 
 
+@pytest.mark.parametrize("case", list(REFUSED_CASES))
+def test_what_surely_fails_is_refused_at_create_and_records_nothing(hook, tmp_path, case):
+    builder, field, words = REFUSED_CASES[case]
+    archive, changes = builder(tmp_path / "model")
+    out = tmp_path / "out"
+    with pytest.raises(InvalidCompilationRequest) as err:
+        hook.create_compilation_job(_request(case, archive, out, changes))
+    message = str(err.value)
+    assert field in message, message
+    for word in words:
+        assert word in message, message
+    assert hook.list_compilation_jobs() == [], "nothing recorded"
+    assert not out.exists()
+    assert not hook.store.log_path(case).exists(), "no runner started"
+    fixed = _request(case, write_sample_archive(tmp_path / "good" / "model.tar.gz"), out, {})
+    assert hook.create_compilation_job(fixed)["CompilationJobArn"].endswith(f"/{case}"), "the name was not taken"
+    hook.stop_compilation_job(case)
+
+
 def test_table_covers_enough_cases():
-    assert len(FAILED_CASES) + 4 >= 15  # + the raising cases below
+    assert len(FAILED_CASES) + len(REFUSED_CASES) + 4 >= 15  # + the raising cases below
 
 
 def test_invalid_request_raises_and_records_nothing(hook, tmp_path):
