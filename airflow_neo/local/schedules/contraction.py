@@ -13,8 +13,10 @@ Invariants:
 
 * Operands indexed by the vector var are re-laid out so that var is innermost: constant weights by
   a folded copy (panel layout ``[vector outer, ..., vector inner]``), internal buffers such as
-  ``pad_temp`` in place, other parameters by a per-call copy. Operands not indexed by it are
-  broadcast (one scalar load per FMA row).
+  ``pad_temp`` in place, other parameters by a per-call copy. An internal buffer read along the
+  vector var with a stride ``s`` (stride-2 depthwise conv, pooling) is deinterleaved
+  (``x -> (x % s, x // s)``) so its vector loads are contiguous. Operands not indexed by the
+  vector var are broadcast (one scalar load per FMA row).
 * The accumulator is an internal buffer whose tile is ``[register inner][vector inner]``
   contiguous (the output is cached first when the block wrote a parameter directly).
 * Fused element-wise tails are inlined into one block that runs per tile, while the accumulator
@@ -78,10 +80,21 @@ def _pack_operands(sch, facts: FuncFacts, plan: TilePlan) -> list[str]:
     var = plan.vector.var
     for load in plan.operands:
         dims = [d for d, index in enumerate(load.indices) if any(v.same_as(var) for v in used_vars(index))]
-        if len(dims) != 1 or linear_coefficient(load.indices[dims[0]], var) != 1:
-            continue  # not indexed by the vector var (a broadcast), or not contiguously
+        if len(dims) != 1:
+            continue  # not indexed by the vector var: a broadcast
         dim = dims[0]
         extent = int(load.source.shape[dim])
+        stride = linear_coefficient(load.indices[dim], var)
+        if stride is not None and stride > 1:
+            if dim == len(load.indices) - 1 and extent % stride == 0 and facts.producers(load.source):
+                # a strided window (stride-2 depthwise conv or pooling): deinterleave the padded
+                # input once so the vector loads become contiguous
+                index_map = _deinterleave(dim, stride)
+                if try_(pack_read, sch, plan.main.rv, load.source, index_map, constant=False, param=False):
+                    packed.append(f"{load.source.name} (deinterleaved by {stride})")
+            continue
+        if stride != 1:
+            continue
         if extent % plan.vector_inner:
             continue
         constant = facts.is_layout_free(load.source)
@@ -96,6 +109,13 @@ def _pack_operands(sch, facts: FuncFacts, plan: TilePlan) -> list[str]:
         if try_(pack_read, sch, plan.main.rv, buffer, index_map, constant=constant, param=param):
             packed.append(f"{buffer.name}{' (folded)' if constant else ''}")
     return packed
+
+
+def _deinterleave(dim: int, stride: int):
+    def index_map(*index):
+        return (*index[:dim], index[dim] % stride, index[dim] // stride, *index[dim + 1 :])
+
+    return index_map
 
 
 def _prepare_output(sch, facts: FuncFacts, plan: TilePlan):

@@ -13,7 +13,9 @@ Invariants:
 * With a weight (the constant operand, ``layout_free_buffers``, or else a convolution's kernel:
   the operand read without a sliding window) the vector var is the weight's output-channel var
   (the spatial var indexing it), so each FMA loads one contiguous weight vector and broadcasts
-  one data element; without one it is the innermost output var with extent > 1.
+  one data element. Depthwise convolutions (the data's channel index is the output channel),
+  pooling and products of two activations vectorize the innermost output var with extent > 1
+  instead (the output width, ``N`` of a matmul): the data are read along it.
 * The register budget keeps ``register_inner * vectors + vectors + 2`` within the target's
   SIMD registers.
 * ``name`` says which op class the rule recognised; it is what the report shows.
@@ -80,59 +82,62 @@ def make_plan(facts: FuncFacts, main: BlockFacts, cpu) -> TilePlan | None:
     if len(out_order) != sum(1 for it in main.iters if it.kind == SPATIAL):
         return None  # the output is not indexed by plain spatial vars
     dtype = str(main.writes[0].buffer.dtype)
-    weight = None
-    if len(operands) == 2:
-        constant = [ld for ld in operands if facts.is_layout_free(ld.source)]
-        fixed = [ld for ld in operands if not _sliding(main, ld)]
-        if len(constant) == 1:
-            weight = constant[0]
-        elif len(fixed) == 1:
-            weight = fixed[0]  # a convolution's kernel passed at run time
-    vector = None
+    weight = _weight(facts, main, operands)
+    data = [ld for ld in operands if ld is not weight]
+    channel = None
     if weight is not None:
         in_weight = [it for it in out_order if _uses(weight, it.var) and it.extent > 1]
-        vector = in_weight[-1] if in_weight else None
-    if vector is None and len(operands) == 1:
-        # pooling: the innermost output var the input reads at a plain (window-free) index
-        plain = [it for it in out_order if it.extent > 1 and _plain_in(operands[0], it.var)]
-        vector = plain[-1] if plain else None
-    if vector is None:
+        channel = in_weight[-1] if in_weight else None
+    name = _classify(main, operands, weight, data, channel)
+    if channel is not None and not name.endswith("-depthwise"):
+        vector = channel
+    else:
+        # depthwise conv, pooling, products of two activations: along the innermost output var
+        # (data are read contiguously, or deinterleaved when strided; see contraction.py)
         wide = [it for it in out_order if it.extent > 1]
         if not wide:
             return None
         vector = wide[-1]
-    lanes = cpu.lanes(dtype)
-    others = [ld for ld in operands if ld is not weight]
     candidates = [
         it for it in out_order
         if it is not vector and it.extent > 1 and (weight is None or not _uses(weight, it.var))
-        and any(_uses(ld, it.var) for ld in others)
+        and any(_uses(ld, it.var) for ld in data)
     ]
     register = candidates[-1] if candidates else None
-    vector_inner = vector_split(vector.extent, lanes, 2 if register is not None else 4)
-    vectors = -(-vector_inner // lanes)
-    budget = max(1, cpu.vector_registers - vectors - 2)
-    register_inner = 1
-    if register is not None:
-        register_inner = divisor_at_most(register.extent, max(1, budget // vectors))
-        if register_inner < 3 and vector_inner > lanes:
-            # a poor divisor (a prime extent): trade vector width for register rows
-            vector_inner = vector_split(vector.extent, lanes, 1)
-            vectors = -(-vector_inner // lanes)
-            register_inner = divisor_at_most(register.extent, max(1, (cpu.vector_registers - vectors - 2) // vectors))
-    name = _classify(main, operands, weight, vector)
+    vector_inner, register_inner = _tile(vector, register, cpu.lanes(dtype), cpu.vector_registers)
     return TilePlan(name, main, operands, weight, vector, vector_inner, register, register_inner, dtype)
 
 
-def _plain_in(load, var) -> bool:
-    return any(len(used_vars(index)) == 1 and used_vars(index)[0].same_as(var) for index in load.indices)
+def _weight(facts: FuncFacts, main: BlockFacts, operands):
+    """The constant operand, or else a convolution's kernel (read without a sliding window)."""
+    if len(operands) != 2:
+        return None
+    constant = [ld for ld in operands if facts.is_layout_free(ld.source)]
+    if len(constant) == 1:
+        return constant[0]
+    fixed = [ld for ld in operands if not _sliding(main, ld)]
+    return fixed[0] if len(fixed) == 1 else None
 
 
-def _classify(main: BlockFacts, operands, weight, vector) -> str:
+def _tile(vector, register, lanes: int, registers: int) -> tuple[int, int]:
+    """``(vector_inner, register_inner)`` within the register budget, both dividing their extents."""
+    vector_inner = vector_split(vector.extent, lanes, 2 if register is not None else 4)
+    if register is None:
+        return vector_inner, 1
+    vectors = -(-vector_inner // lanes)
+    register_inner = divisor_at_most(register.extent, max(1, (registers - vectors - 2) // vectors))
+    if register_inner < 3 and vector_inner > lanes:
+        # a poor divisor (a prime extent): trade vector width for register rows
+        vector_inner = vector_split(vector.extent, lanes, 1)
+        vectors = -(-vector_inner // lanes)
+        register_inner = divisor_at_most(register.extent, max(1, (registers - vectors - 2) // vectors))
+    return vector_inner, register_inner
+
+
+def _classify(main: BlockFacts, operands, weight, data, channel) -> str:
     spatial_dims = len(main.writes[0].indices) - 2
     if len(operands) == 1:
         return f"pool{max(spatial_dims, 1)}d"
-    data = [ld for ld in operands if ld is not weight]
     sliding = any(_sliding(main, ld) for ld in operands)
     if not sliding:
         shared = [it for it in main.iters if it.kind == SPATIAL and all(_uses(ld, it.var) for ld in operands) and it.extent > 1]
@@ -140,15 +145,12 @@ def _classify(main: BlockFacts, operands, weight, vector) -> str:
             return "dense"
         return "batch-matmul" if shared else "matmul"
     conv = f"conv{max(spatial_dims, 1)}d"
-    window = [
-        it for it in main.iters
-        if it.kind == REDUCE and any(_sliding_dim(main, ld, it.var) for ld in data)
-    ]
-    if data and any(_uses(ld, vector.var) for ld in data):
-        channel = [index for ld in data for index in ld.indices if any(v.same_as(vector.var) for v in used_vars(index))]
-        if channel and all(linear_coefficient(index, vector.var) == 1 for index in channel):
+    if channel is not None and any(_uses(ld, channel.var) for ld in data):
+        indices = [index for ld in data for index in ld.indices if any(v.same_as(channel.var) for v in used_vars(index))]
+        if indices and all(linear_coefficient(index, channel.var) == 1 for index in indices):
             return f"{conv}-depthwise"
         return f"{conv}-grouped"
+    window = [it for it in main.iters if it.kind == REDUCE and any(_sliding_dim(main, ld, it.var) for ld in data)]
     if all(it.extent == 1 for it in window):
         return f"{conv}-pointwise"
     return conv
