@@ -52,9 +52,12 @@ def apply_plan(sch, facts: FuncFacts, plan: TilePlan, cpu) -> str:
     if tail is not None and not try_(sch.reverse_compute_at, tail, anchor, True):
         tail = None
     if tail is not None:
-        loops = sch.get_loops(tail)
+        loops = _loops_below(sch, tail, anchor)
         if loops and (extent_of(sch, loops[-1]) or 1) > 1:
             try_(sch.vectorize, loops[-1])
+        for loop in loops[:-1]:
+            # constant accumulator indices everywhere, so LLVM keeps the tile in registers
+            try_(sch.unroll, loop)
     tiled = sch.get(sch.get_loops(main)[0])
     for rv in sch.get_child_blocks(sch.get_sblock("root")):
         loops = sch.get_loops(rv)
@@ -66,6 +69,15 @@ def apply_plan(sch, facts: FuncFacts, plan: TilePlan, cpu) -> str:
     if packed:
         detail += ", packed " + ", ".join(packed)
     return detail
+
+
+def _loops_below(sch, block, anchor) -> list:
+    loops = sch.get_loops(block)
+    target = sch.get(anchor)
+    for position, loop in enumerate(loops):
+        if sch.get(loop).same_as(target):
+            return loops[position + 1 :]
+    return []
 
 
 def _inline_producers(sch, facts: FuncFacts, plan: TilePlan) -> None:
