@@ -11,8 +11,11 @@ For each model (plain ``torch.nn`` definitions, seeded random weights, exported 
 
 All three run in this one process, side by side, with the same thread count (``TVM_NUM_THREADS``
 and ``intra_op_num_threads``), batch 1, in interleaved rounds; each row reports the best round's
-median (the machine may be shared). Today's path is slow (seconds per ResNet-50 inference), so it
-gets fewer runs; ``--skip-today`` leaves it out.
+median and the 1-minute load average around the timing (the machine may be shared: on an
+oversubscribed machine onnxruntime's spinning thread pool loses more than TVM's, so compare
+``--threads 1`` too). Today's path is slow (seconds per ResNet-50 inference), so it gets fewer
+runs; ``--skip-today`` leaves it out. ``compile s`` is import + zero pipeline + schedules +
+``tvm.compile``; ``(today)`` the same without the schedules.
 
 Usage::
 
@@ -251,21 +254,24 @@ def bench_model(name: str, work: Path, args) -> dict:
         today, row["today_compile_s"], _ = build(onnx_path, shape, target, schedules=False)
         engines["today"] = lambda: today["main"](tensor)
         runs["today"] = args.today_runs
+    row["load_before"] = round(os.getloadavg()[0], 2)
     best = measure(engines, runs, args.rounds)
+    row["load_after"] = round(os.getloadavg()[0], 2)
     row.update({f"{engine}_ms": round(ms, 3) for engine, ms in best.items()})
     row["ratio"] = round(best["scheduled"] / best["onnxruntime"], 2)
     return row
 
 
 def print_table(rows: list[dict]) -> None:
-    header = f"{'model':<12} {'today ms':>10} {'scheduled ms':>13} {'onnxruntime ms':>15} {'ratio':>6} {'compile s':>10} {'(today)':>8} {'max err':>8}"
+    header = (f"{'model':<12} {'today ms':>10} {'scheduled ms':>13} {'onnxruntime ms':>15} {'ratio':>6} "
+              f"{'compile s':>10} {'(today)':>8} {'max err':>8} {'load':>10}")
     print(header)
     print("-" * len(header))
     for r in rows:
         today = f"{r['today_ms']:.1f}" if "today_ms" in r else "-"
         today_c = f"{r['today_compile_s']:.1f}" if "today_compile_s" in r else "-"
         print(f"{r['model']:<12} {today:>10} {r['scheduled_ms']:>13.2f} {r['onnxruntime_ms']:>15.2f} {r['ratio']:>6.2f} "
-              f"{r['compile_s']:>10.1f} {today_c:>8} {r['max_abs_err']:>8.1e}")
+              f"{r['compile_s']:>10.1f} {today_c:>8} {r['max_abs_err']:>8.1e} {r['load_before']:>4.1f}-{r['load_after']:<4.1f}")
     ratios = [r["ratio"] for r in rows]
     if ratios:
         print(f"scheduled / onnxruntime: median {statistics.median(ratios):.2f}x, worst {max(ratios):.2f}x")

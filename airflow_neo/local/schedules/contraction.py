@@ -179,8 +179,9 @@ def _tile_loops(sch, plan: TilePlan):
     for loop in outer:
         total *= extent_of(sch, loop) or 1
     fuse = list(outer)
-    if total < MIN_PARALLEL and register_outer is not None:
-        fuse.append(register_outer)
+    register_in_parallel = total < MIN_PARALLEL and register_outer is not None
+    if register_in_parallel:
+        fuse.append(register_outer)  # too few outer iterations to keep the threads busy
     fused = sch.fuse(*fuse) if len(fuse) > 1 else fuse[0]
     try_(sch.parallel, fused)
     if register_inner_loop is not None and plan.register_inner > 1:
@@ -191,6 +192,6 @@ def _tile_loops(sch, plan: TilePlan):
         init_loops = sch.get_loops(init)
         if init_loops:
             try_(sch.vectorize, init_loops[-1])
-    if register_outer is not None and register_outer not in fuse:
+    if register_outer is not None and not register_in_parallel:
         return register_outer
     return fused
