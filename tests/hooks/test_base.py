@@ -153,9 +153,12 @@ def test_local_create_path_validates_once(tmp_path, monkeypatch, given):
     from airflow_neo.core import validation
     from airflow_neo.local import runner
 
+    model = tmp_path / "models" / "m.tar.gz"  # create refuses a model file that does not exist
+    model.parent.mkdir()
+    model.write_bytes(b"model")
     request = valid_request(
         "once",
-        InputConfig={"S3Uri": "file:///models/m.tar.gz", "Framework": "ONNX"},
+        InputConfig={"S3Uri": model.as_uri(), "Framework": "ONNX"},
         OutputConfig={"S3OutputLocation": str(tmp_path / "out"), "TargetDevice": "ml_c5"},
     )
     if given == "validated":
@@ -166,7 +169,7 @@ def test_local_create_path_validates_once(tmp_path, monkeypatch, given):
     monkeypatch.setattr(runner, "launch_detached", lambda store, name, **kwargs: 4242)
     hook = get_neo_hook("local", aws_conn_id=None, local_store=str(tmp_path / "jobs.sqlite"))
     assert hook.create_compilation_job(request)["CompilationJobArn"].endswith("compilation-job/once")
-    assert hook.describe_compilation_job("once")["InputConfig"]["S3Uri"] == "file:///models/m.tar.gz"
+    assert hook.describe_compilation_job("once")["InputConfig"]["S3Uri"] == model.as_uri()
     assert len(calls) == (1 if given == "dict" else 0)
 
 
