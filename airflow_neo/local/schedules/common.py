@@ -20,6 +20,9 @@ from tvm import s_tir
 MIN_PARALLEL = 16
 #: stop fusing outer loops into the parallel loop past this many iterations
 ENOUGH_PARALLEL = 256
+#: loop nests doing less work than this (elements, or multiply-adds) stay on one thread: waking
+#: the thread pool costs a few microseconds
+MIN_PARALLEL_WORK = 16384
 PREPROC = "meta_schedule.layout_rewrite_preproc"
 
 
@@ -72,9 +75,12 @@ def schedule_spatial(sch, block_rv, lanes: int) -> bool:
     extents = [extent_of(sch, loop) for loop in loops]
     if not loops or any(e is None for e in extents):
         return False
+    work = 1
+    for extent in extents:
+        work *= extent
     done = False
     inner = loops[-1]
-    if extents[-1] > 1 and len(loops) >= 1:
+    if extents[-1] > 1:
         width = vector_split(extents[-1], lanes, 1)
         if width > 1 and width < extents[-1]:
             outer, vec = sch.split(inner, [None, width])
@@ -90,7 +96,7 @@ def schedule_spatial(sch, block_rv, lanes: int) -> bool:
             break
         total *= extent
         count += 1
-    if count and total > 1:
+    if count and total > 1 and work >= MIN_PARALLEL_WORK:
         fused = sch.fuse(*loops[:count]) if count > 1 else loops[0]
         done = try_(sch.parallel, fused) or done
     return done
@@ -135,4 +141,6 @@ def finish_module(mod):
     from tvm import relax
 
     mod = relax.transform.SplitLayoutRewritePreproc()(mod)
-    return relax.transform.FoldConstant()(mod)
+    mod = relax.transform.FoldConstant()(mod)
+    # the folded packing kernels are no longer called: drop them (tvm.compile would build them)
+    return relax.transform.DeadCodeElimination()(mod)

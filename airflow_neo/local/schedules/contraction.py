@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from .common import (
     MIN_PARALLEL,
+    MIN_PARALLEL_WORK,
     extent_of,
     is_preproc,
     pack_read,
@@ -183,7 +184,11 @@ def _tile_loops(sch, plan: TilePlan):
     if register_in_parallel:
         fuse.append(register_outer)  # too few outer iterations to keep the threads busy
     fused = sch.fuse(*fuse) if len(fuse) > 1 else fuse[0]
-    try_(sch.parallel, fused)
+    work = 1
+    for it in iters:
+        work *= it.extent
+    if work >= MIN_PARALLEL_WORK:
+        try_(sch.parallel, fused)
     if register_inner_loop is not None and plan.register_inner > 1:
         sch.unroll(register_inner_loop)
     sch.vectorize(vector_inner_loop)

@@ -29,12 +29,6 @@ class Access:
     buffer: object
     indices: list
 
-    def vars_of_dim(self, dim: int) -> set:
-        return used_vars(self.indices[dim])
-
-    def dims_using(self, var) -> list[int]:
-        return [dim for dim, index in enumerate(self.indices) if any(v.same_as(var) for v in used_vars(index))]
-
 
 @dataclass
 class Iter:
@@ -84,9 +78,6 @@ class FuncFacts:
 
     def producers(self, buffer) -> list[BlockFacts]:
         return [b for b in self.blocks if any(w.buffer.same_as(buffer) for w in b.writes)]
-
-    def consumers(self, buffer) -> list[BlockFacts]:
-        return [b for b in self.blocks if any(r.buffer.same_as(buffer) for r in b.reads)]
 
 
 def used_vars(expr) -> list:

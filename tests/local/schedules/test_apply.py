@@ -111,3 +111,16 @@ def test_report_names_a_rule_for_every_kernel_of_a_small_cnn():
     assert not report["unscheduled"] and not report["generic"]
     assert all(k["rule"] and k["detail"] for k in report["kernels"])
     assert lines[0].startswith("default schedules: ")
+
+
+def test_conv_kernel_is_parallel_vectorized_and_its_weights_folded():
+    from airflow_neo.local.schedules import apply_default_schedules
+
+    target = tvm.target.Target({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "haswell"})
+    mod, report = apply_default_schedules(fuse(_conv_dense_graph(), target), target, log=lambda _: None)
+    [conv] = [k["kernel"] for k in report["kernels"] if k["rule"] == "conv2d"]
+    kernels = {gv.name_hint: f for gv, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)}
+    [prepacked] = [name for name in kernels if name.startswith(conv) and name.endswith("_prepacked")]
+    text = kernels[prepacked].script()
+    assert "T.parallel" in text and "T.vectorized" in text and "T.unroll" in text
+    assert not any(name.endswith("_weight_prepack") for name in kernels)  # folded into a constant
