@@ -8,6 +8,8 @@ Invariants:
   var, in iter-var order (``trivial``). A block that breaks this is reported as such and the rules
   leave it alone.
 * Extents are Python ints when static, ``None`` when symbolic; rules that tile need static ones.
+* The records compare by identity (``eq=False``): TIR variables must never be compared with
+  ``==``, which builds an expression instead of answering.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from tvm.ir.expr import Call, TensorLoad
 SPATIAL, REDUCE, OTHER = "S", "R", "O"
 
 
-@dataclass
+@dataclass(eq=False)
 class Access:
     """One buffer access of a block: the buffer and its index expressions."""
 
@@ -30,14 +32,14 @@ class Access:
     indices: list
 
 
-@dataclass
+@dataclass(eq=False)
 class Iter:
     var: object
     kind: str  #: SPATIAL, REDUCE or OTHER
     extent: int | None
 
 
-@dataclass
+@dataclass(eq=False)
 class BlockFacts:
     rv: object  #: the SBlockRV
     name: str
@@ -63,7 +65,7 @@ class BlockFacts:
         return None
 
 
-@dataclass
+@dataclass(eq=False)
 class FuncFacts:
     blocks: list[BlockFacts]
     params: list  #: the function's buffer parameters, in order
