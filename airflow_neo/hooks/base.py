@@ -59,9 +59,19 @@ class CompilationJobHook(ABC):
     def validate(cls, config: dict | ValidatedRequest) -> ValidatedRequest:
         """The request validated once for this backend (a :class:`ValidatedRequest` is returned as it is).
 
-        Raises :class:`~airflow_neo.core.exceptions.InvalidCompilationRequest` listing every problem.
+        Raises :class:`~airflow_neo.core.exceptions.InvalidCompilationRequest` listing every problem,
+        the backend's own refusals (:meth:`check_backend`) included.
         """
-        return validate_request(config, allow_local_uris=cls.allow_local_uris)
+        request = validate_request(config, allow_local_uris=cls.allow_local_uris)
+        cls.check_backend(request)
+        return request
+
+    @classmethod
+    def check_backend(cls, request: ValidatedRequest) -> None:
+        """Raise InvalidCompilationRequest for what this backend surely cannot do (default: nothing).
+
+        Cheap and static (no call to the service, no compiler import): runs before anything is created.
+        """
 
     # -- one API operation each, per backend ------------------------------------------------
 

@@ -157,6 +157,17 @@ class LocalNeoHook(CompilationJobHook, BaseHook):
     backend = Backend.LOCAL
     allow_local_uris = True
 
+    @classmethod
+    def check_backend(cls, request: ValidatedRequest) -> None:
+        """What the local backend surely cannot do is refused before anything is recorded.
+
+        An unsupported framework or target, a model file that does not exist, a
+        ModelPackageVersionArn (:mod:`airflow_neo.local.preflight`; cheap, no TVM).
+        """
+        from airflow_neo.local.preflight import check_local_request
+
+        check_local_request(request)
+
     def __init__(
         self,
         aws_conn_id: str | None = "aws_default",
@@ -213,12 +224,10 @@ class LocalNeoHook(CompilationJobHook, BaseHook):
             0: no tuning, records already in the tuning database are still applied). See
             :mod:`airflow_neo.local.tuning`.
         """
-        from airflow_neo.local.preflight import check_local_request
         from airflow_neo.local.runner import launch_detached
 
         config = self.job_config.with_tuning_trials(tuning_trials)
         request = self.validate(request)
-        check_local_request(request)  # what would surely fail is refused now; nothing is recorded
         name = request.name
         uses_s3 = _uses_s3(request.payload)
         if uses_s3:

@@ -136,9 +136,11 @@ def test_factory_returns_the_contract_for_each_backend(tmp_path):
         get_neo_hook("azure")
 
 
-def test_validate_once_per_backend():
+def test_validate_once_per_backend(tmp_path):
     request = valid_request("v")
-    request["InputConfig"]["S3Uri"] = "file:///models/resnet.tar.gz"
+    model = tmp_path / "resnet.tar.gz"  # the local backend refuses a model file that does not exist
+    model.write_bytes(b"model")
+    request["InputConfig"]["S3Uri"] = model.as_uri()
     with pytest.raises(InvalidCompilationRequest, match="InputConfig.S3Uri"):
         NeoHook.validate(request)
     validated = LocalNeoHook.validate(request)

@@ -127,18 +127,28 @@ def test_local_compile_in_a_kubernetes_executor_pod_waits_instead_of_deferring(
 
 
 def test_failed_local_compile_fails_the_task_with_reason(store, tmp_path):
-    missing = tmp_path / "no-such" / "model.tar.gz"
-    with pytest.raises(AirflowException, match="FAILED: .*no-such"):
-        _op(local_request("local-missing", missing, tmp_path / "out"), store).execute(make_context())
-    payload = LocalNeoHook(store_path=store).describe_compilation_job("local-missing")
+    corrupt = tmp_path / "corrupt" / "model.tar.gz"
+    corrupt.parent.mkdir()
+    corrupt.write_bytes(b"\x1f\x8b\x08\x00not a gzip stream")
+    with pytest.raises(AirflowException, match="FAILED: .*tar.gz"):
+        _op(local_request("local-corrupt", corrupt, tmp_path / "out"), store).execute(make_context())
+    payload = LocalNeoHook(store_path=store).describe_compilation_job("local-corrupt")
     assert payload["CompilationJobStatus"] == "FAILED"
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
-def test_unsupported_target_ends_failed_naming_the_reason(store, sample_archive, tmp_path):
+def test_a_missing_model_file_fails_the_task_before_any_job(store, tmp_path):
+    missing = tmp_path / "no-such" / "model.tar.gz"
+    with pytest.raises(AirflowException, match="InputConfig.S3Uri.*no-such.*does not exist"):
+        _op(local_request("local-missing", missing, tmp_path / "out"), store).execute(make_context())
+    assert LocalNeoHook(store_path=store).list_compilation_jobs() == []
+
+
+def test_unsupported_target_fails_the_task_naming_the_reason(store, sample_archive, tmp_path):
     request = local_request("local-gpu", sample_archive, tmp_path / "out", TargetDevice="ml_p3")
-    with pytest.raises(AirflowException, match="not supported by the local backend"):
+    with pytest.raises(AirflowException, match="OutputConfig.TargetDevice.*not supported by the local backend"):
         _op(request, store).execute(make_context())
+    assert LocalNeoHook(store_path=store).list_compilation_jobs() == []
 
 
 def test_sensor_waits_for_a_local_job_started_elsewhere(store, sample_archive, tmp_path):

@@ -235,7 +235,7 @@ def test_hook_hands_tuning_and_cache_settings_to_the_runner(tmp_path, monkeypatc
     request = {
         "CompilationJobName": "tuned-job",
         "RoleArn": "arn:aws:iam::123456789012:role/neo",
-        "InputConfig": {"S3Uri": f"file://{tmp_path}/m.tar.gz", "DataInputConfig": '{"x": [1, 4]}', "Framework": "ONNX"},
+        "InputConfig": {"S3Uri": _existing_file(tmp_path / "m.tar.gz"), "DataInputConfig": '{"x": [1, 4]}', "Framework": "ONNX"},
         "OutputConfig": {"S3OutputLocation": f"file://{tmp_path}/out", "TargetDevice": "ml_c5"},
         "StoppingCondition": {"MaxRuntimeInSeconds": 600},
     }
@@ -387,3 +387,9 @@ def test_tuned_compile_then_records_reused(tmp_path):
         artifact = store.describe(name)["ModelArtifacts"]["S3ModelArtifacts"]
         got = runtime.load(artifact).run({"input0": data})[0]
         np.testing.assert_allclose(got, reference(data), rtol=1e-4, atol=1e-4)
+
+
+def _existing_file(path) -> str:
+    """A file:// URI of a file that exists (create refuses a model file that does not)."""
+    path.write_bytes(b"model")
+    return path.as_uri()
