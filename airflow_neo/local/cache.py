@@ -57,7 +57,9 @@ from airflow_neo.local.files import atomic_write_json, blake2b_file, flocked
 
 __all__ = ["ARTIFACT_NAME", "CacheHit", "CompileCache", "base_key", "normalized_request", "tool_versions"]
 
-CACHE_FORMAT = 1
+# 2: artifacts are built with the default CPU schedules (airflow_neo.local.schedules); a format-1
+# entry holds an artifact without them and is never reused.
+CACHE_FORMAT = 2
 ARTIFACT_NAME = "model.tar.gz"
 ENTRY_NAME = "entry.json"
 

@@ -127,7 +127,7 @@ def compile_model(
         out_dir = work / "out"
         out_dir.mkdir(exist_ok=True)
         library = out_dir / LIBRARY_NAME
-        tuning_report = None
+        tuning_report = schedules_report = None
         if framework == "XGBOOST":
             with _phase("import", timings, log):
                 tree_model, versions = _load_xgboost(model_file)
@@ -144,7 +144,7 @@ def compile_model(
                 log("inputs: " + "; ".join(spec.describe() for spec in imported.inputs))
             with _phase("build", timings, log):
                 tuning = _tuning_settings(validated.payload, started, tuning_trials, tuning_database, work)
-                executable, outputs, tuning_report = _build(imported, target, tuning, log)
+                executable, outputs, tuning_report, schedules_report = _build(imported, target, tuning, log)
             with _phase("export", timings, log):
                 _export_library(executable, library, compiler_path)
             inputs, versions = imported.inputs, imported.framework_versions
@@ -165,6 +165,8 @@ def compile_model(
         )
         if tuning_report is not None:
             metadata["tuning"] = tuning_report
+        if schedules_report is not None:
+            metadata["schedules"] = schedules_report
         _write_artifact(artifact_path, library, metadata)
     log(f"artifact: {artifact_path} ({os.path.getsize(artifact_path)} bytes) in {time.monotonic() - started:.2f} s")
     return metadata
@@ -317,8 +319,10 @@ def _build(imported: Imported, target: ResolvedTarget, tuning: dict | None = Non
         from airflow_neo.local.tuning import optimize
 
         mod, report = optimize(mod, target, log=log, **tuning)
-    executable = tvm.compile(mod, target=tvm_target)
-    return executable, outputs, report
+    from airflow_neo.local.schedules import compile_with_default_schedules
+
+    executable, schedules = compile_with_default_schedules(mod, tvm_target, log=log)
+    return executable, outputs, report, schedules
 
 
 def _output_specs(function, names: list[str]) -> list[InputSpec]:

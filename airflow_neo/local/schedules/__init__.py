@@ -10,7 +10,9 @@ vectorized loops for element-wise tails.
 Use (in the compile child, after ``relax.get_pipeline("zero")`` and any tuning, before
 ``tvm.compile``)::
 
-    mod, report = apply_default_schedules(mod, tvm_target, log=log)
+    executable, summary = compile_with_default_schedules(mod, tvm_target, log=log)
+
+(:func:`apply_default_schedules` alone returns the scheduled module and the full report.)
 
 Modules: :mod:`.cpu` (target facts), :mod:`.facts` (block analysis), :mod:`.plan` (tile plans),
 :mod:`.contraction`, :mod:`.reduction`, :mod:`.elementwise`, :mod:`.fallback` (the schedules),
@@ -20,5 +22,6 @@ Importing this package imports TVM: import it only where TVM is already loaded.
 """
 
 from .apply import apply_default_schedules
+from .build import compile_with_default_schedules, schedules_summary
 
-__all__ = ["apply_default_schedules"]
+__all__ = ["apply_default_schedules", "compile_with_default_schedules", "schedules_summary"]
