@@ -6,6 +6,13 @@ the target's tuning database applied, after spending up to the job's trial budge
 workloads that need it. Its report goes into the artifact's metadata (``metadata["tuning"]``) and
 keys the compile cache.
 
+Records versus default schedules (:mod:`airflow_neo.local.tuning_baseline`): where the target runs
+on this machine, each workload's default schedule is measured once (kept in the database
+directory) with the records' builder and runner, and a record is applied only where it is faster
+by more than ``tuning_baseline.MARGIN``; the other kernels are left for the default schedules.
+Where the target cannot be measured here (cross compiles), every record applies. The report's
+``kernels`` says per workload ``default_secs``, ``record_secs`` and ``used`` ("tuned"/"default").
+
 Budget semantics: ``trials`` is what the *model* should have had in total. The trials already
 granted to the model's workloads (by any job, for any model sharing them; kept in the database's
 ledger) count towards it, so a repeat compile of a tuned model measures nothing and only applies the
@@ -15,8 +22,8 @@ tunes on from where the database stands.
 Allocation (:mod:`airflow_neo.local.tuning_plan`): first one short round (``FIRST_ROUND`` trials) for each workload, biggest (FLOPs x
 occurrences) first, so that no kernel is left untuned (an untuned kernel is serial, unvectorized
 code and can dominate the model's latency); the rest in rounds of ``ROUND`` trials in proportion to
-each workload's share of the model's estimated latency (occurrences x best measured time), so the
-trials go where the time goes.
+each workload's share of the model's estimated latency (occurrences x the faster of its default
+schedule and its best record), so the trials go where the default schedules are weakest.
 
 Builder: a process pool kept for the whole job that builds candidates with plain ``tvm.build``
 (MetaSchedule's stock builder imports every CUDA tensor intrinsic in each fresh worker, 15-30 s a
@@ -40,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from airflow_neo.local import tuning_db
+from airflow_neo.local import tuning_baseline, tuning_db
 from airflow_neo.local.tuning_plan import (
     FIRST_ROUND,
     ROUND,
@@ -239,7 +246,7 @@ class _Session:
         self.builder = _make_builder(self.num_cores)
         self.runner = ms.runner.LocalRunner(
             timeout_sec=RUN_TIMEOUT_S,
-            evaluator_config=ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=50, enable_cpu_cache_flush=False),
+            evaluator_config=tuning_baseline.evaluator_config(),
         )
         try:
             import xgboost  # noqa: F401
@@ -272,6 +279,7 @@ def optimize(
     deadline: float | None = None,
     seed: int = 0,
     work_dir: str | os.PathLike | None = None,
+    rules: Any = None,
 ) -> tuple[Any, dict]:
     """Apply (and first tune, within ``trials``) the target's tuning database to the fused ``mod``.
 
@@ -283,6 +291,8 @@ def optimize(
         less the time the final build needs); tuning stops early, keeping what it measured.
     :param work_dir: the directory the scratch files (the database snapshot, MetaSchedule's logs)
         go under (the compile's work dir, which its owner removes); None: the system's temp dir.
+    :param rules: the default schedule rules the records are measured against (None: the
+        default ``DEFAULT_RULES``; see :mod:`airflow_neo.local.tuning_baseline`).
     :return: the module to build, and the report (``metadata["tuning"]``).
     """
     import tvm
@@ -338,8 +348,13 @@ def optimize(
             f"tuning: {len(tasks)} kernels ({sum(t.weight for t in tasks)} calls), budget {trials} trials, "
             f"{already} already in the database ({db_dir.name}), {remaining} to run"
         )
+        reason = tunable_here(target.target, runs_here=target.runs_here())
+        if reason is None:
+            _baselines(extracted, tasks, db_dir, tune_target, session, rules, tune=remaining > 0)
+            report["baseline"] = "default schedules measured here; records apply only where faster"
+        else:
+            report["baseline"] = f"not measured ({reason}): every record applies"
         if remaining > 0:
-            reason = tunable_here(target.target, runs_here=target.runs_here())
             if reason:
                 log(f"tuning: skipped: {reason}; applying the records the database has")
                 report["skipped"] = reason
@@ -352,19 +367,23 @@ def optimize(
                 log(f"tuning: {session.measured} new trials in {session.spent:.0f} s; {merged} records added to {db_dir}")
         report["notes"] = session.notes
         stats = tuning_db.scan(snap.directory, keys)
-        applied = [task for task in tasks if stats.get(task.key) and stats[task.key].best_secs is not None]
+        report["kernels"] = kernels = tuning_baseline.decide(tasks, stats, measured_here=reason is None)
+        applied = [task for task in tasks if kernels[task.key]["used"] == "tuned"]
         report["applied"] = len(applied)
         report["records_digest"] = tuning_db.records_digest(snap.directory, keys)
+        beaten = sum(1 for entry in kernels.values() if entry["record_secs"] is not None and entry["used"] == "default")
         if not applied:
-            log(f"tuning: no records for this model's {len(tasks)} kernels; building untuned kernels")
+            why = f"the default schedules are faster for all {beaten} with records" if beaten else "no records"
+            log(f"tuning: no tuning record applied to this model's {len(tasks)} kernels ({why})")
             return mod, report
-        if len(applied) == len(tasks):
-            estimate = sum(task.weight * stats[task.key].best_secs for task in tasks)
+        estimate = tuning_baseline.estimated_latency(kernels)
+        if estimate is not None:
             report["estimated_latency_ms"] = round(estimate * 1000, 3)
-            log(f"tuning: applying records for all {len(tasks)} kernels; estimated latency {estimate * 1000:.2f} ms")
-        else:
-            log(f"tuning: applying records for {len(applied)} of {len(tasks)} kernels; the others stay untuned")
-        database = ms.database.JSONDatabase(work_dir=str(snap.directory))
+        log(f"tuning: applying records for {len(applied)} of {len(tasks)} kernels"
+            + (f" ({beaten} records slower than the default schedule left unused)" if beaten else "")
+            + (f"; estimated latency {estimate * 1000:.2f} ms" if estimate is not None else ""))
+        chosen = tuning_baseline.filtered_database(snap.directory, work / "applied", [t.key for t in applied])
+        database = ms.database.JSONDatabase(work_dir=str(chosen))
         with tvm.transform.PassContext(), compile_target, database:
             tuned = relax.transform.MetaScheduleApplyDatabase()(marked)
             tuned = relax.transform.SplitLayoutRewritePreproc()(tuned)
@@ -374,6 +393,24 @@ def optimize(
     finally:
         session.close()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _baselines(extracted, tasks, db_dir: Path, tune_target, session: _Session, rules, *, tune: bool) -> None:
+    """Set each task's ``default_secs``: stored baselines, measuring (once) those still missing for
+    workloads that have a record or are about to be tuned."""
+    if rules is None:
+        from airflow_neo.local.schedules.rules import DEFAULT_RULES as rules
+    version = f"{tuning_baseline.schedules_version()}:{','.join(rule.name for rule in rules)}"
+    known = tuning_baseline.read_baselines(db_dir, version)
+    missing = {task.key: ext.dispatched[0]["main"] for task, ext in zip(tasks, extracted)
+               if task.key not in known and (tune or task.best_secs is not None)}
+    if missing:
+        session.start()
+        measured = tuning_baseline.measure_defaults(missing, tune_target, session.builder, rules, session.log)
+        tuning_baseline.store_baselines(db_dir, version, measured)
+        known.update(measured)
+    for task in tasks:
+        task.default_secs = known.get(task.key)
 
 
 def _tune(extracted, tasks, remaining, db_path: Path, session: _Session, log: Log, *, deadline, seed, work: Path) -> dict[str, int]:

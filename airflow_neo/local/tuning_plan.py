@@ -2,8 +2,8 @@
 
 First one short round (:data:`FIRST_ROUND` trials) for each workload, biggest (FLOPs x
 occurrences) first, so that no kernel is left untuned; the rest in rounds of :data:`ROUND` trials in
-proportion to each workload's share of the model's estimated latency (occurrences x best measured
-time), so the trials go where the time goes.
+proportion to each workload's share of the model's estimated latency (occurrences x the faster of its
+default schedule's and its best record's measured time), so the trials go where the time goes.
 
 Invariants: a plan never grants more than the trials it is given; workloads whose search space ran
 out, or that were tried and could never be measured, get no more. Nothing here imports TVM.
@@ -31,8 +31,15 @@ class TaskInfo:
     weight: int  #: occurrences in the model
     flops: float
     granted: int = 0  #: trials granted to it so far (ledger or records, the larger)
-    best_secs: float | None = None  #: best measured time, if any
+    best_secs: float | None = None  #: best measured time of its tuning records, if any
+    default_secs: float | None = None  #: its default schedule's measured time, if measured
     exhausted: bool = False  #: its search space ran out in this job (it measured fewer than granted)
+
+    @property
+    def time_secs(self) -> float | None:
+        """What the kernel costs now: the faster of its default schedule and its best record."""
+        known = [secs for secs in (self.best_secs, self.default_secs) if secs is not None]
+        return min(known) if known else None
 
     @property
     def worth_more_trials(self) -> bool:
@@ -59,14 +66,15 @@ def first_round_plan(tasks: list[TaskInfo], remaining: int, first_round: int = F
 
 def latency_share_plan(tasks: list[TaskInfo], remaining: int, round_size: int = ROUND) -> dict[str, int]:
     """``remaining`` trials in whole rounds, in proportion to each workload's share of the
-    estimated latency (weight x best time; a workload not tried yet counts as the slowest).
-    Workloads not :attr:`~TaskInfo.worth_more_trials` get none."""
+    estimated latency (weight x :attr:`~TaskInfo.time_secs`, the faster of the default schedule
+    and the best record, so trials go where the default schedules are weakest; a workload not
+    measured at all counts as the slowest). Workloads not :attr:`~TaskInfo.worth_more_trials` get none."""
     tasks = [task for task in tasks if task.worth_more_trials]
     if remaining <= 0 or not tasks:
         return {}
-    known = [t.best_secs for t in tasks if t.best_secs is not None]
+    known = [t.time_secs for t in tasks if t.time_secs is not None]
     fallback = max(known) if known else 1.0
-    share = {t.key: t.weight * (t.best_secs if t.best_secs is not None else fallback) for t in tasks}
+    share = {t.key: t.weight * (t.time_secs if t.time_secs is not None else fallback) for t in tasks}
     total = sum(share.values()) or 1.0
     units = remaining // round_size
     plan: dict[str, int] = {}

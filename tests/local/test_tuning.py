@@ -393,3 +393,155 @@ def _existing_file(path) -> str:
     """A file:// URI of a file that exists (create refuses a model file that does not)."""
     path.write_bytes(b"model")
     return path.as_uri()
+
+
+# ----------------------------------------------------------------------------- records versus default schedules
+
+
+def test_latency_share_counts_the_faster_of_default_schedule_and_record():
+    tasks = _tasks()[:2]
+    tasks[0].best_secs, tasks[0].default_secs = 4e-3, 1e-4  # the default schedule is far better
+    tasks[1].best_secs, tasks[1].default_secs = 2e-3, 3e-3
+    plan = latency_share_plan(tasks, remaining=64, round_size=16)
+    assert plan["conv-small"] > plan.get("conv-big", 0)
+
+
+def test_a_record_applies_only_when_it_beats_the_default_by_the_margin():
+    from airflow_neo.local.tuning_baseline import MARGIN, choose
+
+    assert choose(1e-3, 2e-3, measured_here=True) == "tuned"
+    assert choose(1e-3 * (1 - MARGIN / 2), 1e-3, measured_here=True) == "default"
+    assert choose(2e-3, 1e-3, measured_here=True) == "default"
+    assert choose(None, 1e-3, measured_here=True) == "default"
+    assert choose(2e-3, None, measured_here=True) == "tuned"  # the default could not be measured
+    assert choose(2e-3, None, measured_here=False) == "tuned"  # cross compile: records apply
+    assert choose(None, None, measured_here=False) is None
+
+
+def test_filtered_database_keeps_only_the_best_record_of_the_kept_workloads(tmp_path):
+    from airflow_neo.local.tuning_baseline import filtered_database
+
+    db = tmp_path / "db"
+    _write(db / tuning_db.WORKLOAD_FILE, [_workload("111"), _workload("222")])
+    _write(db / tuning_db.RECORD_FILE, [_record(0, 3e-3), _record(1, 1e-3), _record(0, 2e-3, "best")])
+    out = filtered_database(db, tmp_path / "out", ["111"])
+    assert [tuning_db._workload_hash(line) for line in _lines(out / tuning_db.WORKLOAD_FILE)] == ["111"]
+    stats = tuning_db.scan(out)
+    assert set(stats) == {"111"} and stats["111"].records == 1 and '"best"' in stats["111"].best_record
+
+
+def test_baselines_are_kept_per_schedules_version(tmp_path):
+    from airflow_neo.local import tuning_baseline as tb
+
+    tb.store_baselines(tmp_path, "v1", {"111": 1e-3, "222": None})
+    tb.store_baselines(tmp_path, "v1", {"333": 2e-3})
+    assert tb.read_baselines(tmp_path, "v1") == {"111": 1e-3, "222": None, "333": 2e-3}
+    tb.store_baselines(tmp_path, "v2", {"111": 5e-4})
+    assert tb.read_baselines(tmp_path, "v2") == {"111": 5e-4}
+    assert tb.read_baselines(tmp_path, "v1") == {}
+    assert len(tb.schedules_version()) == 16
+
+
+class _Target:
+    """The part of a ResolvedTarget that optimize() uses."""
+
+    def __init__(self, target: dict, here: bool = True):
+        self.target, self._here = target, here
+
+    def runs_here(self) -> bool:
+        return self._here
+
+
+def _dense_module():
+    """A fused Relax module with one tunable dense kernel (1x256 @ 256x64) and its weights."""
+    np = pytest.importorskip("numpy")
+    tvm = pytest.importorskip("tvm")
+    from tvm import relax
+    from tvm.target import codegen
+
+    weights = np.random.default_rng(0).standard_normal((256, 64)).astype("float32")
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 256), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            out = bb.emit_output(relax.op.matmul(x, relax.const(weights)))
+        bb.emit_func_output(out)
+    target = {"kind": "llvm", "mcpu": str(codegen.llvm_get_system_cpu())}
+    with tvm.target.Target(target):
+        mod = relax.get_pipeline("zero")(bb.get())
+    return mod, target, weights
+
+
+def _run_dense(mod, target, weights, log) -> None:
+    import numpy as np
+    import tvm
+    from tvm import relax
+
+    from airflow_neo.local.schedules import compile_with_default_schedules
+
+    executable, _ = compile_with_default_schedules(mod, tvm.target.Target(target), log=log)
+    data = np.random.default_rng(1).standard_normal((1, 256)).astype("float32")
+    got = relax.VirtualMachine(executable, tvm.cpu())["main"](tvm.runtime.tensor(data)).numpy()
+    np.testing.assert_allclose(got, data @ weights, rtol=1e-4, atol=1e-4)
+
+
+def _set_record_secs(db_dir: Path, secs: float) -> None:
+    """Every record of the database now says it ran in ``secs`` (a deliberately slow or fast record)."""
+    lines = []
+    for line in _lines(db_dir / tuning_db.RECORD_FILE):
+        index, record = json.loads(line)
+        record[1] = [secs]
+        lines.append(json.dumps([index, record]))
+    _write(db_dir / tuning_db.RECORD_FILE, lines)
+
+
+@pytest.fixture(scope="module")
+def tuned_dense(tmp_path_factory):
+    """The dense module tuned with 4 trials (its default schedule measured on the way)."""
+    pytest.importorskip("tvm")
+    from airflow_neo.local.tuning import optimize
+
+    mod, target, weights = _dense_module()
+    root = tmp_path_factory.mktemp("tuning")
+    lines: list[str] = []
+    _, report = optimize(mod, _Target(target), trials=4, database_root=root, log=lines.append)
+    return mod, target, weights, root, report, lines
+
+
+def test_default_schedule_is_measured_once_and_a_slow_record_is_not_applied(tuned_dense):
+    from airflow_neo.local.tuning import optimize
+
+    mod, target, weights, root, first, lines = tuned_dense
+    assert first["new_trials"] > 0 and sum("measured the default schedules" in line for line in lines) == 1
+    (key, entry), = ((k, e) for k, e in first["kernels"].items() if e["name"].startswith("matmul"))
+    assert entry["default_secs"] and entry["record_secs"]
+    assert entry["used"] == ("tuned" if entry["record_secs"] < entry["default_secs"] * 0.97 else "default")
+
+    _set_record_secs(Path(first["database"]), entry["default_secs"] * 10)  # a record far slower than the default
+    again: list[str] = []
+    tuned, report = optimize(mod, _Target(target), trials=4, database_root=root, log=again.append)
+    assert report["new_trials"] == 0
+    assert not any("measured the default schedules" in line for line in again)  # the stored baseline
+    assert report["kernels"][key]["default_secs"] == entry["default_secs"]
+    assert report["kernels"][key]["used"] == "default" and report["applied"] == 0
+    assert tuned is mod  # nothing applied: every kernel is left for the default schedules
+    _run_dense(tuned, target, weights, again.append)
+
+
+def test_a_record_faster_than_the_default_is_applied_and_cross_compiles_apply_records(tuned_dense):
+    from airflow_neo.local.tuning import optimize
+
+    mod, target, weights, root, first, _ = tuned_dense
+    key = next(k for k, e in first["kernels"].items() if e["name"].startswith("matmul"))
+    _set_record_secs(Path(first["database"]), first["kernels"][key]["default_secs"] / 10)
+    lines: list[str] = []
+    tuned, report = optimize(mod, _Target(target), trials=0, database_root=root, log=lines.append)
+    assert report["kernels"][key]["used"] == "tuned" and report["applied"] == 1
+    assert tuned is not mod and any("tirx.is_scheduled" in (func.attrs or {}) for _, func in tuned.functions_items())
+    _run_dense(tuned, target, weights, lines.append)
+
+    # a target that does not run here: nothing measured, the records apply as they are
+    _set_record_secs(Path(first["database"]), first["kernels"][key]["default_secs"] * 10)
+    _, cross = optimize(mod, _Target(target, here=False), trials=0, database_root=root, log=lines.append)
+    assert cross["kernels"][key]["used"] == "tuned" and cross["kernels"][key]["default_secs"] is None
+    assert cross["baseline"].startswith("not measured")
