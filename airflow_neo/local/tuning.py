@@ -406,7 +406,8 @@ def _baselines(extracted, tasks, db_dir: Path, tune_target, session: _Session, r
                if task.key not in known and (tune or task.best_secs is not None)}
     if missing:
         session.start()
-        measured = tuning_baseline.measure_defaults(missing, tune_target, session.builder, rules, session.log)
+        measured = tuning_baseline.measure_defaults(missing, tune_target, session.builder, session.runner,
+                                                   rules, session.log)
         tuning_baseline.store_baselines(db_dir, version, measured)
         known.update(measured)
     for task in tasks:

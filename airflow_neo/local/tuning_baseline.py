@@ -9,8 +9,9 @@ Invariants:
 
 * Same measurement as the records: a baseline is built by the tuning session's builder (which
   strips the weight-packing blocks, as for every candidate) and timed by a ``LocalRunner`` with the
-  records' evaluator settings (:func:`evaluator_config`), ``BASELINE_REPEATS`` times; the fastest
-  counts (a record's best is itself the fastest of many measurements).
+  records' evaluator settings (:func:`evaluator_config`: the session's own runner),
+  ``BASELINE_REPEATS`` times; the fastest counts (a record's best is itself the fastest of many
+  measurements).
 * The baseline schedule is what :func:`~airflow_neo.local.schedules.apply_default_schedules` gives
   the kernel: the first of the rules that takes it; the zero pipeline's loops when none does.
 * Baselines persist in the target database's directory (:data:`BASELINE_FILE`), keyed by workload
@@ -58,11 +59,11 @@ BASELINE_REPEATS = 3
 _SCHEDULES_DIR = Path(__file__).resolve().parent / "schedules"
 
 
-def evaluator_config(repeat: int = 1):
-    """The runner settings of every measurement: tuning candidates (``repeat=1``) and baselines."""
+def evaluator_config():
+    """The runner settings of every measurement: tuning candidates and default-schedule baselines."""
     from tvm.s_tir import meta_schedule as ms
 
-    return ms.runner.EvaluatorConfig(number=3, repeat=repeat, min_repeat_ms=50, enable_cpu_cache_flush=False)
+    return ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=50, enable_cpu_cache_flush=False)
 
 
 def schedules_version() -> str:
@@ -130,8 +131,9 @@ def default_scheduled(func, target, rules: Sequence[Any]):
     return tvm.IRModule({"main": func}), "none"
 
 
-def measure_defaults(funcs: dict[str, Any], target, builder, rules: Sequence[Any], log) -> dict[str, float | None]:
-    """Time each ``{workload hash: PrimFunc}`` under its default schedule (see the module docstring)."""
+def measure_defaults(funcs: dict[str, Any], target, builder, runner, rules: Sequence[Any], log) -> dict[str, float | None]:
+    """Time each ``{workload hash: PrimFunc}`` under its default schedule with the tuning session's
+    ``builder`` and ``runner`` (each built kernel runs ``BASELINE_REPEATS`` times; the fastest counts)."""
     from tvm.s_tir import meta_schedule as ms
 
     if not funcs:
@@ -144,7 +146,6 @@ def measure_defaults(funcs: dict[str, Any], target, builder, rules: Sequence[Any
         # the arguments as built: packed weights in their packed layout (as for tuning candidates)
         args[key] = ms.arg_info.ArgInfo.from_entry_func(mod, remove_preproc=True)
     built = builder.build(inputs)
-    runner = ms.runner.LocalRunner(timeout_sec=30.0, evaluator_config=evaluator_config(BASELINE_REPEATS))
     out: dict[str, float | None] = {key: None for key in keys}
     try:
         pending = [(key, result) for key, result in zip(keys, built) if result.artifact_path and not result.error_msg]
@@ -152,25 +153,24 @@ def measure_defaults(funcs: dict[str, Any], target, builder, rules: Sequence[Any
             if result.error_msg:
                 log(f"tuning: the default schedule of {funcs[key].attrs.get('global_symbol', key)} did not build: "
                     f"{_first_line(result.error_msg)}")
+        # LocalRunner leaves the artifacts in place (they are removed below), so each runs again
         futures = runner.run([
             ms.runner.RunnerInput(result.artifact_path, "cpu", args[key])
-            for key, result in pending
+            for key, result in pending for _ in range(BASELINE_REPEATS)
         ])
-        for (key, _), future in zip(pending, futures):
+        for index, future in enumerate(futures):
+            key = pending[index // BASELINE_REPEATS][0]
             result = future.result()
             secs = [float(value) for value in (result.run_secs or [])]
             if not result.error_msg and secs and max(secs) < tuning_db.INVALID_RUN_SECS:
-                out[key] = min(secs)
-            elif result.error_msg:
+                mean = sum(secs) / len(secs)
+                out[key] = mean if out[key] is None else min(out[key], mean)
+            elif result.error_msg and index % BASELINE_REPEATS == 0:
                 log(f"tuning: the default schedule of {key} did not run: {_first_line(result.error_msg)}")
     finally:
         for result in built:
             if result.artifact_path:
                 shutil.rmtree(os.path.dirname(result.artifact_path), ignore_errors=True)
-        try:
-            runner.pool.shutdown()
-        except Exception:  # noqa: BLE001
-            pass
     failed = [key for key in keys if out[key] is None]
     log(f"tuning: measured the default schedules of {len(keys)} kernels"
         + (f" ({len(failed)} could not be measured: their records apply)" if failed else ""))
