@@ -97,13 +97,14 @@ def get_provider_info() -> dict:
                             "hook's tuning_trials override it). Trials already spent on the model's kernels (by any "
                             "job) count towards it, so a repeat compile runs none and only applies the records. "
                             "About 1-2 s a trial on 2 cores; tuning also stops in time for the job's "
-                            "MaxRuntimeInSeconds. 0 (the default): no tuning, records already in the database are "
-                            "still applied. 256-320 gives a CNN within a few x of onnxruntime in 5-10 minutes on "
-                            "2 cores (docs/tuning.rst)."
+                            "MaxRuntimeInSeconds. 0 (the default): no tuning; every kernel gets a default CPU "
+                            "schedule (about 1.0-1.5x of onnxruntime on the reference models), and a record already "
+                            "in the database is applied only where it beats that schedule. Worth it only for large "
+                            "budgets (512 and up) on models that serve a lot of traffic (docs/tuning.rst)."
                         ),
                         "version_added": "0.2.0",
                         "type": "integer",
-                        "example": "256",
+                        "example": "1024",
                         "default": "0",
                     },
                     "tuning_database": {
