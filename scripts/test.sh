@@ -18,6 +18,24 @@ if [ -z "${AIRFLOW_NEO_TEST_PG_URL:-}" ]; then
     unset AIRFLOW_NEO_TEST_PG_URL
   fi
 fi
+# The ARM emulation tests (tests/local/test_arm_emulation.py) run ARM64 artifacts in an aarch64
+# Python under qemu-user: build (or reuse, cached in /var/cache/airflow-neo) its root when root (it
+# installs qemu-user with apt if needed) or when qemu-aarch64 is already installed, unless
+# AIRFLOW_NEO_ARM64_ROOT already names one. Without it those tests are skipped, except under
+# CI=true, where they fail, quoting the build log.
+if [ -z "${AIRFLOW_NEO_ARM64_ROOT:-}" ] && { [ "$(id -u)" = 0 ] || command -v qemu-aarch64 >/dev/null 2>&1; }; then
+  echo "==> aarch64 root for the ARM emulation tests (scripts/arm_root.sh)"
+  arm_log="$(mktemp -t airflow-neo-arm-root.XXXXXX)"
+  if arm_root="$(bash scripts/arm_root.sh 2>"$arm_log" | tail -n 1)" && [ -n "$arm_root" ]; then
+    export AIRFLOW_NEO_ARM64_ROOT="$arm_root"
+    tail -n 1 "$arm_log"
+    rm -f "$arm_log"
+  else
+    tail -n 8 "$arm_log" >&2
+    echo "==> no aarch64 root: the ARM emulation tests will be skipped (they fail under CI=true)" >&2
+    export AIRFLOW_NEO_ARM64_ROOT_LOG="$arm_log"
+  fi
+fi
 echo "==> pytest"
 status=0
 "$VENV/bin/python" -m pytest -q -p no:cacheprovider "$@" || status=$?
