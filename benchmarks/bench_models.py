@@ -426,6 +426,7 @@ def _profile_worker(args) -> None:
         safe_extract(args.artifact, Path(scratch))
         metadata = json.loads((Path(scratch) / "metadata.json").read_text())
         lib = tvm.runtime.load_module(str(Path(scratch) / metadata["library"]))
+        libm = _libm_imports(Path(scratch) / metadata["library"])
     vm = relax.VirtualMachine(lib, tvm.cpu())
     arrays = [tvm.runtime.tensor(np.ascontiguousarray(inputs[spec["name"]].astype(spec["dtype"])))
               for spec in metadata["inputs"]]
@@ -464,9 +465,23 @@ def _profile_worker(args) -> None:
     by_rule: dict[str, float] = {}
     for entry in per_kernel.values():
         by_rule[entry["rule"]] = by_rule.get(entry["rule"], 0.0) + entry["ms"]
-    print(json.dumps({"total_ms": total, "run_ms": statistics.median(walls) * 1000, "runs": len(runs),
+    print(json.dumps({"total_ms": total, "run_ms": statistics.median(walls) * 1000, "runs": len(runs), "libm": libm,
                       "top": [dict(e, share=e["ms"] / total) for e in top[:args.top]],
                       "ms_by_rule": dict(sorted(by_rule.items(), key=lambda kv: -kv[1]))}))
+
+
+def _libm_imports(library: Path) -> list[str] | None:
+    """The math-library functions the kernels call (``expf``, ``erff``...): each such call is a scalar
+    call per element, so a loop that calls one is not vectorized. None without binutils' ``nm``."""
+    import shutil
+
+    if not shutil.which("nm"):
+        return None
+    listing = subprocess.run(["nm", "-D", "--undefined-only", str(library)], capture_output=True, text=True)
+    names = {line.split()[-1] for line in listing.stdout.splitlines() if line.strip()}
+    math = {"exp", "expf", "exp2f", "expm1f", "erf", "erff", "tanh", "tanhf", "log", "logf", "log1pf", "pow", "powf",
+            "sqrtf", "sinf", "cosf", "fmodf", "sigmoid", "roundf", "nearbyintf", "floorf", "ceilf"}
+    return sorted(names & math)
 
 
 # ---------------------------------------------------------------------------------- orchestration
@@ -612,7 +627,6 @@ def measure(result: dict, model_dir: Path, args, log) -> None:
             latency[engine].append(measured["median_ms"])
         loads.append(load_avg())
     result["latency_rounds_ms"] = latency
-    result["latency_ms"] = {engine: min(values) for engine, values in latency.items() if values}
     result["load_during_latency"] = loads
     result["measured"] = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     ort_path = model_dir / "output-onnxruntime.npy"
@@ -627,14 +641,11 @@ def measure(result: dict, model_dir: Path, args, log) -> None:
             if path.exists():
                 tvm_out = np.load(path).reshape(ort.shape)
                 result["compiles"][target]["max_abs_diff_vs_ort"] = float(np.max(np.abs(tvm_out - ort)))
+    summarize_latency(result)
     ms = result["latency_ms"]
-    ort_ms = [ms[e] for e in ("onnxruntime", "onnxruntime-nospin") if e in ms]
-    if ort_ms:  # the faster onnxruntime configuration is the reference (on a busy machine spinning loses)
-        ms["onnxruntime-best"] = min(ort_ms)
     for target in targets:
         engine = f"tvm-{target}"
-        if engine in ms and ort_ms:
-            result["compiles"][target]["ratio"] = ms[engine] / ms["onnxruntime-best"]
+        if result["compiles"][target].get("ratio") is not None:
             log(f"[{name}] {target}: TVM {ms[engine]:.2f} ms vs onnxruntime {ms['onnxruntime-best']:.2f} ms = "
                 f"{result['compiles'][target]['ratio']:.2f}x, max abs diff {result['compiles'][target].get('max_abs_diff_vs_ort')}")
 
@@ -644,12 +655,35 @@ def measure(result: dict, model_dir: Path, args, log) -> None:
         result["profile_device"] = profile if profile is not None else {"error": why[-2000:]}
 
 
+def summarize_latency(result: dict) -> None:
+    """``latency_ms`` (each engine's best round median over this pass and any earlier pass of the same
+    artifacts: contention only ever slows a round down) and each artifact's ratio to the faster
+    onnxruntime configuration."""
+    rounds: dict[str, list[float]] = {}
+    for measurement in [*(result.get("earlier_measurements") or []), result]:
+        for engine, values in (measurement.get("latency_rounds_ms") or {}).items():
+            rounds.setdefault(engine, []).extend(values or [])
+    ms = {engine: min(values) for engine, values in rounds.items() if values}
+    ort_ms = [ms[e] for e in ("onnxruntime", "onnxruntime-nospin") if e in ms]
+    if ort_ms:  # the faster onnxruntime configuration is the reference (on a busy machine spinning loses)
+        ms["onnxruntime-best"] = min(ort_ms)
+    result["latency_ms"] = ms
+    result["latency_rounds_total"] = {engine: len(values) for engine, values in rounds.items()}
+    for target, compiled in (result.get("compiles") or {}).items():
+        engine = f"tvm-{target}"
+        compiled["ratio"] = ms[engine] / ms["onnxruntime-best"] if engine in ms and ort_ms else None
+
+
 def remeasure(args, log) -> int:
     """Latency rounds again for the models of an earlier run whose artifacts are still in ``--work``."""
     if not args.work:
         raise SystemExit("--remeasure needs the --work directory of the run that compiled the artifacts")
     data = json.loads(RESULTS.read_text())
     wanted = [m.strip() for m in args.models.split(",") if m.strip()]
+    data["meta"].setdefault("remeasure_passes", []).append({
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": "python benchmarks/bench_models.py " + " ".join(sys.argv[1:]),
+        "rounds": args.rounds, "iters": args.iters, "max_load": args.max_load, "max_wait": args.max_wait})
     for name in wanted:
         result = data["results"].get(name)
         model_dir = Path(args.work) / name
@@ -661,9 +695,6 @@ def remeasure(args, log) -> int:
         result.setdefault("earlier_measurements", []).append(previous)
         args.threads = data["meta"]["threads"]
         measure(result, model_dir, args, log)
-        data["meta"]["remeasured"] = {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-                                      "command": "python benchmarks/bench_models.py " + " ".join(sys.argv[1:]),
-                                      "rounds": args.rounds, "iters": args.iters, "max_load": args.max_load}
         RESULTS.write_text(json.dumps(data, indent=1, default=str) + "\n")
         write_report(data)
     return 0
@@ -698,22 +729,35 @@ def write_report(data: dict) -> None:
     meta, results = data["meta"], [data["results"][m] for m in MODELS if m in data["results"]]
     m = meta["machine"]
     device = meta.get("device")
+    passes = meta.get("remeasure_passes") or []
+    loads = [round(x[0], 1) for r in results
+             for measurement in [*(r.get("earlier_measurements") or []), r]
+             for x in (measurement.get("load_during_latency") or [])]
+    rounds_total = max([max((r.get("latency_rounds_total") or {}).values(), default=0) for r in results], default=0)
     lines = [
         "## Real architectures: default schedules vs onnxruntime",
         "",
         f"Generated by `benchmarks/bench_models.py` (`{meta['command']}`) on {meta['date']}; raw numbers in "
-        "`benchmarks/results_models.json`.",
+        "`benchmarks/results_models.json`."
+        + (" Latencies measured again with that run's artifacts ("
+           + "; ".join(f"{p['date']}: `{p['command']}`" for p in passes)
+           + "); the compile numbers are the run's." if passes else ""),
         "",
         f"- Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB; AVX2 {'yes' if m['avx2'] else 'no'}, "
         f"AVX-512 {', '.join(m['avx512']) if m['avx512'] else 'no'}; Python {m['python']}",
         "- Versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v),
         f"- Threads: {meta['threads']} for both engines (`TVM_NUM_THREADS`, onnxruntime `intra_op_num_threads`, "
         "inter-op 1); batch 1; latency = median of up to "
-        f"{meta['iters']} runs (at most ~{meta['max_seconds']:.0f} s) after warm-up, best of {meta['rounds']} interleaved "
-        "rounds, each engine in its own process; the machine may be shared (load averages in the JSON). "
+        f"{meta['iters']} runs (at most ~{meta['max_seconds']:.0f} s) after warm-up, best round of "
+        + (f"{rounds_total} interleaved rounds over {1 + len(passes)} measuring passes ({meta['rounds']} in the run, "
+           + ", ".join(str(p["rounds"]) for p in passes) + " in the `--remeasure` passes; contention only ever slows "
+           "a round down)" if passes else f"{meta['rounds']} interleaved rounds")
+        + ", each engine in its own process; the machine may be shared (load averages in the JSON). "
         "onnxruntime runs twice, with its default spinning thread pool and with "
         "`session.intra_op.allow_spinning=0`; the ratio is against the faster of the two (spinning loses "
-        "when other processes want the cores), so it never flatters TVM",
+        "when other processes want the cores), so it never flatters TVM"
+        + (f". 1-minute load average after each round: {min(loads)} to {max(loads)} (about 2 = this benchmark alone)"
+           if loads else ""),
         f"- Compile: `LocalNeoHook.create_compilation_job` + `wait_for_compilation_job` (detached runner + compile "
         f"child), no tuning (0 trials, a fresh empty tuning database), cache off; TargetDevice `{device}` "
         f"({'AVX-512' if device == 'ml_c5' else 'AVX2, Haswell'}: this CPU's) and TargetPlatform LINUX/X86_64 "
@@ -724,6 +768,8 @@ def write_report(data: dict) -> None:
         "`torch.onnx.export(dynamo=False)`",
         "- Kernels: from the artifact's `metadata.json` `schedules` section: scheduled by a rule / by the "
         "`generic` fallback / unscheduled (serial loops)",
+        "- max abs diff: first output of the artifact vs onnxruntime's on the same inputs (in brackets the "
+        "largest absolute value of that output)",
         "",
         f"TargetDevice {device}, ratio = artifact / onnxruntime: {_summary(_ratios(results, 'device'))}.",
         "",
@@ -761,9 +807,15 @@ def write_report(data: dict) -> None:
               "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     lines += [row(r, "platform") for r in results]
 
-    lines += ["", f"### Where the time goes (TargetDevice {device} artifacts, relax VM profiler, one run)", "",
-              "| model | profiled ms | time by schedule rule | slowest kernels (rule, share) | compile phases (s) |",
-              "|---|---:|---|---|---|"]
+    lines += ["", f"### Where the time goes (TargetDevice {device} artifacts)", "",
+              "Per-kernel wall time from a relax VM instrument (median of 5 runs, one process, same threads); "
+              "`_prepacked` kernels had their weight packing folded out at compile time. libm calls: math "
+              "functions the library imports (each is a scalar call per element: the loop around it is not "
+              "vectorized). Compile phases from the artifact's `timings_s`; schedules = time spent choosing and "
+              "applying the default schedules.", "",
+              "| model | profiled ms | kernels per rule | time by schedule rule (ms) | slowest kernels (rule, share) "
+              "| libm calls | compile phases (s) |",
+              "|---|---:|---|---|---|---|---|"]
     for r in results:
         p = r.get("profile_device")
         c = (r.get("compiles") or {}).get("device") or {}
@@ -772,11 +824,15 @@ def write_report(data: dict) -> None:
         by_rule = ", ".join(f"{rule} {ms:.1f}" for rule, ms in list(p["ms_by_rule"].items())[:5])
         top = "; ".join(f"`{e['kernel']}` ({e['rule']}, {e['share'] * 100:.0f}%)" for e in p["top"][:3])
         timings = c.get("timings") or {}
-        phases = ", ".join(f"{k} {v:.1f}" for k, v in timings.items() if isinstance(v, (int, float)))
+        order = ["extract", "import", "build", "export"]
+        phases = ", ".join(f"{k} {timings[k]:.1f}" for k in sorted(timings, key=lambda k: (order + [k]).index(k))
+                           if isinstance(timings[k], (int, float)))
         sched_s = (c.get("schedules") or {}).get("seconds")
         if sched_s is not None:
             phases += f"; schedules {sched_s:.1f}"
-        lines.append(f"| {r['model']} | {p['total_ms']:.1f} | {by_rule} | {top} | {phases} |")
+        counts = ", ".join(f"{rule} {n}" for rule, n in ((c.get("kernels") or {}).get("by_rule") or {}).items())
+        libm = ", ".join(p.get("libm") or []) or ("none" if p.get("libm") is not None else "-")
+        lines.append(f"| {r['model']} | {p['total_ms']:.1f} | {counts} | {by_rule} | {top} | {libm} | {phases} |")
     failures = [(r["model"], t, c) for r in results for t, c in (r.get("compiles") or {}).items()
                 if c.get("status") != "COMPLETED"]
     if failures:
@@ -893,7 +949,11 @@ def main(argv=None) -> int:
         return 0
 
     if args.report_only:
-        write_report(json.loads(RESULTS.read_text()))
+        data = json.loads(RESULTS.read_text())
+        for result in data["results"].values():
+            summarize_latency(result)
+        RESULTS.write_text(json.dumps(data, indent=1, default=str) + "\n")
+        write_report(data)
         return 0
 
     def log(message: str) -> None:
