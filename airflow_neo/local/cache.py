@@ -72,13 +72,16 @@ def _distribution_version(name: str) -> str | None:
 
 
 def tool_versions() -> dict[str, str | None]:
-    """Versions that change compiled code: TVM, tvm-ffi and airflow-neo (no TVM import)."""
+    """Versions that change compiled code: TVM, tvm-ffi, airflow-neo and the shipped tuning pack (no TVM import)."""
     import airflow_neo
+
+    from airflow_neo.local.configs import pack_digest
 
     return {
         "tvm": _distribution_version("apache-tvm"),
         "tvm_ffi": _distribution_version("apache-tvm-ffi"),
         "airflow_neo": airflow_neo.__version__,
+        "tuning_pack": pack_digest(),
     }
 
 

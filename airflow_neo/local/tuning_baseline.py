@@ -46,6 +46,7 @@ __all__ = [
     "evaluator_config",
     "filtered_database",
     "measure_defaults",
+    "measure_modules",
     "read_baselines",
     "schedules_version",
     "store_baselines",
@@ -134,46 +135,56 @@ def default_scheduled(func, target, rules: Sequence[Any]):
 def measure_defaults(funcs: dict[str, Any], target, builder, runner, rules: Sequence[Any], log) -> dict[str, float | None]:
     """Time each ``{workload hash: PrimFunc}`` under its default schedule with the tuning session's
     ``builder`` and ``runner`` (each built kernel runs ``BASELINE_REPEATS`` times; the fastest counts)."""
-    from tvm.s_tir import meta_schedule as ms
-
     if not funcs:
         return {}
-    keys = sorted(funcs)
+    mods = {key: default_scheduled(func, target, rules)[0] for key, func in funcs.items()}
+    names = {key: str(func.attrs.get("global_symbol", key)) if func.attrs else key for key, func in funcs.items()}
+    out = measure_modules(mods, target, builder, runner, log, names=names, what="the default schedule of")
+    failed = [key for key in out if out[key] is None]
+    log(f"tuning: measured the default schedules of {len(out)} kernels"
+        + (f" ({len(failed)} could not be measured: their records apply)" if failed else ""))
+    return out
+
+
+def measure_modules(mods: dict[Any, Any], target, builder, runner, log, *, names=None, what="kernel",
+                    repeats: int = BASELINE_REPEATS) -> dict[Any, float | None]:
+    """Seconds per call of each scheduled ``{id: IRModule}``, measured like tuning candidates:
+    built by ``builder``, run ``repeats`` times by ``runner``, the fastest mean counts; None where
+    the build or the run failed (logged)."""
+    from tvm.s_tir import meta_schedule as ms
+
+    ids = list(mods)
+    names = names or {}
     inputs, args = [], {}
-    for key in keys:
-        mod, _ = default_scheduled(funcs[key], target, rules)
-        inputs.append(ms.builder.BuilderInput(mod, target))
+    for ident in ids:
+        inputs.append(ms.builder.BuilderInput(mods[ident], target))
         # the arguments as built: packed weights in their packed layout (as for tuning candidates)
-        args[key] = ms.arg_info.ArgInfo.from_entry_func(mod, remove_preproc=True)
-    built = builder.build(inputs)
-    out: dict[str, float | None] = {key: None for key in keys}
+        args[ident] = ms.arg_info.ArgInfo.from_entry_func(mods[ident], remove_preproc=True)
+    built = builder.build(inputs) if inputs else []
+    out: dict[Any, float | None] = {ident: None for ident in ids}
     try:
-        pending = [(key, result) for key, result in zip(keys, built) if result.artifact_path and not result.error_msg]
-        for key, result in zip(keys, built):
+        pending = [(ident, result) for ident, result in zip(ids, built) if result.artifact_path and not result.error_msg]
+        for ident, result in zip(ids, built):
             if result.error_msg:
-                log(f"tuning: the default schedule of {funcs[key].attrs.get('global_symbol', key)} did not build: "
-                    f"{_first_line(result.error_msg)}")
+                log(f"tuning: {what} {names.get(ident, ident)} did not build: {_first_line(result.error_msg)}")
         # LocalRunner leaves the artifacts in place (they are removed below), so each runs again
         futures = runner.run([
-            ms.runner.RunnerInput(result.artifact_path, "cpu", args[key])
-            for key, result in pending for _ in range(BASELINE_REPEATS)
-        ])
+            ms.runner.RunnerInput(result.artifact_path, "cpu", args[ident])
+            for ident, result in pending for _ in range(repeats)
+        ]) if pending else []
         for index, future in enumerate(futures):
-            key = pending[index // BASELINE_REPEATS][0]
+            ident = pending[index // repeats][0]
             result = future.result()
             secs = [float(value) for value in (result.run_secs or [])]
             if not result.error_msg and secs and max(secs) < tuning_db.INVALID_RUN_SECS:
                 mean = sum(secs) / len(secs)
-                out[key] = mean if out[key] is None else min(out[key], mean)
-            elif result.error_msg and index % BASELINE_REPEATS == 0:
-                log(f"tuning: the default schedule of {key} did not run: {_first_line(result.error_msg)}")
+                out[ident] = mean if out[ident] is None else min(out[ident], mean)
+            elif result.error_msg and index % repeats == 0:
+                log(f"tuning: {what} {names.get(ident, ident)} did not run: {_first_line(result.error_msg)}")
     finally:
         for result in built:
             if result.artifact_path:
                 shutil.rmtree(os.path.dirname(result.artifact_path), ignore_errors=True)
-    failed = [key for key in keys if out[key] is None]
-    log(f"tuning: measured the default schedules of {len(keys)} kernels"
-        + (f" ({len(failed)} could not be measured: their records apply)" if failed else ""))
     return out
 
 

@@ -162,11 +162,13 @@ def scan(db_dir: str | os.PathLike, workloads: Iterable[str] | None = None) -> d
     return stats
 
 
-def records_digest(db_dir: str | os.PathLike | None, workloads: Iterable[str]) -> str:
+def records_digest(db_dir: str | os.PathLike | None, workloads: Iterable[str], *, configs_dir=None) -> str:
     """BLAKE2b of the records a compile of these workloads would apply: the best record of each.
 
-    Changes when (and only when) a better record for one of the workloads is added, so it keys
-    the compile cache on "the tuning records used" without importing TVM.
+    Changes when (and only when) a better record for one of the workloads is added, or a schedule
+    config for one (``configs.JsonConfigStore``) changes, so it keys the compile cache on "the
+    tuning records used" without importing TVM. ``configs_dir``: where the configs are when
+    ``db_dir`` is a private snapshot of the database.
     """
     keys = sorted(set(workloads))
     digest = hashlib.blake2b(digest_size=32)
@@ -178,7 +180,18 @@ def records_digest(db_dir: str | os.PathLike | None, workloads: Iterable[str]) -
     for key in keys:
         best = stats.get(key)
         digest.update(f"{key}:{best.best_record if best and best.best_record else '-'}\n".encode("utf-8"))
+    configs = _configs_text(configs_dir if configs_dir is not None else db_dir, keys)
+    if configs:  # the schedule configs tuned for these workloads (absent: the digest is as before)
+        digest.update(f"configs\n{configs}\n".encode("utf-8"))
     return digest.hexdigest()
+
+
+def _configs_text(db_dir, keys) -> str:
+    if db_dir is None or not keys:
+        return ""
+    from airflow_neo.local.configs.file import records_text
+
+    return records_text(db_dir, keys)
 
 
 def read_ledger(db_dir: str | os.PathLike) -> dict[str, int]:

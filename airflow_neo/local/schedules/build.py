@@ -12,11 +12,12 @@ from .apply import apply_default_schedules
 from .rules import DEFAULT_RULES
 
 
-def compile_with_default_schedules(mod, target, log=print, *, rules=DEFAULT_RULES):
-    """``tvm.compile`` of ``mod`` for ``target`` after :func:`apply_default_schedules`; returns ``(executable, summary)``."""
+def compile_with_default_schedules(mod, target, log=print, *, rules=DEFAULT_RULES, configs=None):
+    """``tvm.compile`` of ``mod`` for ``target`` after :func:`apply_default_schedules` (with the
+    knobs ``configs`` gives); returns ``(executable, summary)``."""
     import tvm
 
-    scheduled, report = apply_default_schedules(mod, target, log=log, rules=rules)
+    scheduled, report = apply_default_schedules(mod, target, log=log, rules=rules, configs=configs)
     summary = schedules_summary(report)
     if report["unscheduled"]:
         shown = ", ".join(report["unscheduled"][:10]) + (" ..." if len(report["unscheduled"]) > 10 else "")
@@ -36,6 +37,9 @@ def schedules_summary(report: dict) -> dict:
         "cpu": report["cpu"],
         "counts": report["counts"],
         "kernels": {entry["kernel"]: entry["rule"] or "none" for entry in report["kernels"]},
+        "sources": report["sources"],
+        "origin": {entry["kernel"]: entry["source"] for entry in report["kernels"]},
+        "knobs": {e["kernel"]: e["knobs"] for e in report["kernels"] if e["knobs"] and e["source"] in ("tuned", "pack")},
         "unscheduled": report["unscheduled"],
         "seconds": report["seconds"],
     }

@@ -9,6 +9,10 @@ Given a :class:`~.plan.TilePlan`, one kernel becomes::
             vectorized for vector var inner part                 # one FMA per SIMD register
       epilogue (bias, activation, residual add) on the finished tile
 
+With ``reduce_block`` (a knob) the longest reduction loop is split and its outer part moves above
+the register var's outer part, so one block of the weight panel stays in cache while every row
+block uses it; the epilogue then runs per parallel iteration, after the last reduction block.
+
 Invariants:
 
 * Operands indexed by the vector var are re-laid out so that var is innermost: constant weights by
@@ -41,6 +45,9 @@ from .common import (
 from .facts import REDUCE, SPATIAL, FuncFacts, is_padding, linear_coefficient, used_vars
 from .plan import TilePlan
 
+#: epilogue loops longer than this stay loops (with reduction blocking the epilogue covers all rows)
+MAX_UNROLL = 32
+
 
 def apply_plan(sch, facts: FuncFacts, plan: TilePlan, cpu) -> str:
     """Schedule ``plan.main`` (and its producers/consumers) in ``sch``; returns a short detail."""
@@ -58,7 +65,8 @@ def apply_plan(sch, facts: FuncFacts, plan: TilePlan, cpu) -> str:
             try_(sch.vectorize, loops[-1])
         for loop in loops[:-1]:
             # constant accumulator indices everywhere, so LLVM keeps the tile in registers
-            try_(sch.unroll, loop)
+            if (extent_of(sch, loop) or 0) <= MAX_UNROLL:
+                try_(sch.unroll, loop)
     tiled = sch.get(sch.get_loops(main)[0])
     for rv in sch.get_child_blocks(sch.get_sblock("root")):
         loops = sch.get_loops(rv)
@@ -67,6 +75,10 @@ def apply_plan(sch, facts: FuncFacts, plan: TilePlan, cpu) -> str:
         if all(int(iv.iter_type) == 0 for iv in sch.get(rv).iter_vars) and sch.get(rv).init is None:
             schedule_spatial(sch, rv, lanes)
     detail = f"tile {plan.register_inner}x{plan.vector_inner}"
+    if plan.reduce_block:
+        detail += f", reduction blocked by {plan.reduce_block}"
+    if plan.parallel_register:
+        detail += ", rows in parallel"
     if packed:
         detail += ", packed " + ", ".join(packed)
     return detail
@@ -162,7 +174,7 @@ def _tile_loops(sch, plan: TilePlan):
     loops = sch.get_loops(main)
     iters = plan.main.iters
     outer, reduce = [], []
-    vector_inner_loop = register_outer = register_inner_loop = None
+    vector_inner_loop = register_outer = register_inner_loop = reduce_outer = None
     for it, loop in zip(iters, loops):
         if it is plan.vector:
             vo, vector_inner_loop = sch.split(loop, [None, plan.vector_inner])
@@ -170,19 +182,21 @@ def _tile_loops(sch, plan: TilePlan):
         elif it is plan.register:
             register_outer, register_inner_loop = sch.split(loop, [None, plan.register_inner])
         elif it.kind == REDUCE:
+            if plan.reduce_block and it is plan.reduce:
+                reduce_outer, loop = sch.split(loop, [None, plan.reduce_block])
             reduce.append(loop)
         elif it.kind == SPATIAL:
             outer.append(loop)
-    order = outer + ([register_outer] if register_outer is not None else []) + reduce
-    order += ([register_inner_loop] if register_inner_loop is not None else []) + [vector_inner_loop]
-    sch.reorder(*order)
     total = 1
     for loop in outer:
         total *= extent_of(sch, loop) or 1
-    fuse = list(outer)
-    register_in_parallel = total < MIN_PARALLEL and register_outer is not None
-    if register_in_parallel:
-        fuse.append(register_outer)  # too few outer iterations to keep the threads busy
+    register_in_parallel = register_outer is not None and (plan.parallel_register or total < MIN_PARALLEL)
+    fuse = list(outer) + ([register_outer] if register_in_parallel else [])
+    order = list(fuse) + ([reduce_outer] if reduce_outer is not None else [])
+    if register_outer is not None and not register_in_parallel:
+        order.append(register_outer)
+    order += reduce + ([register_inner_loop] if register_inner_loop is not None else []) + [vector_inner_loop]
+    sch.reorder(*order)
     fused = sch.fuse(*fuse) if len(fuse) > 1 else fuse[0]
     work = 1
     for it in iters:
@@ -192,11 +206,12 @@ def _tile_loops(sch, plan: TilePlan):
     if register_inner_loop is not None and plan.register_inner > 1:
         sch.unroll(register_inner_loop)
     sch.vectorize(vector_inner_loop)
-    if reduce:
-        init = sch.decompose_reduction(main, reduce[0])
+    first_reduce = reduce_outer if reduce_outer is not None else (reduce[0] if reduce else None)
+    if first_reduce is not None:
+        init = sch.decompose_reduction(main, first_reduce)
         init_loops = sch.get_loops(init)
         if init_loops:
             try_(sch.vectorize, init_loops[-1])
-    if register_outer is not None and not register_in_parallel:
+    if register_outer is not None and not register_in_parallel and reduce_outer is None:
         return register_outer
     return fused

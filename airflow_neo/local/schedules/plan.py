@@ -19,6 +19,9 @@ Invariants:
 * The register budget keeps ``register_inner * vectors + vectors + 2`` within the target's
   SIMD registers.
 * ``name`` says which op class the rule recognised; it is what the report shows.
+* :class:`~airflow_neo.local.configs.knobs.Knobs` given to :func:`make_plan` override the tile, the reduction blocking and
+  the threading only where they fit this kernel (dividing extents, within the register budget);
+  ``knobs_used`` says whether they did. :meth:`TilePlan.knobs` spells out what the plan uses.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from dataclasses import dataclass
 
 from .common import divisor_at_most, vector_split
 from .facts import REDUCE, SPATIAL, BlockFacts, FuncFacts, linear_coefficient, mac_operands, used_vars, window_operand
+from airflow_neo.local.configs.knobs import Knobs, Shape
 
 
 @dataclass
@@ -40,6 +44,26 @@ class TilePlan:
     register: object  #: Iter register-blocked, or None
     register_inner: int
     dtype: str
+    lanes: int = 1
+    registers: int = 16
+    reduce: object = None  #: the longest reduction Iter (what ``reduce_block`` blocks), or None
+    reduce_block: int | None = None  #: block ``reduce`` by this; None: not blocked
+    parallel_register: bool = False  #: force the register var's outer part into the parallel loop
+    knobs_used: bool = False  #: knobs were given and fit
+
+    def knobs(self) -> Knobs:
+        return Knobs(self.vector_inner, self.register_inner, self.reduce_block, self.parallel_register)
+
+    def shape(self) -> Shape:
+        """What :func:`~airflow_neo.local.configs.knobs.candidates` needs (the default plan's knobs as ``default``)."""
+        return Shape(
+            vector_extent=int(self.vector.extent),
+            register_extent=int(self.register.extent) if self.register is not None else None,
+            reduce_extent=int(self.reduce.extent) if self.reduce is not None else None,
+            lanes=self.lanes,
+            registers=self.registers,
+            default=self.knobs(),
+        )
 
 
 def _uses(load, var) -> bool:
@@ -66,7 +90,7 @@ def _sliding(main: BlockFacts, load) -> bool:
     return False
 
 
-def make_plan(facts: FuncFacts, main: BlockFacts, cpu) -> TilePlan | None:
+def make_plan(facts: FuncFacts, main: BlockFacts, cpu, knobs: Knobs | None = None) -> TilePlan | None:
     if not main.trivial or any(it.extent is None for it in main.iters):
         return None
     if len(main.writes) != 1 or any(it.kind not in (SPATIAL, REDUCE) for it in main.iters):
@@ -104,8 +128,36 @@ def make_plan(facts: FuncFacts, main: BlockFacts, cpu) -> TilePlan | None:
         and any(_uses(ld, it.var) for ld in data)
     ]
     register = candidates[-1] if candidates else None
-    vector_inner, register_inner = _tile(vector, register, cpu.lanes(dtype), cpu.vector_registers)
-    return TilePlan(name, main, operands, weight, vector, vector_inner, register, register_inner, dtype)
+    lanes = cpu.lanes(dtype)
+    vector_inner, register_inner = _tile(vector, register, lanes, cpu.vector_registers)
+    reduce = max((it for it in main.iters if it.kind == REDUCE), key=lambda it: it.extent, default=None)
+    plan = TilePlan(name, main, operands, weight, vector, vector_inner, register, register_inner, dtype,
+                    lanes=lanes, registers=cpu.vector_registers, reduce=reduce)
+    if knobs is not None:
+        _apply_knobs(plan, knobs)
+    return plan
+
+
+def _apply_knobs(plan: TilePlan, knobs: Knobs) -> None:
+    """Override ``plan``'s choices with ``knobs`` if they all fit; otherwise leave it as it is."""
+    vector_inner = knobs.vector_inner or plan.vector_inner
+    register_inner = knobs.register_inner or plan.register_inner
+    if plan.vector.extent % vector_inner:
+        return
+    if plan.register is None and register_inner != 1:
+        return
+    if plan.register is not None and plan.register.extent % register_inner:
+        return
+    block = knobs.reduce_block
+    if block is not None and block > 1:
+        if plan.reduce is None or plan.reduce.extent % block or block >= plan.reduce.extent:
+            return
+    if knobs.parallel_register and plan.register is None:
+        return
+    plan.vector_inner, plan.register_inner = vector_inner, register_inner
+    plan.reduce_block = block if block and block > 1 else None
+    plan.parallel_register = bool(knobs.parallel_register)
+    plan.knobs_used = True
 
 
 def _weight(facts: FuncFacts, main: BlockFacts, operands):

@@ -10,6 +10,9 @@ Invariants:
   leaves nothing behind, and the next rule starts again from the unscheduled function.
 * Rules are tried most specific first: contraction (conv/matmul/pool), reduction, element-wise,
   then the generic parallel-only fallback.
+* ``knobs`` (:class:`~airflow_neo.local.configs.knobs.Knobs`, from tuning or the shipped pack) only reach the contraction
+  rule; the outcome's ``knobs`` is what the schedule used (None for the other rules), and
+  ``shape`` what :func:`~airflow_neo.local.configs.knobs.candidates` needs to propose others.
 """
 
 from __future__ import annotations
@@ -33,12 +36,15 @@ class Outcome:
     schedule: object
     label: str  #: the op class the rule scheduled (conv2d, dense, softmax-like reduction, ...)
     detail: str
+    knobs: object = None  #: the Knobs the schedule used (contraction rule only)
+    knobs_applied: bool = False  #: the knobs given fit and were used
+    shape: object = None  #: the plan's knobs.Shape (contraction rule only)
 
 
 class Rule(ScheduleRule):
     name = "rule"
 
-    def schedule(self, func, target, cpu) -> Outcome | None:
+    def schedule(self, func, target, cpu, knobs=None) -> Outcome | None:
         raise NotImplementedError
 
     def apply(self, func, target, tunable):  # dlight protocol
@@ -55,7 +61,7 @@ class ContractionRule(Rule):
 
     name = "contraction"
 
-    def schedule(self, func, target, cpu):
+    def schedule(self, func, target, cpu, knobs=None):
         sch = s_tir.Schedule(func)
         facts = func_facts(sch, func)
         mains = [b for b in facts.blocks if mac_operands(b) is not None or window_operand(b) is not None]
@@ -64,8 +70,11 @@ class ContractionRule(Rule):
         plan = make_plan(facts, mains[0], cpu)
         if plan is None:
             return None
+        shape = plan.shape()
+        if knobs is not None:
+            plan = make_plan(facts, mains[0], cpu, knobs)
         detail = apply_plan(sch, facts, plan, cpu)
-        return Outcome(sch, plan.name, detail)
+        return Outcome(sch, plan.name, detail, plan.knobs(), plan.knobs_used, shape)
 
 
 class ReductionRule(Rule):
@@ -73,7 +82,7 @@ class ReductionRule(Rule):
 
     name = "reduction"
 
-    def schedule(self, func, target, cpu):
+    def schedule(self, func, target, cpu, knobs=None):
         sch = s_tir.Schedule(func)
         facts = func_facts(sch, func)
         result = schedule_reduction(sch, facts, cpu, func, target)
@@ -85,7 +94,7 @@ class ReductionRule(Rule):
 class ElementwiseRule(Rule):
     name = "elementwise"
 
-    def schedule(self, func, target, cpu):
+    def schedule(self, func, target, cpu, knobs=None):
         sch = s_tir.Schedule(func)
         detail = schedule_elementwise(sch, func_facts(sch, func), cpu)
         return None if detail is None else Outcome(sch, "elementwise", detail)
@@ -96,7 +105,7 @@ class GenericRule(Rule):
 
     name = "generic"
 
-    def schedule(self, func, target, cpu):
+    def schedule(self, func, target, cpu, knobs=None):
         sch = s_tir.Schedule(func)
         detail = schedule_generic(sch, func_facts(sch, func), cpu)
         return None if detail is None else Outcome(sch, "generic", detail)

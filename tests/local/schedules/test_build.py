@@ -27,8 +27,11 @@ def test_summary_names_how_every_kernel_was_scheduled():
     executable, summary = compile_with_default_schedules(fuse(mod, target), target, log=lines.append)
     x = rand(5, 7)
     np.testing.assert_allclose(_run(executable, x), reference(x), rtol=1e-5, atol=1e-5)
-    assert set(summary) == {"cpu", "counts", "kernels", "unscheduled", "seconds"}
+    assert set(summary) == {"cpu", "counts", "kernels", "sources", "origin", "knobs", "unscheduled", "seconds"}
     assert "dense" in summary["kernels"].values() and summary["unscheduled"] == []
+    # no tuning tier, no pack: every scheduled kernel has its rule's own plan
+    assert set(summary["origin"].values()) == {"default"} and summary["knobs"] == {}
+    assert summary["sources"] == {"default": len(summary["kernels"])}
     assert sum(summary["counts"].values()) == len(summary["kernels"])
     assert not any(line.startswith("WARNING") for line in lines)
 
