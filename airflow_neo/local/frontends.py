@@ -3,7 +3,10 @@
 ONNX, TorchScript (exported to ONNX first), ``torch.export`` programs and TFLite flatbuffers
 each have an importer (:data:`IMPORTERS`, keyed by :func:`importer_key`); they share one way of
 matching the model's declared inputs with DataInputConfig and the ``dtype`` compiler option
-(:func:`match_inputs`).
+(:func:`match_inputs`). ONNX graphs (TorchScript's too, exported to ONNX) are normalized for the
+resolved input shapes before TVM imports them (:mod:`airflow_neo.local.onnx_normalize`: shape
+subgraphs folded into constants); where that fails, or the normalized graph does not import, the
+graph is imported as given, and the log and ``versions["onnx_normalized"]`` say which happened.
 
 Invariants: an importer returns every model input with a fully static shape and a dtype, or
 raises :class:`~airflow_neo.local.errors.ModelInputError` naming the input, what the model declares
@@ -202,18 +205,53 @@ def _import_onnx(model_file: Path, data_input, dtype_option, log: Log, *, framew
             dtype = str(onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type))
         model_inputs.append(InputSpec(value.name, shape, dtype))
     resolved = match_inputs(framework, model_inputs, data_input, dtype_option)
+    shapes = {spec.name: spec.shape for spec in resolved}
+    dtypes = {spec.name: spec.dtype for spec in resolved}
+    versions = {"onnx": onnx.__version__, "onnx_opset": _onnx_opset(model)}
+    versions.update(extra_versions or {})
+    output_names = [value.name for value in graph.output]
+    model, normalized = _normalize_onnx(model, model_file, shapes, log)
+    versions["onnx_normalized"] = normalized
+    try:
+        mod = _from_onnx(model, shapes, dtypes)
+    except Exception as err:
+        if not normalized.get("applied"):
+            raise
+        # The normalization must never make a model that imports as given fail.
+        log(f"importing the normalized ONNX graph failed ({type(err).__name__}: {first_line(err)}); importing the graph as given")
+        del model
+        try:
+            mod = _from_onnx(onnx.load(str(model_file)), shapes, dtypes)
+        except Exception:  # noqa: BLE001 - the normalized graph's error says more
+            raise err from None
+        versions["onnx_normalized"] = {**normalized, "applied": False, "skipped": f"import failed: {type(err).__name__}"}
+    return Imported(mod, resolved, output_names, versions)
 
+
+def _from_onnx(model, shapes: dict, dtypes: dict):
     from tvm.relax.frontend.onnx import from_onnx
 
     with quiet():
-        mod = from_onnx(
-            model,
-            shape_dict={spec.name: spec.shape for spec in resolved},
-            dtype_dict={spec.name: spec.dtype for spec in resolved},
-        )
-    versions = {"onnx": onnx.__version__, "onnx_opset": _onnx_opset(model)}
-    versions.update(extra_versions or {})
-    return Imported(mod, resolved, [value.name for value in graph.output], versions)
+        return from_onnx(model, shape_dict=shapes, dtype_dict=dtypes)
+
+
+def _normalize_onnx(model, model_file: Path, shapes: dict, log: Log) -> tuple[Any, dict]:
+    """The graph normalized for ``shapes`` (:mod:`~airflow_neo.local.onnx_normalize`) and what was done.
+
+    Never raises: where the normalization fails, the log says why and the graph is imported as given.
+    """
+    import onnx
+
+    from airflow_neo.local.onnx_normalize import normalize
+
+    try:
+        with quiet():
+            report = normalize(model, shapes)
+    except Exception as err:  # noqa: BLE001 - any failure here only means "import the graph as given"
+        log(f"onnx normalization skipped ({type(err).__name__}: {first_line(err)}); importing the graph as given")
+        return onnx.load(str(model_file)), {"applied": False, "skipped": f"{type(err).__name__}: {first_line(err)}"}
+    log(report.summary())
+    return model, {"applied": True, **report.as_metadata()}
 
 
 def _onnx_opset(model) -> int | None:

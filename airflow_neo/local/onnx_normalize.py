@@ -1,0 +1,334 @@
+"""ONNX normalization before import: static input shapes in, shape subgraphs folded into constants.
+
+Exporters write the shape arithmetic of a model into its graph: ``Shape -> Gather -> Div -> Slice``
+for ``chunk``, ``Shape -> ConstantOfShape -> Expand`` in the attention-mask code of transformers,
+``Shape -> Sub -> Pad`` for "same" padding. TVM's importer cannot take all of that when computed at
+run time; with the job's DataInputConfig every one of these values is known before the import.
+:func:`normalize` writes the static input shapes into the graph, infers the other shapes with
+onnx's shape inference, and folds every node whose value those shapes and the graph's constants
+determine, evaluated with onnx's reference evaluator (numpy).
+
+Invariants:
+
+* it changes only ``model`` (in place; a caller that needs the original loads it again), and
+  raises on anything it cannot handle: the caller imports the original graph then;
+* graph inputs and outputs keep their names, types and order; a dimension given as None stays
+  as the model declares it (symbolic), so genuinely dynamic dimensions stay dynamic;
+* a node is folded only if it is in the default ONNX domain, carries no subgraph, is
+  deterministic, is not a quantize/dequantize node, and each input is a constant (a small
+  initializer, a ``Constant``, a folded value) or it reads the shape (``Shape``, ``Size``) of a
+  tensor whose shape is fully static; a value of more than :data:`MAX_FOLDED_ELEMENTS` elements is
+  left to run time (the pass targets shape computations, not weights);
+* a folded value becomes an initializer (a ``Constant`` node where it is a graph output) with the
+  dtype shape inference gives it; nodes and initializers nothing reads any more are removed;
+* numerics: shape arithmetic is integer and exact; a folded float value is numpy's result for the
+  same op.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+__all__ = ["MAX_FOLDED_ELEMENTS", "NormalizeReport", "normalize"]
+
+#: The largest value (elements) the pass folds; shape tensors and small masks are far below it.
+MAX_FOLDED_ELEMENTS = 1 << 16
+#: Shape inference and folding repeat until nothing more folds, at most this many times.
+MAX_PASSES = 8
+#: Ops never folded: random or quantizing (a quantized model's weights stay quantized).
+NEVER_FOLD = frozenset({
+    "RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial", "Bernoulli",
+    "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear",
+})
+SHAPE_READS = frozenset({"Shape", "Size"})
+DEFAULT_DOMAINS = ("", "ai.onnx")
+
+
+@dataclass
+class NormalizeReport:
+    """What :func:`normalize` did; :meth:`summary` is the job-log line, :meth:`as_metadata` the artifact's."""
+
+    nodes_before: int
+    nodes_after: int
+    folded: int
+    shape_reads: int
+    passes: int
+    seconds: float
+    tool: str
+
+    @property
+    def changed(self) -> bool:
+        return self.folded > 0 or self.nodes_after != self.nodes_before
+
+    def summary(self) -> str:
+        return (
+            f"onnx normalized for the input shapes: {self.nodes_before} -> {self.nodes_after} nodes, {self.folded} "
+            f"folded into constants ({self.shape_reads} shape reads), {self.seconds:.2f} s ({self.tool})"
+        )
+
+    def as_metadata(self) -> dict:
+        return asdict(self)
+
+
+def normalize(model, input_shapes: dict[str, list[int | None]]) -> NormalizeReport:
+    """Normalize ``model`` (an ``onnx.ModelProto``) in place for ``input_shapes`` ({input name: dims})."""
+    import onnx
+
+    started = time.monotonic()
+    graph = model.graph
+    nodes_before = len(graph.node)
+    _set_input_shapes(graph, input_shapes)
+    opset = _default_opset(model)
+    folded = shape_reads = passes = 0
+    for passes in range(1, MAX_PASSES + 1):
+        shapes, types = _infer(model)
+        count, reads = _fold_pass(graph, shapes, types, opset)
+        folded, shape_reads = folded + count, shape_reads + reads
+        if not count:
+            break
+    _remove_dead(graph)
+    tool = f"onnx {onnx.__version__} shape inference + airflow-neo constant folding"
+    return NormalizeReport(nodes_before, len(graph.node), folded, shape_reads, passes, round(time.monotonic() - started, 3), tool)
+
+
+# --------------------------------------------------------------------------------------------
+# shapes
+
+
+def _set_input_shapes(graph, input_shapes: dict[str, list[int | None]]) -> None:
+    for value in graph.input:
+        dims = input_shapes.get(value.name)
+        if dims is None:
+            continue
+        shape = value.type.tensor_type.shape
+        if len(shape.dim) != len(dims):
+            shape.ClearField("dim")
+            for _ in dims:
+                shape.dim.add()
+        for dim, size in zip(shape.dim, dims):
+            if size is not None:
+                dim.Clear()
+                dim.dim_value = int(size)
+
+
+def _default_opset(model) -> int:
+    for entry in model.opset_import:
+        if entry.domain in DEFAULT_DOMAINS:
+            return int(entry.version)
+    raise ValueError("the model imports no default-domain opset")
+
+
+def _infer(model) -> tuple[dict[str, list[int] | None], dict[str, int]]:
+    """Static shapes ({name: dims}, None where any dim is unknown) and element types of every value.
+
+    Inference runs on a light copy: large initializers become typed graph inputs, so a big model
+    neither gets copied whole nor hits protobuf's 2 GB limit.
+    """
+    import onnx
+
+    light = onnx.ModelProto()
+    for field in ("ir_version", "producer_name", "domain", "model_version"):
+        setattr(light, field, getattr(model, field))
+    light.opset_import.extend(model.opset_import)
+    light.functions.extend(model.functions)
+    graph = light.graph
+    graph.name = model.graph.name
+    graph.node.extend(model.graph.node)
+    graph.input.extend(model.graph.input)
+    graph.output.extend(model.graph.output)
+    graph.value_info.extend(model.graph.value_info)
+    declared = {value.name for value in model.graph.input}
+    for init in model.graph.initializer:
+        if _elements(init.dims) <= MAX_FOLDED_ELEMENTS and not init.external_data:
+            graph.initializer.append(init)
+        elif init.name not in declared:
+            graph.input.append(onnx.helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
+    light.ir_version = max(light.ir_version, 4)  # graph inputs need not list initializers
+    inferred = onnx.shape_inference.infer_shapes(light, data_prop=True).graph
+    shapes: dict[str, list[int] | None] = {}
+    types: dict[str, int] = {}
+    for value in [*inferred.input, *inferred.value_info, *inferred.output]:
+        tensor = value.type.tensor_type
+        if not value.type.HasField("tensor_type"):
+            continue
+        if tensor.elem_type:
+            types[value.name] = tensor.elem_type
+        if tensor.HasField("shape") and all(dim.HasField("dim_value") for dim in tensor.shape.dim):
+            shapes[value.name] = [int(dim.dim_value) for dim in tensor.shape.dim]
+    for init in model.graph.initializer:
+        shapes[init.name], types[init.name] = [int(d) for d in init.dims], init.data_type
+    return shapes, types
+
+
+def _elements(dims) -> int:
+    count = 1
+    for dim in dims:
+        count *= int(dim)
+    return count
+
+
+# --------------------------------------------------------------------------------------------
+# folding
+
+
+def _constants(graph) -> dict[str, Any]:
+    from onnx import numpy_helper
+
+    values = {}
+    for init in graph.initializer:
+        if _elements(init.dims) <= MAX_FOLDED_ELEMENTS and not init.external_data:
+            values[init.name] = numpy_helper.to_array(init)
+    for node in graph.node:
+        if node.op_type == "Constant" and node.domain in DEFAULT_DOMAINS and len(node.output) == 1:
+            value = _constant_value(node)
+            if value is not None and value.size <= MAX_FOLDED_ELEMENTS:
+                values[node.output[0]] = value
+    return values
+
+
+def _constant_value(node):
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    for attr in node.attribute:
+        if attr.name == "value":
+            return numpy_helper.to_array(attr.t)
+        if attr.name in ("value_float", "value_int", "value_floats", "value_ints"):
+            value = helper.get_attribute_value(attr)
+            return np.asarray(value, dtype=np.float32 if "float" in attr.name else np.int64)
+    return None  # sparse or string constants are left alone
+
+
+def _fold_pass(graph, shapes: dict, types: dict, opset: int) -> tuple[int, int]:
+    """Fold what can be folded now; return (nodes folded, of which shape reads)."""
+    values = _constants(graph)
+    graph_outputs = {value.name for value in graph.output}
+    kept, folded, reads = [], 0, 0
+    new_initializers, constant_nodes = [], []
+    for node in graph.node:
+        result = None if node.op_type == "Constant" else _fold_node(node, values, shapes, types, opset)
+        if result is None:
+            kept.append(node)
+            continue
+        folded += 1
+        reads += node.op_type in SHAPE_READS
+        for name, value in zip(node.output, result):
+            values[name] = value
+            if name in graph_outputs:
+                constant_nodes.append(_constant_node(name, value))
+            else:
+                new_initializers.append(_tensor(name, value))
+    if folded:
+        del graph.node[:]
+        graph.node.extend(constant_nodes + kept)
+        graph.initializer.extend(new_initializers)
+    return folded, reads
+
+
+def _fold_node(node, values: dict, shapes: dict, types: dict, opset: int):
+    """The node's output values (a list of arrays), or None where it cannot or should not fold."""
+    import numpy as np
+
+    if node.domain not in DEFAULT_DOMAINS or node.op_type in NEVER_FOLD or not node.output:
+        return None
+    if any(attr.type in (5, 10) for attr in node.attribute):  # GRAPH, GRAPHS: If, Loop, Scan
+        return None
+    if node.op_type in SHAPE_READS:
+        dims = shapes.get(node.input[0])
+        if dims is None:
+            return None
+        if node.op_type == "Size":
+            return [np.asarray(_elements(dims), dtype=np.int64)]
+        start, end = _attr(node, "start", 0), _attr(node, "end", None)
+        return [np.asarray(dims[slice(start, end)], dtype=np.int64)]
+    if any(name and name not in values for name in node.input):
+        return None
+    for name in node.output:
+        dims = shapes.get(name)
+        if name and dims is not None and _elements(dims) > MAX_FOLDED_ELEMENTS:
+            return None
+    try:
+        outputs = _evaluate(node, values, opset)
+    except Exception:  # noqa: BLE001 - an op the reference evaluator cannot run stays a node
+        return None
+    result = []
+    for name, value in zip(node.output, outputs):
+        value = np.asarray(value)
+        if value.size > MAX_FOLDED_ELEMENTS or (name in types and _np_type(types[name]) != value.dtype):
+            return None
+        result.append(value)
+    return result if len(result) == len(node.output) else None
+
+
+def _evaluate(node, values: dict, opset: int) -> list:
+    from onnx.reference import ReferenceEvaluator
+
+    evaluator = ReferenceEvaluator(node, opsets={"": opset})
+    return evaluator.run(None, {name: values[name] for name in node.input if name})
+
+
+def _attr(node, name: str, default):
+    from onnx import helper
+
+    for attr in node.attribute:
+        if attr.name == name:
+            return helper.get_attribute_value(attr)
+    return default
+
+
+def _np_type(elem_type: int):
+    from onnx import helper
+
+    return helper.tensor_dtype_to_np_dtype(elem_type)
+
+
+def _tensor(name: str, value):
+    from onnx import numpy_helper
+
+    return numpy_helper.from_array(value, name)
+
+
+def _constant_node(name: str, value):
+    from onnx import helper
+
+    return helper.make_node("Constant", [], [name], name=f"{name}_folded", value=_tensor(f"{name}_value", value))
+
+
+# --------------------------------------------------------------------------------------------
+# dead code
+
+
+def _used_names(graph) -> set[str]:
+    """Every value name a node reads, subgraph bodies (outer-scope references) included."""
+    used = set()
+    for node in graph.node:
+        used.update(node.input)
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.type == 5 else list(attr.graphs) if attr.type == 10 else []):
+                used |= _used_names(sub)
+                used.update(value.name for value in sub.output)
+    return used
+
+
+def _remove_dead(graph) -> None:
+    """Drop nodes none of whose outputs is read or a graph output, then unread initializers."""
+    outputs = {value.name for value in graph.output}
+    while True:
+        used = _used_names(graph) | outputs
+        live = [node for node in graph.node if any(name in used for name in node.output if name)]
+        if len(live) == len(graph.node):
+            break
+        del graph.node[:]
+        graph.node.extend(live)
+    used = _used_names(graph) | outputs
+    inputs = {value.name for value in graph.input}
+    kept = [init for init in graph.initializer if init.name in used or init.name in inputs]
+    if len(kept) != len(graph.initializer):
+        del graph.initializer[:]
+        graph.initializer.extend(kept)
+    names = used | {init.name for init in graph.initializer}
+    info = [value for value in graph.value_info if value.name in names]
+    del graph.value_info[:]
+    graph.value_info.extend(info)
