@@ -59,10 +59,12 @@ def tune_configs(
     log: Callable[[str], Any],
     *,
     pack=None,
+    cap: int = MAX_CANDIDATES,
 ) -> dict[str, int]:
     """Measure knob candidates of ``kernels`` (``(key, name, PrimFunc, priority)``) within ``budget``.
 
     :param pack: a store whose record of a workload adds its knobs as the second candidate.
+    :param cap: candidates per kernel in total (those measured before included).
     :return: the trials spent per workload (candidates measured, failed builds included).
     """
     from airflow_neo.local.schedules.cpu import cpu_info
@@ -85,10 +87,10 @@ def tune_configs(
         tried = {Knobs.from_dict(t) for t in (record.tried if record else []) if isinstance(t, dict)}
         queue.append((key, name, func, rule, [k for k in listed if k not in tried], len(tried)))
     spent: dict[str, int] = {}
-    for cap in (FIRST_ROUND, MAX_CANDIDATES):
+    for limit in (min(FIRST_ROUND, cap), cap):
         updates = []
         for index, (key, name, func, rule, todo, done) in enumerate(queue):
-            take = max(0, min(cap - done, len(todo), budget - sum(spent.values())))
+            take = max(0, min(limit - done, len(todo), budget - sum(spent.values())))
             if take <= 0:
                 continue
             batch, queue[index] = todo[:take], (key, name, func, rule, todo[take:], done + take)

@@ -10,7 +10,8 @@ Invariants:
 * A knob that does not fit the kernel it is applied to (a width that does not divide the loop
   extent, a register block larger than the loop) is ignored, never an error: records travel
   between TVM versions and model variants, and the default plan is always valid.
-* :func:`candidates` is deterministic and ordered most promising first, the default plan first;
+* :func:`candidates` is deterministic and ordered most promising first, the default plan first,
+  then single changes taking turns between the tile, reduction blocking and threading;
   a tuner that can afford ``n`` candidates takes the first ``n``, and a later run with a larger
   budget takes the next ones (nothing measured twice).
 * Pure data: no TVM import (the plan passes plain integers in).
@@ -114,13 +115,17 @@ def candidates(shape: Shape, limit: int = MAX_CANDIDATES) -> list[Knobs]:
 
     base = (default.vector_inner, default.register_inner)
     ordered_tiles = sorted(set(tiles), key=lambda t: (abs(t[0] - base[0]) + abs(t[1] - (base[1] or 1)), t))
-    # one change at a time first (tile, then reduction blocking, then threads), then pairs
-    for width, rows in ordered_tiles:
-        add(Knobs(width, rows, default.reduce_block, default.parallel_register))
-    for block in blocks[1:]:
-        add(Knobs(default.vector_inner, default.register_inner, block, default.parallel_register))
-    for parallel in parallels[1:]:
-        add(Knobs(default.vector_inner, default.register_inner, default.reduce_block, parallel))
+    singles = [
+        [Knobs(width, rows, default.reduce_block, default.parallel_register) for width, rows in ordered_tiles],
+        [Knobs(default.vector_inner, default.register_inner, block, default.parallel_register) for block in blocks[1:]],
+        [Knobs(default.vector_inner, default.register_inner, default.reduce_block, p) for p in parallels[1:]],
+    ]
+    # one change at a time first, taking turns between tile, reduction blocking and threading
+    # (a small budget sees each kind), then tiles with blocking
+    for position in range(max(len(kind) for kind in singles)):
+        for kind in singles:
+            if position < len(kind):
+                add(kind[position])
     for width, rows in ordered_tiles:
         for block in blocks[1:]:
             add(Knobs(width, rows, block, default.parallel_register))

@@ -38,8 +38,9 @@ def schedules_summary(report: dict) -> dict:
         "counts": report["counts"],
         "kernels": {entry["kernel"]: entry["rule"] or "none" for entry in report["kernels"]},
         "sources": report["sources"],
+        "keys": {entry["kernel"]: entry["key"] for entry in report["kernels"]},
         "origin": {entry["kernel"]: entry["source"] for entry in report["kernels"]},
-        "knobs": {e["kernel"]: e["knobs"] for e in report["kernels"] if e["knobs"] and e["source"] in ("tuned", "pack")},
+        "knobs": {e["kernel"]: e["knobs"] for e in report["kernels"] if e["knobs"]},
         "unscheduled": report["unscheduled"],
         "seconds": report["seconds"],
     }

@@ -27,10 +27,13 @@ def test_summary_names_how_every_kernel_was_scheduled():
     executable, summary = compile_with_default_schedules(fuse(mod, target), target, log=lines.append)
     x = rand(5, 7)
     np.testing.assert_allclose(_run(executable, x), reference(x), rtol=1e-5, atol=1e-5)
-    assert set(summary) == {"cpu", "counts", "kernels", "sources", "origin", "knobs", "unscheduled", "seconds"}
+    assert set(summary) == {"cpu", "counts", "kernels", "sources", "keys", "origin", "knobs", "unscheduled", "seconds"}
+    assert set(summary["keys"]) == set(summary["kernels"]) and all(k.isdigit() for k in summary["keys"].values())
     assert "dense" in summary["kernels"].values() and summary["unscheduled"] == []
     # no tuning tier, no pack: every scheduled kernel has its rule's own plan
-    assert set(summary["origin"].values()) == {"default"} and summary["knobs"] == {}
+    assert set(summary["origin"].values()) == {"default"}
+    dense = next(name for name, rule in summary["kernels"].items() if rule == "dense")
+    assert set(summary["knobs"]) == {dense} and summary["knobs"][dense]["vector_inner"] >= 1  # the plan's own
     assert summary["sources"] == {"default": len(summary["kernels"])}
     assert sum(summary["counts"].values()) == len(summary["kernels"])
     assert not any(line.startswith("WARNING") for line in lines)
