@@ -61,9 +61,9 @@ def lowered_kernels(name: str, target, log):
         path = Path(scratch) / "model.onnx"
         path.write_bytes(buffer.getvalue())
         imported = IMPORTERS["ONNX"](path, {k: list(v.shape) for k, v in inputs.items()}, None, log)
-    mod = relax.transform.DecomposeOpsForInference()(imported.mod)
-    with target:
-        mod = relax.get_pipeline("zero")(mod)
+    from airflow_neo.local.schedules.lowering import lower
+
+    mod = lower(imported.mod, target)
     with tvm.transform.PassContext(), target:
         marked = relax.transform.AttachAttrLayoutFreeBuffers()(mod)
     from airflow_neo.local.schedules.apply import kernel_key
