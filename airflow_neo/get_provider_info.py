@@ -142,6 +142,32 @@ def get_provider_info() -> dict:
                         "example": "10737418240",
                         "default": "2147483648",
                     },
+                    "rpc_tracker": {
+                        "description": (
+                            "host:port of a TVM RPC tracker (python -m tvm.exec.rpc_tracker) whose devices measure "
+                            "the local backend's tuning candidates for the targets named in rpc_keys: the worker "
+                            "builds (cross-compiling for ARM) and the board runs each candidate, so targets this "
+                            "machine cannot run, such as ARM boards, can be tuned. Empty: everything is measured on "
+                            "this machine. An unreachable tracker, or no free device of the key within a minute, "
+                            "skips tuning (logged); the job still compiles (docs/tuning.rst)."
+                        ),
+                        "version_added": "0.2.0",
+                        "type": "string",
+                        "example": "10.0.0.5:9190",
+                        "default": "",
+                    },
+                    "rpc_keys": {
+                        "description": (
+                            "Which tracker key (the --key of the boards' python -m tvm.exec.rpc_server) measures "
+                            "which target: target=key pairs separated by commas, or a JSON object; a target is a "
+                            "TargetDevice (rasp4b, ml_c6g) or a TargetPlatform OS/ARCH (LINUX/ARM64). Targets not "
+                            "named here are measured on this machine (or not at all, when it cannot run them)."
+                        ),
+                        "version_added": "0.2.0",
+                        "type": "string",
+                        "example": "rasp4b=pi4, LINUX/ARM64=graviton2",
+                        "default": "",
+                    },
                 },
             }
         },

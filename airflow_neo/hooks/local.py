@@ -40,7 +40,8 @@ def local_job_config(
       database server);
     * ``memory_limit_bytes``: ``[neo] local_memory_limit_mb`` (0: no cap);
     * ``lease_seconds``: ``[neo] local_lease_seconds`` (0: 30);
-    * ``compile``: ``[neo] tuning_trials``, ``tuning_database``, ``cache_dir``, ``cache_max_bytes``.
+    * ``compile``: ``[neo] tuning_trials``, ``tuning_database``, ``cache_dir``, ``cache_max_bytes``,
+      ``rpc_tracker``, ``rpc_keys``.
     """
     from airflow.sdk.configuration import conf
 
@@ -77,6 +78,8 @@ def local_job_config(
             tuning_database=path("tuning_database"),
             cache_dir=path("cache_dir"),
             cache_max_bytes=conf.getint("neo", "cache_max_bytes", fallback=DEFAULT_CACHE_MAX_BYTES),
+            rpc_tracker=text("rpc_tracker"),
+            rpc_keys=text("rpc_keys"),
         ),
     )
 

@@ -79,6 +79,8 @@ def compile_model(
     tuning_trials: int | None = None,
     tuning_database: str | None = None,
     work_dir: str | os.PathLike | None = None,
+    rpc_tracker: str | None = None,
+    rpc_keys: dict | None = None,
 ) -> dict:
     """Compile the model in ``archive_path`` as ``request`` says, and write the artifact to ``artifact_path``.
 
@@ -94,6 +96,8 @@ def compile_model(
         None: 0 (``[neo] tuning_trials``' default). Records already in the target's tuning database
         are applied even with 0.
     :param tuning_database: root of the tuning databases; None: ``$AIRFLOW_HOME/neo/tuning``.
+    :param rpc_tracker, rpc_keys: ``[neo] rpc_tracker``/``rpc_keys``: the target's tuning is measured
+        on the tracker's devices of its key (:mod:`airflow_neo.local.tuning_rpc`); None: here.
     :param work_dir: where the model is extracted and built; it belongs to the caller, who removes
         it (the runner gives a directory inside the job's work dir, which it removes whatever
         happens to this process). None: a temporary directory removed on return.
@@ -144,6 +148,7 @@ def compile_model(
                 log("inputs: " + "; ".join(spec.describe() for spec in imported.inputs))
             with _phase("build", timings, log):
                 tuning = _tuning_settings(validated.payload, started, tuning_trials, tuning_database, work)
+                tuning.update(rpc_tracker=rpc_tracker, rpc_keys=rpc_keys)
                 executable, outputs, tuning_report, schedules_report = _build(imported, target, tuning, log)
             with _phase("export", timings, log):
                 _export_library(executable, library, compiler_path)

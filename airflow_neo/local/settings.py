@@ -1,7 +1,8 @@
 """Tuning and compile-cache settings of the local backend: the ``compile`` part of a job's config.
 
-The hook reads ``[neo] tuning_trials``, ``tuning_database``, ``cache_dir`` and ``cache_max_bytes``
-(the operator's ``tuning_trials`` over the first) into a :class:`CompileSettings`, which travels to
+The hook reads ``[neo] tuning_trials``, ``tuning_database``, ``cache_dir``, ``cache_max_bytes``,
+``rpc_tracker`` and ``rpc_keys`` (the operator's ``tuning_trials`` over the first) into a
+:class:`CompileSettings`, which travels to
 the runner inside the job's :class:`~airflow_neo.local.config.LocalJobConfig`; the runner
 resolves its directories (:meth:`CompileSettings.resolved`) and passes the trial budget and the
 tuning database to the compiler as arguments.
@@ -9,16 +10,21 @@ tuning database to the compiler as arguments.
 Invariants: frozen; validated on construction (a bad value names the field and the value:
 :func:`check_count` is the one check of a trial budget or a byte count, also used by the operator
 at DAG-parse time); ``s3://`` locations are checked for a bucket name and a clean prefix, other
-URL schemes are refused. Pure: nothing here imports Airflow or TVM.
+URL schemes are refused; ``rpc_tracker`` is ``host:port`` and ``rpc_keys`` maps names of the
+target table (:mod:`airflow_neo.local.targets`) to tracker keys, normalized on construction to
+``{target label: key}`` (:func:`parse_rpc_keys`). Pure: nothing here imports Airflow or TVM.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
+
 from airflow_neo.local.files import split_s3_url
 
 __all__ = [
@@ -27,6 +33,8 @@ __all__ = [
     "CompileSettings",
     "check_count",
     "neo_home",
+    "parse_rpc_keys",
+    "parse_rpc_tracker",
 ]
 
 #: ``[neo] tuning_trials`` default: MetaSchedule trials per compile job (0: no tuning; the
@@ -93,6 +101,12 @@ class CompileSettings:
         are evicted); 0 turns the cache off, the shared tier included.
     :param tuning_mirror: set by :meth:`resolved` for an S3 ``tuning_database``: the local mirror.
     :param cache_mirror: set by :meth:`resolved` for an S3 ``cache_dir``: the local tier.
+    :param rpc_tracker: ``host:port`` of a TVM RPC tracker whose devices measure tuning candidates
+        for the targets named in ``rpc_keys`` (None: everything is measured on this machine).
+    :param rpc_keys: which tracker key (device kind) measures which target: ``{target: key}``, the
+        target a TargetDevice name (``rasp4b``) or a TargetPlatform ``OS/ARCH`` (``LINUX/ARM64``,
+        or its label ``linux-arm64``); also a JSON object or ``target=key, ...`` text, as in
+        ``[neo] rpc_keys``. Normalized to ``{target label: key}``.
     """
 
     tuning_trials: int = DEFAULT_TUNING_TRIALS
@@ -101,12 +115,22 @@ class CompileSettings:
     cache_max_bytes: int = DEFAULT_CACHE_MAX_BYTES
     tuning_mirror: str | None = None
     cache_mirror: str | None = None
+    rpc_tracker: str | None = None
+    rpc_keys: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("tuning_trials", "cache_max_bytes"):
             check_count(name, getattr(self, name))
         _check_location("tuning_database", self.tuning_database)
         _check_location("cache_dir", self.cache_dir)
+        if self.rpc_tracker is not None:
+            parse_rpc_tracker(self.rpc_tracker)
+        object.__setattr__(self, "rpc_keys", parse_rpc_keys(self.rpc_keys))
+        if self.rpc_keys and not self.rpc_tracker:
+            raise ValueError(
+                f"rpc_keys {self.rpc_keys!r} names devices of an RPC tracker, but rpc_tracker is not set; "
+                "give rpc_tracker as host:port (e.g. 10.0.0.5:9190), or leave rpc_keys empty"
+            )
 
     def resolved(self, base_dir: str | os.PathLike | None = None) -> CompileSettings:
         """These settings with the directories filled in: under ``base_dir`` (the job store's
@@ -121,6 +145,13 @@ class CompileSettings:
             tuning_mirror=self.tuning_mirror or (_mirror_dir(base, "tuning", tuning) if _is_s3(tuning) else None),
             cache_mirror=self.cache_mirror or (_mirror_dir(base, "cache", cache) if _is_s3(cache) else None),
         )
+
+    def rpc_arguments(self) -> dict[str, Any]:
+        """The compile function's RPC arguments (``rpc_tracker``, ``rpc_keys``); empty when no
+        tracker is set, so compile functions that know nothing of RPC keep working."""
+        if not self.rpc_tracker:
+            return {}
+        return {"rpc_tracker": self.rpc_tracker, "rpc_keys": dict(self.rpc_keys)}
 
     @property
     def cache_enabled(self) -> bool:
@@ -149,3 +180,99 @@ class CompileSettings:
 
 def _is_s3(value: str | None) -> bool:
     return bool(value) and str(value).startswith("s3://")
+
+
+# ----------------------------------------------------------------------------- RPC devices
+
+_RPC_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+_HOST = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+def parse_rpc_tracker(value: str) -> tuple[str, int]:
+    """``(host, port)`` of ``[neo] rpc_tracker`` (``host:port``, ``[v6 address]:port``); else a
+    ValueError naming the value and the form."""
+    form = "give host:port, e.g. 10.0.0.5:9190 or tracker.lan:9190 ([::1]:9190 for an IPv6 address)"
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"rpc_tracker must be host:port; got {value!r}; {form}")
+    text = value.strip()
+    host, sep, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        valid_host = bool(host) and all(c in "0123456789abcdefABCDEF:." for c in host)
+    else:
+        valid_host = bool(_HOST.match(host))
+    if not sep or not valid_host:
+        raise ValueError(f"rpc_tracker {value!r} is not host:port; {form}")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"rpc_tracker {value!r}: the port must be a number from 1 to 65535; {form}")
+    return host, int(port)
+
+
+def _rpc_target_labels() -> tuple[dict[str, str], list[str]]:
+    """Every name a target may be given by in ``rpc_keys`` (lower case) -> its label; and the
+    names as the request spells them (TargetDevice ``rasp4b``, TargetPlatform ``LINUX/ARM64``)."""
+    from airflow_neo.local.targets import support_table
+
+    labels: dict[str, str] = {}
+    names: list[str] = []
+    for row in support_table():
+        if row["supported"]:
+            labels[row["name"].lower()] = row["label"]
+            labels[row["label"].lower()] = row["label"]
+            names.append(row["name"])
+    return labels, names
+
+
+def parse_rpc_keys(value: Any) -> dict[str, str]:
+    """``[neo] rpc_keys`` as ``{target label: tracker key}``.
+
+    ``value``: None or empty, a dict, a JSON object, or ``target=key`` pairs separated by commas;
+    a target is a TargetDevice name (``rasp4b``) or a TargetPlatform ``OS/ARCH`` (``LINUX/ARM64``)
+    or its label (``linux-arm64``). Raises a ValueError naming the entry and what is allowed.
+    """
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return {}
+    pairs: list[tuple[Any, Any]]
+    if isinstance(value, dict):
+        pairs = list(value.items())
+    elif isinstance(value, str) and value.strip().startswith("{"):
+        try:
+            data = json.loads(value)
+        except ValueError as err:
+            raise ValueError(f"rpc_keys {value!r} is not a valid JSON object ({err})") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"rpc_keys must be a JSON object of target: key; got {value!r}")
+        pairs = list(data.items())
+    elif isinstance(value, str):
+        pairs = []
+        for item in value.split(","):
+            if not item.strip():
+                continue
+            name, sep, key = item.partition("=")
+            if not sep:
+                raise ValueError(
+                    f"rpc_keys entry {item.strip()!r} is not target=key; give e.g. "
+                    "'rasp4b=pi4, LINUX/ARM64=graviton' or a JSON object"
+                )
+            pairs.append((name.strip(), key.strip()))
+    else:
+        raise ValueError(f"rpc_keys must be a JSON object or target=key pairs; got {value!r}")
+    labels, names = _rpc_target_labels()
+    out: dict[str, str] = {}
+    for name, key in pairs:
+        label = labels.get(str(name).strip().lower()) if isinstance(name, str) else None
+        if label is None:
+            raise ValueError(
+                f"rpc_keys: {name!r} is not a target the local backend builds for; give a TargetDevice "
+                "(e.g. rasp4b, ml_c6g) or a TargetPlatform OS/ARCH (e.g. LINUX/ARM64); supported: "
+                + ", ".join(names)
+            )
+        if not isinstance(key, str) or not _RPC_KEY.match(key):
+            raise ValueError(
+                f"rpc_keys: the key for {name!r} must be a tracker key (letters, digits, '_', '.', '+', '-'; "
+                f"no spaces or ':'), the --key its RPC servers registered with; got {key!r}"
+            )
+        if label in out and out[label] != key:
+            raise ValueError(f"rpc_keys gives the target {label} two keys: {out[label]!r} and {key!r}")
+        out[label] = key
+    return out

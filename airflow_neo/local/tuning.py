@@ -78,7 +78,8 @@ _ISA = re.compile(
 
 
 def tunable_here(target: dict, *, runs_here: bool) -> str | None:
-    """None when schedules for ``target`` can be measured on this machine, else why not."""
+    """None when schedules for ``target`` can be measured on this machine, else why not (a target
+    that ``[neo] rpc_keys`` names is measured on its devices instead: :meth:`_Session.measurable`)."""
     if not runs_here:
         return "the target's code does not run on this machine (another CPU family or OS), so schedules cannot be measured"
     from tvm.target import Target, codegen
@@ -224,10 +225,18 @@ def _make_builder(max_workers: int):
 
 @dataclass
 class _Session:
-    """Builder, runner and cost model shared by every task of one job (created on first use)."""
+    """Builder, runner and cost model shared by every task of one job (created on first use).
+
+    Measures on this machine, or, with ``rpc`` (``[neo] rpc_tracker`` and the target's key in
+    ``rpc_keys``), on the tracker's devices: candidates are then linked into shared libraries with
+    the target's C (cross) compiler and timed by MetaSchedule's RPCRunner
+    (:mod:`airflow_neo.local.tuning_rpc`)."""
 
     num_cores: int
     log: Log
+    rpc: Any = None  #: the :class:`~airflow_neo.local.tuning_rpc.RpcDevice` that measures (None: here)
+    compiler: str | None = None  #: the target's C compiler, linking candidates for the RPC devices
+    triple: str | None = None  #: the target's triple (its CPU family's tensor intrinsics are registered)
     builder: Any = None
     runner: Any = None
     cost_model: Any = None
@@ -236,6 +245,22 @@ class _Session:
     spent: float = 0.0
     notes: list[str] = field(default_factory=list)
 
+    def measurable(self, target) -> str | None:
+        """None when candidates for the :class:`~airflow_neo.local.targets.ResolvedTarget` can be
+        measured (on its RPC devices, probed now, or on this machine), else why not."""
+        if self.rpc is None:
+            return tunable_here(target.target, runs_here=target.runs_here())
+        from airflow_neo.local import tuning_rpc
+
+        self.rpc, reason = tuning_rpc.probe(self.rpc, self.log)
+        if reason is None:
+            self.compiler, self.triple = target.compiler(), target.triple
+        return reason
+
+    @property
+    def measured_on(self) -> str:
+        return self.rpc.describe() if self.rpc is not None else "this machine"
+
     def start(self) -> None:
         if self.builder is not None:
             return
@@ -243,11 +268,18 @@ class _Session:
 
         _cpu_tensor_intrinsics_only()
         _quiet_meta_schedule()
-        self.builder = _make_builder(self.num_cores)
-        self.runner = ms.runner.LocalRunner(
-            timeout_sec=RUN_TIMEOUT_S,
-            evaluator_config=tuning_baseline.evaluator_config(),
-        )
+        if self.rpc is not None:
+            from airflow_neo.local import tuning_rpc
+
+            tuning_rpc.register_tensor_intrinsics(self.triple or "")
+            self.builder = tuning_rpc.linking_builder(_make_builder(self.num_cores), self.compiler)
+            self.runner = tuning_rpc.make_runner(self.rpc, tuning_baseline.evaluator_config())
+        else:
+            self.builder = _make_builder(self.num_cores)
+            self.runner = ms.runner.LocalRunner(
+                timeout_sec=RUN_TIMEOUT_S,
+                evaluator_config=tuning_baseline.evaluator_config(),
+            )
         try:
             import xgboost  # noqa: F401
 
@@ -280,6 +312,8 @@ def optimize(
     seed: int = 0,
     work_dir: str | os.PathLike | None = None,
     rules: Any = None,
+    rpc_tracker: str | None = None,
+    rpc_keys: Any = None,
 ) -> tuple[Any, dict]:
     """Apply (and first tune, within ``trials``) the target's tuning database to the fused ``mod``.
 
@@ -293,6 +327,9 @@ def optimize(
         go under (the compile's work dir, which its owner removes); None: the system's temp dir.
     :param rules: the default schedule rules the records are measured against (None: the
         default ``DEFAULT_RULES``; see :mod:`airflow_neo.local.tuning_baseline`).
+    :param rpc_tracker: ``[neo] rpc_tracker``: with ``rpc_keys`` naming the target, candidates and
+        baselines are measured on the tracker's devices of its key (see :mod:`.tuning_rpc`).
+    :param rpc_keys: ``[neo] rpc_keys``: ``{target label or name: tracker key}``.
     :return: the module to build, and the report (``metadata["tuning"]``).
     """
     import tvm
@@ -334,7 +371,9 @@ def optimize(
         return mod, report
 
     work = Path(tempfile.mkdtemp(prefix="airflow-neo-tuning-", dir=work_dir))
-    session = _Session(num_cores, log)
+    from airflow_neo.local.tuning_rpc import device_for
+
+    session = _Session(num_cores, log, rpc=device_for(target.label, rpc_tracker, rpc_keys) if rpc_tracker else None)
     try:
         snap = tuning_db.snapshot(db_dir, work / "database")
         stats = tuning_db.scan(snap.directory, keys)
@@ -348,10 +387,11 @@ def optimize(
             f"tuning: {len(tasks)} kernels ({sum(t.weight for t in tasks)} calls), budget {trials} trials, "
             f"{already} already in the database ({db_dir.name}), {remaining} to run"
         )
-        reason = tunable_here(target.target, runs_here=target.runs_here())
+        reason = session.measurable(target)
         if reason is None:
+            report["measured_on"] = session.measured_on
             _baselines(extracted, tasks, db_dir, tune_target, session, rules, tune=remaining > 0)
-            report["baseline"] = "default schedules measured here; records apply only where faster"
+            report["baseline"] = f"default schedules measured on {session.measured_on}; records apply only where faster"
         else:
             report["baseline"] = f"not measured ({reason}): every record applies"
         if remaining > 0:

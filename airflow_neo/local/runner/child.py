@@ -7,7 +7,8 @@ Invariants:
 * everything the child needs arrives as arguments of its spawn target: the validated request,
   the paths, its work dir and the job's :class:`~airflow_neo.local.config.LocalJobConfig` (the
   compile function gets ``work_dir``, ``tuning_trials`` and ``tuning_database`` from it as
-  arguments); the child reads no configuration from its environment;
+  arguments, and ``rpc_tracker``/``rpc_keys`` when a tracker is set); the child reads no
+  configuration from its environment;
 * the child's scratch files stay inside the work dir the runner gave it (its temporary directory
   is ``<work dir>/tmp``); :meth:`CompileChild.run` removes that dir once the child is gone, and
   the job removes its whole work dir in ``finally`` whatever happens;
@@ -132,6 +133,7 @@ def _compile_child(conn, compile_fn, request: ValidatedRequest, archive_path: st
         metadata = fn(
             request, archive_path, artifact_path, log=child_log, work_dir=work_dir,
             tuning_trials=config.compile.tuning_trials, tuning_database=config.compile.tuning_root,
+            **config.compile.rpc_arguments(),
         )
         send(("ok", _jsonable(metadata if metadata is not None else {})))
     except MemoryError as err:
