@@ -324,10 +324,10 @@ def _remove_dead(graph) -> None:
         graph.node.extend(live)
     used = _used_names(graph) | outputs
     inputs = {value.name for value in graph.input}
-    kept = [init for init in graph.initializer if init.name in used or init.name in inputs]
-    if len(kept) != len(graph.initializer):
-        del graph.initializer[:]
-        graph.initializer.extend(kept)
+    keep = used | inputs
+    for index in reversed(range(len(graph.initializer))):  # in place: no copy of the weights
+        if graph.initializer[index].name not in keep:
+            del graph.initializer[index]
     names = used | {init.name for init in graph.initializer}
     info = [value for value in graph.value_info if value.name in names]
     del graph.value_info[:]

@@ -1,0 +1,368 @@
+"""ONNX normalization before import (airflow_neo.local.onnx_normalize and the ONNX importer's use of it).
+
+Unit tests on small hand-built graphs (onnxruntime on the graph before and after as the reference),
+then real architectures whose shape computations TVM cannot import as exported: each compiled
+through the local compile path and compared with onnxruntime on the ORIGINAL file. The classes:
+
+* attention-mask broadcasts of transformers encoders (Shape -> ConstantOfShape -> Expand):
+  BERT, DistilBERT, RoBERTa, and DistilBERT through the TorchScript route;
+* tensors split or reshaped by sizes computed from shapes (Shape -> Gather -> Div -> Slice):
+  torchvision ShuffleNetV2 (``chunk``), timm EfficientViT-M0 (``split`` of q/k/v);
+* pads computed by a subgraph (``Dynamic pads are not supported yet``): timm EfficientViT-B0.
+
+The real-model tests need transformers / torchvision / timm (the ``bench`` extra) and are skipped
+without them.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+import warnings
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from airflow_neo import runtime
+from airflow_neo.local.compiler import compile_model
+from airflow_neo.local.onnx_normalize import MAX_FOLDED_ELEMENTS, normalize
+from tests.local import models
+
+LINUX_X86_64 = {"Os": "LINUX", "Arch": "X86_64"}
+
+
+def _ort(model_bytes: bytes, inputs: dict) -> list[np.ndarray]:
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
+    return session.run(None, inputs)
+
+
+def _model(nodes, inputs, outputs, initializers=(), opset: int = 17):
+    graph = helper.make_graph(nodes, "g", inputs, outputs, initializer=list(initializers))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    return model
+
+
+def _const(name: str, values, dtype=np.int64):
+    return numpy_helper.from_array(np.asarray(values, dtype=dtype), name)
+
+
+def _chunk_graph(channels: int | str = 8):
+    """``x.chunk(2, dim=1)[0]`` as the legacy exporter writes it: Shape -> Gather -> Div -> Slice."""
+    nodes = [
+        helper.make_node("Shape", ["x"], ["shape"]),
+        helper.make_node("Gather", ["shape", "one"], ["c"], axis=0),
+        helper.make_node("Div", ["c", "two"], ["half"]),
+        helper.make_node("Unsqueeze", ["half", "zero_axis"], ["end"]),
+        helper.make_node("Slice", ["x", "zero", "end", "one_axis"], ["y"]),
+        helper.make_node("Relu", ["y"], ["out"]),
+    ]
+    inits = [_const("one", 1), _const("two", 2), _const("zero_axis", [0]), _const("zero", [0]), _const("one_axis", [1])]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, channels, 4, 4])
+    out = helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, "half", 4, 4])
+    return _model(nodes, [x], [out], inits)
+
+
+# -- normalize() on small graphs ---------------------------------------------------------------
+
+
+def test_shape_subgraph_is_folded_and_numerics_kept():
+    model = _chunk_graph()
+    original = model.SerializeToString()
+    report = normalize(model, {"x": [1, 8, 4, 4]})
+    onnx.checker.check_model(model)
+    assert [node.op_type for node in model.graph.node] == ["Slice", "Relu"]
+    assert report.nodes_before == 6 and report.nodes_after == 2 and report.shape_reads == 1 and report.folded == 4
+    ends = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}[model.graph.node[0].input[2]]
+    assert ends.tolist() == [4]
+    assert report.summary().startswith("onnx normalized for the input shapes: 6 -> 2 nodes, 4 folded")
+    assert report.as_metadata()["tool"].startswith(f"onnx {onnx.__version__} shape inference")
+    x = {"x": np.random.default_rng(0).standard_normal((1, 8, 4, 4)).astype(np.float32)}
+    np.testing.assert_array_equal(_ort(model.SerializeToString(), x)[0], _ort(original, x)[0])
+
+
+def test_dynamic_dim_stays_dynamic():
+    model = _chunk_graph(channels="C")
+    report = normalize(model, {"x": [1, None, 4, 4]})
+    assert "Shape" in [node.op_type for node in model.graph.node] and report.folded == 0
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    assert dims[1].dim_param == "C" and [d.dim_value for d in dims] == [1, 0, 4, 4]
+    for channels in (4, 6):  # still runs for any size of the dynamic dimension
+        x = np.ones((1, channels, 4, 4), np.float32)
+        assert _ort(model.SerializeToString(), {"x": x})[0].shape == (1, channels // 2, 4, 4)
+
+
+def test_large_values_and_quantized_weights_are_not_folded():
+    big = int(MAX_FOLDED_ELEMENTS) * 2
+    nodes = [
+        helper.make_node("ConstantOfShape", ["big_shape"], ["big"], value=helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0])),
+        helper.make_node("DequantizeLinear", ["w_q", "w_scale"], ["w"]),
+        helper.make_node("ReduceSum", ["big"], ["s"], keepdims=0),
+        helper.make_node("MatMul", ["x", "w"], ["y"]),
+        helper.make_node("Add", ["y", "s"], ["out"]),
+    ]
+    inits = [
+        _const("big_shape", [big]),
+        _const("w_q", np.arange(16).reshape(4, 4), np.int8),
+        _const("w_scale", 0.5, np.float32),
+    ]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])
+    out = helper.make_tensor_value_info("out", TensorProto.FLOAT, [2, 4])
+    model = _model(nodes, [x], [out], inits)
+    report = normalize(model, {"x": [2, 4]})
+    assert {"ConstantOfShape", "DequantizeLinear"} <= {node.op_type for node in model.graph.node}
+    assert report.folded == 0
+    assert all(numpy_helper.to_array(init).size <= 16 for init in model.graph.initializer)
+
+
+def test_graph_output_computed_from_shapes_becomes_a_constant_node():
+    nodes = [helper.make_node("Shape", ["x"], ["shape"]), helper.make_node("Relu", ["x"], ["y"])]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3])
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3]), helper.make_tensor_value_info("shape", TensorProto.INT64, [2])]
+    model = _model(nodes, [x], outputs)
+    normalize(model, {"x": [5, 3]})
+    onnx.checker.check_model(model)
+    assert [value.name for value in model.graph.output] == ["y", "shape"]
+    got = _ort(model.SerializeToString(), {"x": np.ones((5, 3), np.float32)})
+    assert got[1].tolist() == [5, 3]
+
+
+# -- the local compile path --------------------------------------------------------------------
+
+
+def _onnx_case(directory, data: bytes, inputs: dict) -> models.ModelCase:
+    """A Neo archive holding ``data`` as model.onnx; reference: onnxruntime on that (original) file."""
+    return models.ModelCase(
+        models.write_archive(directory, {"model.onnx": data}),
+        lambda feed: _ort(data, feed),
+        framework="ONNX",
+        data_input_config={name: list(value.shape) for name, value in inputs.items()},
+        inputs=inputs,
+        model_file="model.onnx",
+    )
+
+
+def _compile_and_compare(case, tmp_path, *, rel: float = 1e-4, **request_kwargs):
+    """Compile through the local compile path, run the artifact, compare with the reference.
+
+    Tolerance: ``rel`` times the largest magnitude of the reference output.
+    """
+    lines: list[str] = []
+    request = models.make_request(case, target_platform=LINUX_X86_64, output_dir=tmp_path / "out", **request_kwargs)
+    artifact = tmp_path / "artifact" / "model-compiled.tar.gz"
+    metadata = compile_model(request, str(case.archive), str(artifact), log=lines.append)
+    got = runtime.load(artifact).run(case.inputs)
+    want = case.reference(case.inputs)
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        w = np.asarray(w)
+        assert g.shape == w.shape
+        scale = max(float(np.max(np.abs(w))), 1e-6)
+        np.testing.assert_allclose(g, w, rtol=0, atol=rel * scale)
+    return metadata, lines
+
+
+def _assert_normalized(metadata: dict, lines: list[str]) -> None:
+    info = metadata["versions"]["onnx_normalized"]
+    assert info["applied"] is True and info["folded"] > 0 and info["shape_reads"] > 0, info
+    assert info["nodes_after"] < info["nodes_before"]
+    assert any(line.startswith("onnx normalized for the input shapes: ") for line in lines), lines
+
+
+def test_data_dependent_dim_still_imports(tmp_path):
+    """A dimension no input shape determines (NonZero's count) stays dynamic and still compiles."""
+    nodes = [
+        helper.make_node("Greater", ["x", "zero"], ["positive"]),
+        helper.make_node("NonZero", ["positive"], ["where"]),
+        helper.make_node("Shape", ["where"], ["count_shape"]),
+        helper.make_node("Gather", ["count_shape", "one"], ["count"], axis=0),
+        helper.make_node("Cast", ["count"], ["count_f"], to=TensorProto.FLOAT),
+        helper.make_node("Shape", ["x"], ["x_shape"]),
+        helper.make_node("ReduceProd", ["x_shape"], ["size"], keepdims=0),
+        helper.make_node("Cast", ["size"], ["size_f"], to=TensorProto.FLOAT),
+        helper.make_node("Div", ["count_f", "size_f"], ["fraction"]),
+        helper.make_node("Mul", ["x", "fraction"], ["out"]),
+    ]
+    inits = [_const("zero", 0.0, np.float32), _const("one", 1)]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 6])
+    out = helper.make_tensor_value_info("out", TensorProto.FLOAT, ["n", 6])
+    data = _model(nodes, [x], [out], inits).SerializeToString()
+    inputs = {"x": np.random.default_rng(0).standard_normal((4, 6)).astype(np.float32)}
+    metadata, lines = _compile_and_compare(_onnx_case(tmp_path / "model", data, inputs), tmp_path)
+    info = metadata["versions"]["onnx_normalized"]
+    assert info["applied"] is True and info["shape_reads"] == 1  # Shape(x) folded, Shape(NonZero(...)) kept
+
+
+def _relu_case(tmp_path) -> models.ModelCase:
+    nodes = [helper.make_node("Relu", ["x"], ["out"])]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])
+    out = helper.make_tensor_value_info("out", TensorProto.FLOAT, [2, 3])
+    data = _model(nodes, [x], [out]).SerializeToString()
+    inputs = {"x": np.random.default_rng(0).standard_normal((2, 3)).astype(np.float32)}
+    return _onnx_case(tmp_path / "model", data, inputs)
+
+
+def test_normalization_failure_imports_the_graph_as_given(tmp_path, monkeypatch):
+    """Fault injection in onnx (its shape inference raises): the import goes on with the graph as given."""
+
+    def broken(*args, **kwargs):
+        raise onnx.shape_inference.InferenceError("injected failure")
+
+    monkeypatch.setattr(onnx.shape_inference, "infer_shapes", broken)
+    metadata, lines = _compile_and_compare(_relu_case(tmp_path), tmp_path)
+    info = metadata["versions"]["onnx_normalized"]
+    assert info == {"applied": False, "skipped": "InferenceError: injected failure"}
+    assert "onnx normalization skipped (InferenceError: injected failure); importing the graph as given" in lines
+
+
+def test_normalized_graph_that_does_not_import_falls_back_to_the_graph_as_given(tmp_path, monkeypatch):
+    """Fault injection after a real normalization (a node TVM lacks added): the original graph is imported."""
+    from airflow_neo.local import onnx_normalize
+
+    real = onnx_normalize.normalize
+
+    def normalize_then_break(model, shapes):
+        report = real(model, shapes)
+        model.graph.node.append(helper.make_node("NoSuchOp", ["x"], ["unused"], domain="example.invalid"))
+        return report
+
+    monkeypatch.setattr(onnx_normalize, "normalize", normalize_then_break)
+    metadata, lines = _compile_and_compare(_relu_case(tmp_path), tmp_path)
+    info = metadata["versions"]["onnx_normalized"]
+    assert info["applied"] is False and info["skipped"].startswith("import failed: ")
+    assert any(line.startswith("importing the normalized ONNX graph failed (") for line in lines), lines
+
+
+# -- real architectures ------------------------------------------------------------------------
+
+
+def _torch():
+    return pytest.importorskip("torch")
+
+
+def _import_torchvision():
+    """torchvision's Python model code with the CPU torch wheel (PyPI's torchvision is a CUDA build
+    whose C++ ops do not load): define the op schemas its import registers fakes for, then import."""
+    torch = _torch()
+    try:
+        import torchvision  # noqa: F401
+    except ImportError:
+        pytest.skip("torchvision is not installed")
+    except RuntimeError:
+        for op in ("nms", "qnms"):
+            try:
+                getattr(torch.ops.torchvision, op)
+            except (AttributeError, RuntimeError):
+                torch.library.define(f"torchvision::{op}", "(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+        for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
+            del sys.modules[name]
+        import torchvision  # noqa: F401
+    return sys.modules["torchvision"]
+
+
+def _export(torch, module, inputs: dict) -> bytes:
+    buffer = io.BytesIO()
+    tensors = tuple(torch.from_numpy(value) for value in inputs.values())
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, tensors, buffer, input_names=list(inputs), output_names=["output0"], opset_version=17, dynamo=False)
+    return buffer.getvalue()
+
+
+SEQ, PAD = 16, 4
+SMALL_TEXT = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128, "vocab_size": 1000}
+
+
+def _text_encoder(kind: str):
+    """(module returning the last hidden state, inputs): a small config of a transformers encoder."""
+    torch = _torch()
+    _import_torchvision_if_installed()
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(models.SEED)
+    if kind == "bert":
+        inner = transformers.BertModel(transformers.BertConfig(**SMALL_TEXT), add_pooling_layer=False)
+    elif kind == "roberta":
+        inner = transformers.RobertaModel(transformers.RobertaConfig(**SMALL_TEXT), add_pooling_layer=False)
+    else:
+        config = transformers.DistilBertConfig(dim=64, n_layers=2, n_heads=4, hidden_dim=128, vocab_size=1000)
+        inner = transformers.DistilBertModel(config)
+
+    class Encoder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids, attention_mask):
+            return self.inner(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    mask = np.ones((1, SEQ), np.int64)
+    mask[:, SEQ - PAD:] = 0  # padding, so the traced graph keeps the mask path
+    rng = np.random.default_rng(models.SEED)
+    inputs = {"input_ids": rng.integers(0, 1000, (1, SEQ)).astype(np.int64), "attention_mask": mask}
+    return torch, Encoder().eval(), inputs
+
+
+def _import_torchvision_if_installed():
+    """transformers and timm import torchvision when it is installed: make that import work."""
+    try:
+        _import_torchvision()
+    except pytest.skip.Exception:
+        pass
+
+
+def _vision(kind: str):
+    torch = _torch()
+    torch.manual_seed(models.SEED)
+    if kind == "shufflenet_v2":
+        module, size = _import_torchvision().models.shufflenet_v2_x0_5(weights=None), 64
+    else:
+        _import_torchvision_if_installed()
+        timm = pytest.importorskip("timm")
+        size = 96  # the smallest input at which these fail to import without normalization
+        kwargs = {"img_size": size, "depth": (1, 1, 1)} if kind == "efficientvit_m0" else {}
+        module = timm.create_model(kind, pretrained=False, num_classes=10, **kwargs)
+    module.eval()
+    with torch.no_grad():  # random but non-trivial batch-norm statistics
+        for layer in module.modules():
+            if isinstance(layer, torch.nn.modules.batchnorm._BatchNorm):
+                layer.running_mean.uniform_(-0.1, 0.1)
+                layer.running_var.uniform_(0.8, 1.2)
+    inputs = {"input0": np.random.default_rng(models.SEED).standard_normal((1, 3, size, size)).astype(np.float32)}
+    return torch, module, inputs
+
+
+@pytest.mark.parametrize(
+    "kind",
+    ["bert", "distilbert", "roberta", "shufflenet_v2", "efficientvit_m0", "efficientvit_b0"],
+)
+def test_real_model_compiles_and_matches_onnxruntime(tmp_path, kind):
+    torch, module, inputs = _text_encoder(kind) if kind in ("bert", "distilbert", "roberta") else _vision(kind)
+    data = _export(torch, module, inputs)
+    metadata, lines = _compile_and_compare(_onnx_case(tmp_path / "model", data, inputs), tmp_path)
+    _assert_normalized(metadata, lines)
+
+
+def test_torchscript_transformer_is_normalized_too(tmp_path):
+    torch, module, inputs = _text_encoder("distilbert")
+    tensors = tuple(torch.from_numpy(value) for value in inputs.values())
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(module, tensors, strict=False)
+        want = module(*tensors).numpy()
+    buffer = io.BytesIO()
+    torch.jit.save(traced, buffer)
+    case = models.ModelCase(
+        models.write_archive(tmp_path / "model", {"model.pth": buffer.getvalue()}),
+        lambda feed: [want],
+        framework="PYTORCH",
+        data_input_config={name: list(value.shape) for name, value in inputs.items()},
+        inputs=inputs,
+        model_file="model.pth",
+    )
+    metadata, lines = _compile_and_compare(case, tmp_path, compiler_options={"dtype": "int64"})
+    _assert_normalized(metadata, lines)
+    assert metadata["versions"]["torch"] == torch.__version__
