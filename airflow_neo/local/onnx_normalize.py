@@ -124,7 +124,8 @@ def _infer(model) -> tuple[dict[str, list[int] | None], dict[str, int]]:
     """Static shapes ({name: dims}, None where any dim is unknown) and element types of every value.
 
     Inference runs on a light copy: large initializers become typed graph inputs, so a big model
-    neither gets copied whole nor hits protobuf's 2 GB limit.
+    neither gets copied whole nor hits protobuf's 2 GB limit; the copy has no ``value_info`` and no
+    output shapes, so shapes declared at export time (for other input shapes) cannot leak in.
     """
     import onnx
 
@@ -137,8 +138,11 @@ def _infer(model) -> tuple[dict[str, list[int] | None], dict[str, int]]:
     graph.name = model.graph.name
     graph.node.extend(model.graph.node)
     graph.input.extend(model.graph.input)
-    graph.output.extend(model.graph.output)
-    graph.value_info.extend(model.graph.value_info)
+    for value in model.graph.output:  # declared shapes may be stale (traced at export): inferred anew
+        output = graph.output.add()
+        output.CopyFrom(value)
+        if output.type.HasField("tensor_type"):
+            output.type.tensor_type.ClearField("shape")
     declared = {value.name for value in model.graph.input}
     for init in model.graph.initializer:
         if _elements(init.dims) <= MAX_FOLDED_ELEMENTS and not init.external_data:
@@ -231,8 +235,8 @@ def _fold_node(node, values: dict, shapes: dict, types: dict, opset: int):
     """The node's output values (a list of arrays), or None where it cannot or should not fold."""
     import numpy as np
 
-    if node.domain not in DEFAULT_DOMAINS or node.op_type in NEVER_FOLD or not node.output:
-        return None
+    if node.domain not in DEFAULT_DOMAINS or node.op_type in NEVER_FOLD or not all(node.output):
+        return None  # an omitted optional output ("") is left alone too
     if any(attr.type in (5, 10) for attr in node.attribute):  # GRAPH, GRAPHS: If, Loop, Scan
         return None
     if node.op_type in SHAPE_READS:
@@ -247,7 +251,7 @@ def _fold_node(node, values: dict, shapes: dict, types: dict, opset: int):
         return None
     for name in node.output:
         dims = shapes.get(name)
-        if name and dims is not None and _elements(dims) > MAX_FOLDED_ELEMENTS:
+        if dims is not None and _elements(dims) > MAX_FOLDED_ELEMENTS:
             return None
     try:
         outputs = _evaluate(node, values, opset)

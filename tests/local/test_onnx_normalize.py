@@ -96,6 +96,18 @@ def test_dynamic_dim_stays_dynamic():
         assert _ort(model.SerializeToString(), {"x": x})[0].shape == (1, channels // 2, 4, 4)
 
 
+def test_shapes_declared_at_export_do_not_override_the_input_shapes():
+    """value_info and output shapes traced for other input shapes (stale) are not used for folding."""
+    model = _chunk_graph(channels="C")
+    model.graph.value_info.append(helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 4, 4]))
+    model.graph.node.insert(0, helper.make_node("Identity", ["x"], ["x_id"]))
+    model.graph.node[1].input[0] = "x_id"  # Shape(Identity(x))
+    model.graph.value_info.append(helper.make_tensor_value_info("x_id", TensorProto.FLOAT, [1, 8, 4, 4]))
+    normalize(model, {"x": [1, 6, 4, 4]})
+    x = np.ones((1, 6, 4, 4), np.float32)
+    assert _ort(model.SerializeToString(), {"x": x})[0].shape == (1, 3, 4, 4)
+
+
 def test_large_values_and_quantized_weights_are_not_folded():
     big = int(MAX_FOLDED_ELEMENTS) * 2
     nodes = [
