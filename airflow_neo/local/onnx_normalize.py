@@ -58,10 +58,6 @@ class NormalizeReport:
     seconds: float
     tool: str
 
-    @property
-    def changed(self) -> bool:
-        return self.folded > 0 or self.nodes_after != self.nodes_before
-
     def summary(self) -> str:
         return (
             f"onnx normalized for the input shapes: {self.nodes_before} -> {self.nodes_after} nodes, {self.folded} "
