@@ -24,7 +24,9 @@ Invariants:
 * The accumulator is an internal buffer whose tile is ``[register inner][vector inner]``
   contiguous (the output is cached first when the block wrote a parameter directly).
 * Fused element-wise tails are inlined into one block that runs per tile, while the accumulator
-  is hot; a tail that cannot follow the tile stays a separate parallel loop nest.
+  is hot; a tail that cannot follow the tile stays a separate parallel loop nest. So does a tail
+  whose output shape differs from the accumulator's (a fused pad for the next layer): per tile,
+  its elements that read no accumulator element (the border) would never be written.
 * A padding producer stays materialized (inlining it would put a branch in the FMA loop); other
   spatial producers are inlined where TIR allows.
 """
@@ -165,7 +167,18 @@ def _prepare_output(sch, facts: FuncFacts, plan: TilePlan):
     written = sch.get(main).writes[0].source
     if not any(r.source.same_as(written) for r in sch.get(after[0]).reads):
         return None
+    if not _same_shape(sch.get(after[0]).writes[0].source.shape, out.buffer.shape):
+        # a tail with another output shape (a pad for the next layer, a slice): some of its
+        # elements read no accumulator element, and computing it per tile would never write them
+        return None
     return after[0]
+
+
+def _same_shape(a, b) -> bool:
+    try:
+        return len(a) == len(b) and all(int(x) == int(y) for x, y in zip(a, b))
+    except (TypeError, ValueError):
+        return False
 
 
 def _tile_loops(sch, plan: TilePlan):
