@@ -312,22 +312,40 @@ def _tuning_settings(request: dict, started: float, trials: int | None, database
 
 def _build(imported: Imported, target: ResolvedTarget, tuning: dict | None = None, log: Log = print):
     import tvm
-    from tvm import relax
+
+    from airflow_neo.local.schedules.lowering import lower
 
     tvm_target = tvm.target.Target(target.target)
-    mod = relax.transform.DecomposeOpsForInference()(imported.mod)
-    with tvm_target:
-        mod = relax.get_pipeline("zero")(mod)
+    mod = lower(imported.mod, tvm_target)
     outputs = _output_specs(mod["main"], imported.output_names)
     report = None
+    pack = _pack_for(tvm_target, log)
     if tuning is not None:
         from airflow_neo.local.tuning import optimize
 
-        mod, report = optimize(mod, target, log=log, **tuning)
+        mod, report = optimize(mod, target, log=log, pack=pack, **tuning)
+    from airflow_neo.local.configs import JsonConfigStore, OrderedUnion
     from airflow_neo.local.schedules import compile_with_default_schedules
 
-    executable, schedules = compile_with_default_schedules(mod, tvm_target, log=log)
+    tuned = JsonConfigStore(report["database"]) if report and report.get("database") else None
+    configs = OrderedUnion(tuned, pack if len(pack) else None)
+    executable, schedules = compile_with_default_schedules(mod, tvm_target, log=log, configs=configs)
     return executable, outputs, report, schedules
+
+
+def _pack_for(tvm_target, log: Log):
+    """The shipped tuning pack's records for the target's CPU family (empty when it has none)."""
+    import tvm
+
+    from airflow_neo.local.configs import PackStore, cpu_family
+    from airflow_neo.local.configs import pack as shipped
+    from airflow_neo.local.schedules.cpu import cpu_info
+
+    cpu = cpu_info(tvm_target)
+    pack = PackStore(cpu_family(cpu.arch, cpu.vector_bits, cpu.fma), tvm.__version__, shipped.PACK_FILE)
+    log(f"tuning pack: {len(pack)} kernel configs for {pack.family}" if len(pack)
+        else f"tuning pack: none for {pack.family} (TVM {tvm.__version__})")
+    return pack
 
 
 def _output_specs(function, names: list[str]) -> list[InputSpec]:

@@ -47,7 +47,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from airflow_neo.local import tuning_baseline, tuning_db
+from airflow_neo.local import tuning_baseline, tuning_configs, tuning_db
+from airflow_neo.local.configs import JsonConfigStore
 from airflow_neo.local.tuning_plan import (
     FIRST_ROUND,
     ROUND,
@@ -65,6 +66,8 @@ Log = Callable[[str], Any]
 #: a first guess of one trial's cost on a small machine, refined as tuning goes
 INITIAL_SECONDS_PER_TRIAL = 2.0
 BUILD_TIMEOUT_S = 60.0
+#: percent of a job's new trials that config tuning may spend before MetaSchedule's search
+CONFIG_SHARE = 50
 RUN_TIMEOUT_S = 30.0
 # x86 ISA extensions (LLVM feature names): a target that needs one the host lacks cannot be measured here
 _ISA = re.compile(
@@ -312,6 +315,7 @@ def optimize(
     seed: int = 0,
     work_dir: str | os.PathLike | None = None,
     rules: Any = None,
+    pack: Any = None,
     rpc_tracker: str | None = None,
     rpc_keys: Any = None,
 ) -> tuple[Any, dict]:
@@ -327,6 +331,7 @@ def optimize(
         go under (the compile's work dir, which its owner removes); None: the system's temp dir.
     :param rules: the default schedule rules the records are measured against (None: the
         default ``DEFAULT_RULES``; see :mod:`airflow_neo.local.tuning_baseline`).
+    :param pack: the shipped pack's store for this target (its knobs are measured early), or None.
     :param rpc_tracker: ``[neo] rpc_tracker``: with ``rpc_keys`` naming the target, candidates and
         baselines are measured on the tracker's devices of its key (see :mod:`.tuning_rpc`).
     :param rpc_keys: ``[neo] rpc_keys``: ``{target label or name: tracker key}``.
@@ -381,6 +386,7 @@ def optimize(
             entry = stats.get(task.key)
             task.granted = max(snap.granted.get(task.key, 0), entry.records if entry else 0)
             task.best_secs = entry.best_secs if entry else None
+        configs = JsonConfigStore(db_dir)
         already = sum(task.granted for task in tasks)
         remaining = max(0, int(trials) - already)
         log(
@@ -398,19 +404,37 @@ def optimize(
             if reason:
                 log(f"tuning: skipped: {reason}; applying the records the database has")
                 report["skipped"] = reason
+                if session.rpc is not None:  # the devices may answer next time: not worth caching
+                    report["skipped_transient"] = True
             else:
+                session.start()
+                config_trials = tuning_configs.tune_configs(
+                    [(t.key, t.name, ext.dispatched[0]["main"], priority(t)) for t, ext in zip(tasks, extracted)],
+                    tune_target, session.builder, session.runner, configs, -(-remaining * CONFIG_SHARE // 100), log,
+                    pack=pack,
+                )
+                spent = sum(config_trials.values())
+                report["config_trials"] = spent
+                remaining -= spent
+                for task in tasks:
+                    task.granted += config_trials.get(task.key, 0)
+                _config_baselines(tasks, configs)
                 granted = _tune(
                     extracted, tasks, remaining, snap.directory, session, log, deadline=deadline, seed=seed, work=work
-                )
+                ) if remaining > 0 else {}
+                for key, count in config_trials.items():  # the ledger counts config candidates too
+                    granted[key] = granted.get(key, 0) + count
                 report["new_trials"] = session.measured
                 merged = tuning_db.merge(snap, granted)
-                log(f"tuning: {session.measured} new trials in {session.spent:.0f} s; {merged} records added to {db_dir}")
+                log(f"tuning: {spent} config candidates and {session.measured} search trials in "
+                    f"{session.spent:.0f} s; {merged} records added to {db_dir}")
+        _config_baselines(tasks, configs)
         report["notes"] = session.notes
         stats = tuning_db.scan(snap.directory, keys)
         report["kernels"] = kernels = tuning_baseline.decide(tasks, stats, measured_here=reason is None)
         applied = [task for task in tasks if kernels[task.key]["used"] == "tuned"]
         report["applied"] = len(applied)
-        report["records_digest"] = tuning_db.records_digest(snap.directory, keys)
+        report["records_digest"] = tuning_db.records_digest(snap.directory, keys, configs_dir=db_dir)
         beaten = sum(1 for entry in kernels.values() if entry["record_secs"] is not None and entry["used"] == "default")
         if not applied:
             why = f"the default schedules are faster for all {beaten} with records" if beaten else "no records"
@@ -452,6 +476,14 @@ def _baselines(extracted, tasks, db_dir: Path, tune_target, session: _Session, r
         known.update(measured)
     for task in tasks:
         task.default_secs = known.get(task.key)
+
+
+def _config_baselines(tasks, configs: JsonConfigStore) -> None:
+    """A record must beat the best config (the default schedule the kernel gets without it)."""
+    for task in tasks:
+        record = configs.get(task.key)
+        if record is not None and record.useful():
+            task.default_secs = record.secs if task.default_secs is None else min(task.default_secs, record.secs)
 
 
 def _tune(extracted, tasks, remaining, db_path: Path, session: _Session, log: Log, *, deadline, seed, work: Path) -> dict[str, int]:

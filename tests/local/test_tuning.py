@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from airflow_neo.local import tuning_db
+from airflow_neo.local.configs import JsonConfigStore
 from airflow_neo.local.config import ENV_JOB_CONFIG, LocalJobConfig
 from airflow_neo.local.settings import CompileSettings
 from airflow_neo.local.tuning import TaskInfo, first_round_plan, latency_share_plan
@@ -367,7 +368,20 @@ def test_tuned_compile_then_records_reused(tmp_path):
     assert sum("measured the default schedules" in line for line in store.log_path("tune-1").read_text().splitlines()) == 1
     log_one = store.log_path("tune-1").read_text()
     assert "tuning [first round 1/" in log_one and "best" in log_one
-    assert re.search(r"tuning: \d+ new trials in \d+ s; \d+ records added to ", log_one)
+    assert re.search(r"tuning: \d+ config candidates and \d+ search trials in \d+ s; \d+ records added to ", log_one)
+    # config tuning came first: the default plan and its variants of each conv kernel, measured
+    assert 0 < first["config_trials"] <= 8 and "tuning [configs] " in log_one
+    configs = JsonConfigStore(database)
+    measured = {key: configs.get(key) for key in first["workloads"] if configs.get(key) is not None}
+    assert measured and all(record.tried and record.default_secs for record in measured.values())
+    ledger = tuning_db.read_ledger(database)
+    assert all(ledger.get(key, 0) >= len(record.tried) for key, record in measured.items())
+    # the artifact used a config exactly where one was faster than the default plan
+    schedules = store.compile_metadata("tune-1")["schedules"]
+    by_kernel = {schedules["keys"][name]: origin for name, origin in schedules["origin"].items()}
+    for key, record in measured.items():
+        if key in by_kernel and by_kernel[key] != "record":
+            assert by_kernel[key] == ("tuned" if record.useful() else "default"), (key, record)
 
     no_cache = CompileSettings(tuning_trials=16, tuning_database=tuned.tuning_database, cache_max_bytes=0)
     store.create(request("tune-2"))

@@ -312,7 +312,7 @@ def test_unreachable_tracker_skips_tuning_and_the_job_completes(tmp_path):
     archive, _ = _tiny_cnn_archive(tmp_path / "tiny.tar.gz")
     request = tiny_cnn_request("rpc-down", archive, tmp_path / "out")
     port = _free_port()  # nothing listens there
-    settings = CompileSettings(tuning_trials=4, tuning_database=str(tmp_path / "tuning"), cache_max_bytes=0,
+    settings = CompileSettings(tuning_trials=4, tuning_database=str(tmp_path / "tuning"), cache_dir=str(tmp_path / "cache"),
                                rpc_tracker=f"127.0.0.1:{port}", rpc_keys={_platform_name(request): X86_KEY})
     store_path = tmp_path / "state" / "jobs.db"
     store = JobStore(store_path)
@@ -324,6 +324,9 @@ def test_unreachable_tracker_skips_tuning_and_the_job_completes(tmp_path):
     assert f"the RPC tracker 127.0.0.1:{port} ([neo] rpc_tracker) is unreachable" in tuning["skipped"]
     assert f"tuning: skipped: the RPC tracker 127.0.0.1:{port} ([neo] rpc_tracker) is unreachable" in (
         store.log_path("rpc-down").read_text())
+    # not cached: the same job later, with the devices back, must tune rather than hit this artifact
+    assert tuning["skipped_transient"] and "not cached: tuning was skipped" in store.log_path("rpc-down").read_text()
+    assert not list((tmp_path / "cache").glob("entries/*/model.tar.gz"))
 
 
 def test_arm64_candidates_are_measured_on_an_emulated_device(tracker, arm_server, tmp_path):

@@ -4,7 +4,8 @@ Invariants:
 
 * A :class:`ConfigRecord` holds the knobs of the fastest candidate measured for one workload and
   the time of the rule's own plan measured the same way, so a record is used only where it was
-  faster (``secs < default_secs``); records whose default could not be measured still apply.
+  faster by more than :data:`MARGIN` (measurement noise is a few percent; the same margin as
+  tuning records against default schedules); records whose default could not be measured apply.
 * ``tried`` lists every knob set measured (as JSON objects), so a later run measures new ones.
 * Stores answer ``lookup(key)`` with ``(Knobs, label)`` (the interface
   :func:`~airflow_neo.local.schedules.apply.apply_default_schedules` expects) or None.
@@ -16,6 +17,9 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 from .knobs import Knobs
+
+#: a config applies only when its time is below the default plan's by more than this share
+MARGIN = 0.03
 
 
 @dataclass
@@ -31,7 +35,7 @@ class ConfigRecord:
         """Is it worth applying: faster than the plan (or the plan could not be measured)?"""
         if self.secs is None:
             return False
-        return self.default_secs is None or self.secs < self.default_secs
+        return self.default_secs is None or self.secs < self.default_secs * (1.0 - MARGIN)
 
     def to_json(self) -> dict:
         return {

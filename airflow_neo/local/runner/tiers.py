@@ -205,6 +205,12 @@ class JobCache:
     def store(self, base: str | None, artifact: Path, metadata: Any) -> None:
         if base is None or not artifact.is_file():
             return
+        tuning = metadata.get("tuning") if isinstance(metadata, dict) else None
+        if isinstance(tuning, dict) and tuning.get("skipped_transient"):
+            # tuning could not measure on the RPC devices this time (tracker down, no free device):
+            # a later identical job must tune, not hit this artifact
+            self.log.info("not cached: tuning was skipped (%s)", tuning["skipped"])
+            return
         try:
             self._union().store(base, artifact, metadata if isinstance(metadata, dict) else {})
         except Exception as err:  # the cache must never fail a job
