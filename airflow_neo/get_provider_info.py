@@ -142,6 +142,18 @@ def get_provider_info() -> dict:
                         "example": "10737418240",
                         "default": "2147483648",
                     },
+                    "tuning_pack": {
+                        "description": (
+                            "Apply the tuning pack shipped with the provider: schedule knobs measured for the "
+                            "kernels of a standard model set, per CPU family (x86-avx2...) and TVM version; a "
+                            "kernel of the same shape on a target of the same family gets them without tuning. "
+                            "False: kernels without a tuned config get their default plans (docs/tuning.rst)."
+                        ),
+                        "version_added": "0.2.0",
+                        "type": "boolean",
+                        "example": "False",
+                        "default": "True",
+                    },
                     "rpc_tracker": {
                         "description": (
                             "host:port of a TVM RPC tracker (python -m tvm.exec.rpc_tracker) whose devices measure "

@@ -41,7 +41,7 @@ def local_job_config(
     * ``memory_limit_bytes``: ``[neo] local_memory_limit_mb`` (0: no cap);
     * ``lease_seconds``: ``[neo] local_lease_seconds`` (0: 30);
     * ``compile``: ``[neo] tuning_trials``, ``tuning_database``, ``cache_dir``, ``cache_max_bytes``,
-      ``rpc_tracker``, ``rpc_keys``.
+      ``rpc_tracker``, ``rpc_keys``, ``tuning_pack``.
     """
     from airflow.sdk.configuration import conf
 
@@ -80,6 +80,7 @@ def local_job_config(
             cache_max_bytes=conf.getint("neo", "cache_max_bytes", fallback=DEFAULT_CACHE_MAX_BYTES),
             rpc_tracker=text("rpc_tracker"),
             rpc_keys=text("rpc_keys"),
+            tuning_pack=conf.getboolean("neo", "tuning_pack", fallback=True),
         ),
     )
 

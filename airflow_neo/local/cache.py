@@ -113,6 +113,7 @@ def base_key(
     tuning_trials: int,
     tuning_database: str | None,
     versions: dict | None = None,
+    tuning_pack: bool = True,
 ) -> str:
     """The BLAKE2b key of everything but the tuning records (see the module docstring)."""
     parts = {
@@ -124,6 +125,8 @@ def base_key(
         "tuning_trials": int(tuning_trials),
         "tuning_database": str(tuning_database) if tuning_database else None,
     }
+    if not tuning_pack:  # (absent when on: the keys of default settings are unchanged)
+        parts["tuning_pack"] = False
     canonical = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.blake2b(canonical.encode("utf-8"), digest_size=32).hexdigest()
 

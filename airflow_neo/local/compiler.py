@@ -81,6 +81,7 @@ def compile_model(
     work_dir: str | os.PathLike | None = None,
     rpc_tracker: str | None = None,
     rpc_keys: dict | None = None,
+    tuning_pack: bool = True,
 ) -> dict:
     """Compile the model in ``archive_path`` as ``request`` says, and write the artifact to ``artifact_path``.
 
@@ -98,6 +99,8 @@ def compile_model(
     :param tuning_database: root of the tuning databases; None: ``$AIRFLOW_HOME/neo/tuning``.
     :param rpc_tracker, rpc_keys: ``[neo] rpc_tracker``/``rpc_keys``: the target's tuning is measured
         on the tracker's devices of its key (:mod:`airflow_neo.local.tuning_rpc`); None: here.
+    :param tuning_pack: ``[neo] tuning_pack``: apply the shipped tuning pack (see
+        :mod:`airflow_neo.local.configs.pack`).
     :param work_dir: where the model is extracted and built; it belongs to the caller, who removes
         it (the runner gives a directory inside the job's work dir, which it removes whatever
         happens to this process). None: a temporary directory removed on return.
@@ -149,7 +152,8 @@ def compile_model(
             with _phase("build", timings, log):
                 tuning = _tuning_settings(validated.payload, started, tuning_trials, tuning_database, work)
                 tuning.update(rpc_tracker=rpc_tracker, rpc_keys=rpc_keys)
-                executable, outputs, tuning_report, schedules_report = _build(imported, target, tuning, log)
+                executable, outputs, tuning_report, schedules_report = _build(imported, target, tuning, log,
+                                                                              pack=tuning_pack)
             with _phase("export", timings, log):
                 _export_library(executable, library, compiler_path)
             inputs, versions = imported.inputs, imported.framework_versions
@@ -310,7 +314,7 @@ def _tuning_settings(request: dict, started: float, trials: int | None, database
     return {"trials": max(0, trials), "database_root": database, "deadline": deadline, "work_dir": work}
 
 
-def _build(imported: Imported, target: ResolvedTarget, tuning: dict | None = None, log: Log = print):
+def _build(imported: Imported, target: ResolvedTarget, tuning: dict | None = None, log: Log = print, *, pack: bool = True):
     import tvm
 
     from airflow_neo.local.schedules.lowering import lower
@@ -319,7 +323,7 @@ def _build(imported: Imported, target: ResolvedTarget, tuning: dict | None = Non
     mod = lower(imported.mod, tvm_target)
     outputs = _output_specs(mod["main"], imported.output_names)
     report = None
-    pack = _pack_for(tvm_target, log)
+    pack = _pack_for(tvm_target, log, enabled=pack)
     if tuning is not None:
         from airflow_neo.local.tuning import optimize
 
@@ -333,8 +337,9 @@ def _build(imported: Imported, target: ResolvedTarget, tuning: dict | None = Non
     return executable, outputs, report, schedules
 
 
-def _pack_for(tvm_target, log: Log):
-    """The shipped tuning pack's records for the target's CPU family (empty when it has none)."""
+def _pack_for(tvm_target, log: Log, *, enabled: bool = True):
+    """The shipped tuning pack's records for the target's CPU family (empty when it has none, or
+    when ``[neo] tuning_pack`` is off)."""
     import tvm
 
     from airflow_neo.local.configs import PackStore, cpu_family
@@ -342,7 +347,11 @@ def _pack_for(tvm_target, log: Log):
     from airflow_neo.local.schedules.cpu import cpu_info
 
     cpu = cpu_info(tvm_target)
-    pack = PackStore(cpu_family(cpu.arch, cpu.vector_bits, cpu.fma), tvm.__version__, shipped.PACK_FILE)
+    family = cpu_family(cpu.arch, cpu.vector_bits, cpu.fma)
+    if not enabled:
+        log(f"tuning pack: off ([neo] tuning_pack); {family} kernels get their default plans")
+        return PackStore(family, tvm.__version__, shipped.PACK_FILE, empty=True)
+    pack = PackStore(family, tvm.__version__, shipped.PACK_FILE)
     log(f"tuning pack: {len(pack)} kernel configs for {pack.family}" if len(pack)
         else f"tuning pack: none for {pack.family} (TVM {tvm.__version__})")
     return pack

@@ -107,6 +107,8 @@ class CompileSettings:
         target a TargetDevice name (``rasp4b``) or a TargetPlatform ``OS/ARCH`` (``LINUX/ARM64``,
         or its label ``linux-arm64``); also a JSON object or ``target=key, ...`` text, as in
         ``[neo] rpc_keys``. Normalized to ``{target label: key}``.
+    :param tuning_pack: apply the shipped tuning pack's knobs for the target's CPU family (False:
+        every kernel without a tuned config gets its default plan).
     """
 
     tuning_trials: int = DEFAULT_TUNING_TRIALS
@@ -117,10 +119,13 @@ class CompileSettings:
     cache_mirror: str | None = None
     rpc_tracker: str | None = None
     rpc_keys: dict[str, str] = field(default_factory=dict)
+    tuning_pack: bool = True
 
     def __post_init__(self) -> None:
         for name in ("tuning_trials", "cache_max_bytes"):
             check_count(name, getattr(self, name))
+        if not isinstance(self.tuning_pack, bool):
+            raise ValueError(f"tuning_pack must be true or false; got {self.tuning_pack!r}")
         _check_location("tuning_database", self.tuning_database)
         _check_location("cache_dir", self.cache_dir)
         if self.rpc_tracker is not None:
@@ -152,6 +157,11 @@ class CompileSettings:
         if not self.rpc_tracker:
             return {}
         return {"rpc_tracker": self.rpc_tracker, "rpc_keys": dict(self.rpc_keys)}
+
+    def pack_arguments(self) -> dict[str, Any]:
+        """The compile function's pack argument: empty with the pack on (the default), so compile
+        functions that know nothing of it keep working."""
+        return {} if self.tuning_pack else {"tuning_pack": False}
 
     @property
     def cache_enabled(self) -> bool:

@@ -19,12 +19,12 @@ from tests.local import models  # noqa: E402
 X86_64 = {"Os": "LINUX", "Arch": "X86_64"}
 
 
-def _compile(case, tmp_path, name):
+def _compile(case, tmp_path, name, **kwargs):
     request = models.make_request(case, target_platform=X86_64)
     artifact = tmp_path / name / "model.tar.gz"
     lines: list[str] = []
     metadata = compile_model(request, str(case.archive), str(artifact), log=lines.append,
-                             tuning_database=str(tmp_path / "tuning"))
+                             tuning_database=str(tmp_path / "tuning"), **kwargs)
     return artifact, metadata["schedules"], lines
 
 
@@ -59,6 +59,9 @@ def test_pack_knobs_apply_to_their_family_only(tmp_path, monkeypatch):
     assert schedules2["origin"][conv] == "pack" and schedules2["knobs"][conv] == other.to_dict()
     assert f"tuning pack: 1 kernel configs for {family}" in lines
     assert "schedules from: " in next(line for line in lines if line.startswith("default schedules:"))
+    _, schedules3, lines3 = _compile(case, tmp_path, "pack-off", tuning_pack=False)  # [neo] tuning_pack = False
+    assert schedules3["origin"][conv] == "default" and schedules3["knobs"][conv] == default.to_dict()
+    assert any(line.startswith("tuning pack: off ([neo] tuning_pack)") for line in lines3)
     want = case.reference(case.inputs)
     for artifact in (plain, packed):
         got = runtime.load(artifact).run(case.inputs)
@@ -73,3 +76,17 @@ def test_a_pack_of_another_tvm_series_is_not_used(tmp_path, monkeypatch):
     _, schedules, lines = _compile(case, tmp_path, "old")
     assert "pack" not in schedules["origin"].values()
     assert any(line.startswith(f"tuning pack: none for {_family()}") for line in lines)
+
+
+def test_the_pack_setting_reaches_the_compile_and_the_cache_key(monkeypatch):
+    from airflow_neo.hooks.local import local_job_config
+    from airflow_neo.local.cache import base_key
+
+    monkeypatch.setenv("AIRFLOW__NEO__TUNING_PACK", "False")
+    config = local_job_config()
+    assert config.compile.tuning_pack is False and config.compile.pack_arguments() == {"tuning_pack": False}
+    request = {"InputConfig": {"S3Uri": "file:///m.tar.gz", "DataInputConfig": "{}", "Framework": "ONNX"},
+               "OutputConfig": {"S3OutputLocation": "file:///out", "TargetDevice": "ml_c4"}}
+    keys = {flag: base_key("d" * 64, request, compiler="c", tuning_trials=0, tuning_database=None, tuning_pack=flag)
+            for flag in (True, False)}
+    assert keys[True] != keys[False]

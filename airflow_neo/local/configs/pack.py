@@ -64,10 +64,10 @@ def pack_digest(path: str | Path = PACK_FILE) -> str:
 class PackStore(ConfigStore):
     label = "pack"
 
-    def __init__(self, family: str, tvm_version: str | None, path: str | Path = PACK_FILE):
+    def __init__(self, family: str, tvm_version: str | None, path: str | Path = PACK_FILE, *, empty: bool = False):
         self.family = family
         self.path = Path(path)
-        data = _load(str(self.path))
+        data = {} if empty else _load(str(self.path))
         self.usable = bool(data) and tvm_series(data.get("tvm")) == tvm_series(tvm_version)
         families = data.get("families") or {}
         self._records = parse_records(families.get(family)) if self.usable else {}

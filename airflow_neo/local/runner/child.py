@@ -134,6 +134,7 @@ def _compile_child(conn, compile_fn, request: ValidatedRequest, archive_path: st
             request, archive_path, artifact_path, log=child_log, work_dir=work_dir,
             tuning_trials=config.compile.tuning_trials, tuning_database=config.compile.tuning_root,
             **config.compile.rpc_arguments(),
+            **config.compile.pack_arguments(),
         )
         send(("ok", _jsonable(metadata if metadata is not None else {})))
     except MemoryError as err:

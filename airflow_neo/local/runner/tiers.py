@@ -171,6 +171,7 @@ class JobCache:
             compiler=compiler_id(self.compile_fn),
             tuning_trials=self.settings.tuning_trials,
             tuning_database=self.settings.tuning_database,
+            tuning_pack=self.settings.tuning_pack,
         )
 
     def lookup(self, request: ValidatedRequest, archive: Path, artifact: Path) -> tuple[dict | None, str | None]:
