@@ -425,7 +425,8 @@ def optimize(
                 for key, count in config_trials.items():  # the ledger counts config candidates too
                     granted[key] = granted.get(key, 0) + count
                 report["new_trials"] = session.measured
-                merged = tuning_db.merge(snap, granted)
+                changed = {key: configs.get(key).to_json() for key in config_trials if configs.get(key) is not None}
+                merged = tuning_db.merge(snap, granted, changed)
                 log(f"tuning: {spent} config candidates and {session.measured} search trials in "
                     f"{session.spent:.0f} s; {merged} records added to {db_dir}")
         _config_baselines(tasks, configs)

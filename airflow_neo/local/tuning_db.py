@@ -237,11 +237,13 @@ def _append(path: Path, lines: list[str]) -> None:
         os.fsync(handle.fileno())
 
 
-def merge(snap: Snapshot, granted: dict[str, int] | None = None) -> int:
+def merge(snap: Snapshot, granted: dict[str, int] | None = None, configs: dict[str, dict] | None = None) -> int:
     """Append the workloads and records that tuning added to ``snap.directory`` to the shared
     database (renumbering workload indices), and add ``granted`` to the ledger; returns the
     number of records merged. Runs under the exclusive lock. In a mirror of a shared database,
-    what was added also goes to the outbox as a batch."""
+    what was added also goes to the outbox as a batch, with ``configs`` (the schedule configs
+    this job stored in the database, ``{workload hash: record JSON}``: they travel with the records,
+    so another worker builds, and keys its cache, as this one does)."""
     private_workloads = _lines(snap.directory / WORKLOAD_FILE)
     pairs = []
     for line in _lines(snap.directory / RECORD_FILE)[snap.record_lines :]:
@@ -251,8 +253,8 @@ def merge(snap: Snapshot, granted: dict[str, int] | None = None) -> int:
     granted = {key: int(trials) for key, trials in (granted or {}).items() if int(trials)}
     with locked(snap.shared, exclusive=True):
         merged = _append_locked(snap.shared, pairs, granted)
-        if (pairs or granted) and is_mirror(snap.shared.parent):
-            _write_outbox_locked(snap.shared, pairs, granted)
+        if (pairs or granted or configs) and is_mirror(snap.shared.parent):
+            _write_outbox_locked(snap.shared, pairs, granted, configs or {})
     return merged
 
 
@@ -309,16 +311,20 @@ def valid_batch_id(batch_id: str) -> bool:
     return bool(_BATCH_ID.match(batch_id)) and batch_id not in (".", "..")
 
 
-def _batch(pairs: list[tuple[str, str]], granted: dict[str, int]) -> dict:
+def _batch(pairs: list[tuple[str, str]], granted: dict[str, int], configs: dict[str, dict] | None = None) -> dict:
     workloads, records = _renumber(pairs, [])
-    return {"format": BATCH_FORMAT, "workloads": workloads, "records": records, "granted": granted}
+    batch = {"format": BATCH_FORMAT, "workloads": workloads, "records": records, "granted": granted}
+    if configs:
+        batch["configs"] = configs
+    return batch
 
 
-def _write_outbox_locked(shared: Path, pairs: list[tuple[str, str]], granted: dict[str, int]) -> str:
+def _write_outbox_locked(shared: Path, pairs: list[tuple[str, str]], granted: dict[str, int],
+                         configs: dict[str, dict] | None = None) -> str:
     batch_id = _new_batch_id()
     box = shared / OUTBOX_DIR
     box.mkdir(exist_ok=True)
-    atomic_write_json(box / f"{batch_id}.json", _batch(pairs, granted))
+    atomic_write_json(box / f"{batch_id}.json", _batch(pairs, granted, configs))
     _add_applied_locked(shared, batch_id)  # its lines are already here
     return batch_id
 
@@ -376,16 +382,36 @@ def parse_batch(data: bytes | str) -> tuple[list[tuple[str, str]], dict[str, int
     return pairs, granted
 
 
+def _config_store(db_dir):
+    from airflow_neo.local.configs import JsonConfigStore
+
+    return JsonConfigStore(db_dir)
+
+
 def apply_batch(db_dir: str | os.PathLike, batch_id: str, data: bytes | str) -> int | None:
     """Add another worker's batch to ``db_dir``; returns the records added, or None when the
     database holds the batch already. :class:`BatchError` (nothing changed) when it is malformed."""
     if not valid_batch_id(batch_id):
         raise BatchError(f"batch id {batch_id!r} is not one this module writes")
     pairs, granted = parse_batch(data)
+    configs = batch_configs(data)
     with locked(db_dir, exclusive=True) as path:
         if batch_id in applied_batches(path):
             return None
         added = _append_locked(path, pairs, granted)
         _add_applied_locked(path, batch_id)
+    if configs:  # after the lock: the config store takes it itself (merging is idempotent)
+        _config_store(db_dir).merge(list(configs.values()))
     return added
+
+
+def batch_configs(data: bytes | str) -> dict:
+    """The schedule configs a batch carries (``{workload hash: ConfigRecord}``); malformed ones are skipped."""
+    from airflow_neo.local.configs.file import parse_records
+
+    try:
+        batch = json.loads(data)
+    except ValueError:
+        return {}
+    return parse_records(batch.get("configs")) if isinstance(batch, dict) else {}
 

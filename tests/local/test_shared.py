@@ -113,6 +113,26 @@ def test_concurrent_tuning_on_two_workers_loses_no_record(s3, tmp_path):
     assert tuning_db.read_ledger(a.mirror / DB) == tuning_db.read_ledger(b.mirror / DB) == {"111": 16, "222": 8}
 
 
+def test_schedule_configs_travel_with_the_records(s3, tmp_path):
+    """A's config for a workload reaches B, and both workers' records digests (cache keys) agree."""
+    from airflow_neo.local.configs import ConfigRecord, JsonConfigStore
+    from airflow_neo.local.configs.knobs import Knobs
+
+    a = SharedTuningDatabase(TUNING_URL, tmp_path / "a", s3)
+    b = SharedTuningDatabase(TUNING_URL, tmp_path / "b", s3)
+    a.prepare(), b.prepare()
+    record = ConfigRecord("111", Knobs(8, 4, 64), 1e-3, 2e-3, "fused_conv2d", [Knobs(8, 4).to_dict(), Knobs(8, 4, 64).to_dict()])
+    JsonConfigStore(a.mirror / DB).merge([record])  # what config tuning writes
+    snap = tuning_db.snapshot(a.mirror / DB, tmp_path / ".private")
+    tuning_db.merge(snap, {"111": 2}, {"111": record.to_json()})
+    a.push(), b.pull()
+    got = JsonConfigStore(b.mirror / DB).get("111")
+    assert got is not None and got.knobs == Knobs(8, 4, 64) and got.tried == record.tried
+    assert tuning_db.records_digest(b.mirror / DB, ["111"]) == tuning_db.records_digest(a.mirror / DB, ["111"])
+    assert tuning_db.records_digest(b.mirror / DB, ["111"]) != tuning_db.records_digest(tmp_path / "none", ["111"])
+    assert b.pull()["pulled"] == 0 and JsonConfigStore(b.mirror / DB).get("111").tried == record.tried  # once
+
+
 def test_pull_pushes_pending_batches_first(s3, tmp_path):
     a = SharedTuningDatabase(TUNING_URL, tmp_path / "a", s3)
     a.prepare()
