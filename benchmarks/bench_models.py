@@ -18,21 +18,24 @@ the script
 2. compiles it through the local backend the way a task does
    (:class:`airflow_neo.hooks.local.LocalNeoHook` ``create_compilation_job`` then
    ``wait_for_compilation_job``: a detached runner and its compile child), once for TargetPlatform
-   LINUX/X86_64 (generic x86-64) and once for the TargetDevice matching this CPU (``ml_c5`` with
-   AVX-512, else ``ml_c4``: Haswell, AVX2), with no tuning (0 trials, a fresh empty tuning
+   LINUX/X86_64 (generic x86-64) and twice for the TargetDevice matching this CPU (``ml_c5`` with
+   AVX-512, else ``ml_c4``: Haswell, AVX2): with the shipped tuning pack (the default, target
+   ``device``) and without it (``AIRFLOW__NEO__TUNING_PACK=False`` in that compile's environment,
+   target ``device_nopack``), all with no tuning (0 trials, a fresh empty tuning
    database per compile) and the compile cache off (``AIRFLOW__NEO__CACHE_MAX_BYTES=0``); each
    compile runs in its own process with a time limit, so one failure does not stop the rest; it
    records the wall time, the peak RSS of the runner's process tree (sampled from /proc), the
    job's status and FailureReason, the compiler's phase timings and the artifact's ``schedules``
-   section (kernels per schedule rule);
-3. measures the batch-1 latency of each artifact (``airflow_neo.runtime.load(...).run(...)``,
+   section (kernels per schedule rule and per origin: pack / default / none...);
+3. measures the batch-1 latency of each of the three artifacts (``airflow_neo.runtime.load(...).run(...)``,
    ``TVM_NUM_THREADS``) and of onnxruntime (``intra_op_num_threads``) on the same ONNX file and
    the same inputs, each engine in its own process with the same thread count, in interleaved
    rounds (the best round's median counts: the machine may be shared), and the largest absolute
    difference of the first output against onnxruntime's;
-4. profiles the TargetDevice artifact once (``relax.VirtualMachine(profile=True)``) and keeps the
-   kernels that take the most time, with the schedule rule each got;
-5. writes ``benchmarks/results_models.json``, its section of ``docs/benchmarks.md`` (between
+4. profiles the TargetDevice artifact with the pack once (a relax VM instrument) and keeps the
+   kernels that take the most time, with the schedule rule and origin each got;
+5. writes ``benchmarks/results_models.json`` (summary: goal 1 = pack off over all models, goal 2 =
+   pack on over :data:`PACK_MODELS` and over the others, the generic platform), its section of ``docs/benchmarks.md`` (between
    ``<!-- bench_models:start -->`` and ``<!-- bench_models:end -->``; the rest of the page is kept)
    and ``docs/benchmarks_models.png``.
 
@@ -94,7 +97,17 @@ MODELS: dict[str, tuple[str, str, str]] = {
     "timm_regnetx_002": ("timm", "regnetx_002", "RegNetX-200MF (group convs)"),
     "timm_mixnet_s": ("timm", "mixnet_s", "MixNet-S (mixed depthwise kernels)"),
 }
-TARGETS = ("device", "platform")  # device first: its artifact is the headline
+#: target -> (request kind, [neo] tuning_pack, words). "device" is what a user gets (the pack on, the
+#: default); "device_nopack" is the same TargetDevice with AIRFLOW__NEO__TUNING_PACK=False in the compile's
+#: environment (the default schedules alone); "platform" is generic x86-64 (the pack's CPU family does not
+#: match it, so it gets no pack knobs either way).
+TARGETS: dict[str, tuple[str, bool, str]] = {
+    "device": ("device", True, "pack on"),
+    "device_nopack": ("device", False, "pack off"),
+    "platform": ("platform", True, "generic x86-64"),
+}
+#: the models the shipped x86-avx2 pack was built from (scripts/build_tuning_pack.py)
+PACK_MODELS = ("resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_large", "efficientnet_b0", "convnext_tiny")
 
 
 # ---------------------------------------------------------------------------------- machine
@@ -280,7 +293,7 @@ def _export_worker(args) -> None:
 
 def _request(job: str, archive: Path, out: Path, inputs: dict, target: str, device: str | None, limit: int) -> dict:
     output = {"S3OutputLocation": f"file://{out}"}
-    if target == "device":
+    if TARGETS[target][0] == "device":
         output["TargetDevice"] = device
     else:
         output["TargetPlatform"] = {"Os": "LINUX", "Arch": "X86_64"}
@@ -338,8 +351,10 @@ def _compile_worker(args) -> None:
     sampler = threading.Thread(target=sample, daemon=True)
     start = time.perf_counter()
     sampler.start()
-    result: dict = {"job": job, "target": args.target,
-                    "target_words": f"TargetDevice {args.device}" if args.target == "device" else "TargetPlatform LINUX/X86_64"}
+    kind, _, words = TARGETS[args.target]
+    result: dict = {"job": job, "target": args.target, "tuning_pack_env": os.environ.get("AIRFLOW__NEO__TUNING_PACK"),
+                    "target_words": (f"TargetDevice {args.device} ({words})" if kind == "device"
+                                     else "TargetPlatform LINUX/X86_64")}
     try:
         hook.create_compilation_job(request, tuning_trials=0)
         payload = hook.wait_for_compilation_job(job, check_interval=0.5, max_wait=args.compile_limit + 120)
@@ -454,12 +469,14 @@ def _profile_worker(args) -> None:
         walls.append(time.perf_counter() - begin)
         runs.append(state["run"])
     rules = (metadata.get("schedules") or {}).get("kernels") or {}
+    origins = (metadata.get("schedules") or {}).get("origin") or {}
     per_kernel = {}
     for symbol in runs[0]:
         ms = statistics.median(run.get(symbol, 0.0) for run in runs) * 1000
         base = symbol.removesuffix("_prepacked")  # a kernel whose weight packing was folded out
         rule = rules.get(symbol) or rules.get(base) or ("(vm builtin)" if symbol.startswith("vm.") else "-")
-        per_kernel[symbol] = {"kernel": symbol, "ms": ms, "calls": calls.get(symbol, 0), "rule": rule}
+        origin = origins.get(symbol) or origins.get(base) or "-"
+        per_kernel[symbol] = {"kernel": symbol, "ms": ms, "calls": calls.get(symbol, 0), "rule": rule, "origin": origin}
     total = sum(e["ms"] for e in per_kernel.values())
     top = sorted(per_kernel.values(), key=lambda e: -e["ms"])
     by_rule: dict[str, float] = {}
@@ -528,7 +545,8 @@ def kernel_counts(schedules: dict | None) -> dict | None:
     unscheduled = len(schedules.get("unscheduled") or [])
     total = sum(counts.values())
     return {"total": total, "scheduled": total - generic - counts.get("none", 0), "generic": generic,
-            "unscheduled": unscheduled, "by_rule": counts, "fallback": schedules.get("fallback")}
+            "unscheduled": unscheduled, "by_rule": counts, "fallback": schedules.get("fallback"),
+            "by_origin": schedules.get("sources") or {}, "knobs": len(schedules.get("knobs") or {})}
 
 
 def benchmark_model(name: str, args, work: Path, device: str | None, log) -> dict:
@@ -552,10 +570,11 @@ def benchmark_model(name: str, args, work: Path, device: str | None, log) -> dic
     result["export"] = export
     log(f"[{name}] {export['params_m']:.1f} M params, ONNX {export['onnx_mb']:.0f} MiB, export {export['export_s']:.0f} s")
 
-    targets = [t for t in TARGETS if not (t == "device" and device is None) and not (t == "platform" and args.skip_platform)]
+    targets = [t for t in TARGETS if not (TARGETS[t][0] == "device" and device is None)
+               and not (t == "platform" and args.skip_platform) and not (t == "device_nopack" and args.skip_nopack)]
     tag = dt.datetime.now().strftime("%H%M%S")
     for target in targets:
-        job = f"bm-{name.replace('_', '-')}-{target}-{tag}"
+        job = f"bm-{name.replace('_', '-')}-{target.replace('_', '-')}-{tag}"
         cenv = dict(env)
         cenv.update({
             "AIRFLOW_HOME": str(work / "airflow-home"),
@@ -565,6 +584,9 @@ def benchmark_model(name: str, args, work: Path, device: str | None, log) -> dic
             "AIRFLOW__NEO__CACHE_MAX_BYTES": "0",
             "AIRFLOW__NEO__CACHE_DIR": str(work / "cache"),
         })
+        cenv.pop("AIRFLOW__NEO__TUNING_PACK", None)  # the default (on), as a user gets it
+        if not TARGETS[target][1]:
+            cenv["AIRFLOW__NEO__TUNING_PACK"] = "False"
         log(f"[{name}] compile, {target} ...")
         compiled, why = _run(me + ["--_compile", "--dir", str(model_dir), "--target", target, "--job", job,
                                    "--device", str(device), "--store", str(work / "state" / "jobs.sqlite"),
@@ -578,7 +600,8 @@ def benchmark_model(name: str, args, work: Path, device: str | None, log) -> dic
         if compiled["status"] == "COMPLETED":
             k = compiled["kernels"] or {}
             log(f"[{name}] {target}: COMPLETED in {compiled['wall_s']:.0f} s, peak RSS {compiled['peak_rss_mb']:.0f} MiB, "
-                f"kernels {k.get('scheduled')}/{k.get('generic')}/{k.get('unscheduled')} (scheduled/generic/unscheduled)")
+                f"kernels {k.get('scheduled')}/{k.get('generic')}/{k.get('unscheduled')} (scheduled/generic/unscheduled), "
+                f"origin {k.get('by_origin')}")
         else:
             log(f"[{name}] {target}: {compiled['status']}: {(compiled.get('failure_reason') or '')[:300]}")
 
@@ -586,15 +609,19 @@ def benchmark_model(name: str, args, work: Path, device: str | None, log) -> dic
     return result
 
 
-def _wait_for_quiet(args, log) -> None:
-    """Wait (at most ``--max-wait`` s) until the 1-minute load average is under ``--max-load``."""
+def _wait_for_quiet(args, log) -> dict | None:
+    """Wait (at most ``--max-wait`` s) until the 1-minute load average is under ``--max-load``; what happened."""
     if not args.max_load:
-        return
-    deadline = time.monotonic() + args.max_wait
-    if os.getloadavg()[0] >= args.max_load:
-        log(f"  load {load_avg()}: waiting up to {args.max_wait:.0f} s for a 1-min load under {args.max_load}")
+        return None
+    begin = time.monotonic()
+    deadline = begin + args.max_wait
+    before = load_avg()
+    if before[0] >= args.max_load:
+        log(f"  load {before}: waiting up to {args.max_wait:.0f} s for a 1-min load under {args.max_load}")
     while os.getloadavg()[0] >= args.max_load and time.monotonic() < deadline:
         time.sleep(10)
+    return {"load_before": before, "waited_s": round(time.monotonic() - begin), "load_after": load_avg(),
+            "quiet": os.getloadavg()[0] < args.max_load}
 
 
 def measure(result: dict, model_dir: Path, args, log) -> None:
@@ -609,7 +636,7 @@ def measure(result: dict, model_dir: Path, args, log) -> None:
                if result["compiles"][t]["status"] == "COMPLETED"}
     if not engines:
         return
-    _wait_for_quiet(args, log)
+    result["quiet_wait"] = _wait_for_quiet(args, log)
     engines["onnxruntime"] = None
     engines["onnxruntime-nospin"] = None
     latency: dict[str, list[float]] = {engine: [] for engine in engines}
@@ -727,112 +754,8 @@ def _reason(compiled: dict) -> str:
 
 def write_report(data: dict) -> None:
     meta, results = data["meta"], [data["results"][m] for m in MODELS if m in data["results"]]
-    m = meta["machine"]
-    device = meta.get("device")
-    passes = meta.get("remeasure_passes") or []
-    loads = [round(x[0], 1) for r in results
-             for measurement in [*(r.get("earlier_measurements") or []), r]
-             for x in (measurement.get("load_during_latency") or [])]
-    rounds_total = max([max((r.get("latency_rounds_total") or {}).values(), default=0) for r in results], default=0)
-    lines = [
-        "## Real architectures: default schedules vs onnxruntime",
-        "",
-        f"Generated by `benchmarks/bench_models.py` (`{meta['command']}`) on {meta['date']}; raw numbers in "
-        "`benchmarks/results_models.json`."
-        + (" Latencies measured again with that run's artifacts ("
-           + "; ".join(f"{p['date']}: `{p['command']}`" for p in passes)
-           + "); the compile numbers are the run's." if passes else ""),
-        "",
-        f"- Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB; AVX2 {'yes' if m['avx2'] else 'no'}, "
-        f"AVX-512 {', '.join(m['avx512']) if m['avx512'] else 'no'}; Python {m['python']}",
-        "- Versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v),
-        f"- Threads: {meta['threads']} for both engines (`TVM_NUM_THREADS`, onnxruntime `intra_op_num_threads`, "
-        "inter-op 1); batch 1; latency = median of up to "
-        f"{meta['iters']} runs (at most ~{meta['max_seconds']:.0f} s) after warm-up, best round of "
-        + (f"{rounds_total} interleaved rounds over {1 + len(passes)} measuring passes ({meta['rounds']} in the run, "
-           + ", ".join(str(p["rounds"]) for p in passes) + " in the `--remeasure` passes; contention only ever slows "
-           "a round down)" if passes else f"{meta['rounds']} interleaved rounds")
-        + ", each engine in its own process; the machine may be shared (load averages in the JSON). "
-        "onnxruntime runs twice, with its default spinning thread pool and with "
-        "`session.intra_op.allow_spinning=0`; the ratio is against the faster of the two (spinning loses "
-        "when other processes want the cores), so it never flatters TVM"
-        + (f". 1-minute load average after each round: {min(loads)} to {max(loads)} (about 2 = this benchmark alone)"
-           if loads else ""),
-        f"- Compile: `LocalNeoHook.create_compilation_job` + `wait_for_compilation_job` (detached runner + compile "
-        f"child), no tuning (0 trials, a fresh empty tuning database), cache off; TargetDevice `{device}` "
-        f"({'AVX-512' if device == 'ml_c5' else 'AVX2, Haswell'}: this CPU's) and TargetPlatform LINUX/X86_64 "
-        "(generic x86-64, SSE2 only). Compile s = wall time of the whole job (runner start, import, "
-        "schedules, LLVM, export); peak RSS = runner + compile child, sampled every 0.1 s",
-        "- Models: random weights; torchvision/timm at 1x3x224x224, BERT/DistilBERT encoders (transformers "
-        f"configs) at sequence length {SEQ_LEN} with {PADDING} padding positions; ONNX opset 17 from "
-        "`torch.onnx.export(dynamo=False)`",
-        "- Kernels: from the artifact's `metadata.json` `schedules` section: scheduled by a rule / by the "
-        "`generic` fallback / unscheduled (serial loops)",
-        "- max abs diff: first output of the artifact vs onnxruntime's on the same inputs (in brackets the "
-        "largest absolute value of that output)",
-        "",
-        f"TargetDevice {device}, ratio = artifact / onnxruntime: {_summary(_ratios(results, 'device'))}.",
-        "",
-        f"TargetPlatform LINUX/X86_64: {_summary(_ratios(results, 'platform'))}.",
-        "",
-        f"### TargetDevice {device}",
-        "",
-        "| model | ratio | TVM ms | onnxruntime ms (spin / no spin) | max abs diff (max abs out) | compile s | peak RSS MB "
-        "| kernels scheduled/generic/unscheduled | status |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
-    ]
-
-    def row(r: dict, target: str) -> str:
-        c = (r.get("compiles") or {}).get(target)
-        label = f"{r['model']} ({r['description']})"
-        if r.get("export_error"):
-            return f"| {label} | - | - | - | - | - | - | - | export failed: {r['export_error'].strip().splitlines()[-1][:300]} |"
-        if c is None:
-            return f"| {label} | - | - | - | - | - | - | - | not run |"
-        ms = r.get("latency_ms") or {}
-        k = c.get("kernels") or {}
-        kernels = f"{k['scheduled']}/{k['generic']}/{k['unscheduled']}" + (" (fallback!)" if k.get("fallback") else "") if k else "-"
-        status = "ok" if c["status"] == "COMPLETED" else f"**{c['status']}**: {_reason(c)}"
-        diff = c.get("max_abs_diff_vs_ort")
-        diff_text = f"{diff:.1e} ({r.get('ort_max_abs', 0):.1f})" if diff is not None else "-"
-        return (f"| {label} | {'**' + format(c['ratio'], '.2f') + 'x**' if c.get('ratio') else '-'} | "
-                f"{_fmt(ms.get('tvm-' + target), '.2f')} | {_fmt(ms.get('onnxruntime-best'), '.2f')} "
-                f"({_fmt(ms.get('onnxruntime'), '.1f')} / {_fmt(ms.get('onnxruntime-nospin'), '.1f')}) | {diff_text} | "
-                f"{_fmt(c.get('wall_s'), '.0f')} | {_fmt(c.get('peak_rss_mb'), '.0f')} | {kernels} | {status} |")
-
-    lines += [row(r, "device") for r in results]
-    lines += ["", "### TargetPlatform LINUX/X86_64 (generic x86-64)", "",
-              "| model | ratio | TVM ms | onnxruntime ms (spin / no spin) | max abs diff (max abs out) | compile s | peak RSS MB "
-              "| kernels scheduled/generic/unscheduled | status |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
-    lines += [row(r, "platform") for r in results]
-
-    lines += ["", f"### Where the time goes (TargetDevice {device} artifacts)", "",
-              "Per-kernel wall time from a relax VM instrument (median of 5 runs, one process, same threads); "
-              "`_prepacked` kernels had their weight packing folded out at compile time. libm calls: math "
-              "functions the library imports (each is a scalar call per element: the loop around it is not "
-              "vectorized). Compile phases from the artifact's `timings_s`; schedules = time spent choosing and "
-              "applying the default schedules.", "",
-              "| model | profiled ms | kernels per rule | time by schedule rule (ms) | slowest kernels (rule, share) "
-              "| libm calls | compile phases (s) |",
-              "|---|---:|---|---|---|---|---|"]
-    for r in results:
-        p = r.get("profile_device")
-        c = (r.get("compiles") or {}).get("device") or {}
-        if not p or "top" not in p:
-            continue
-        by_rule = ", ".join(f"{rule} {ms:.1f}" for rule, ms in list(p["ms_by_rule"].items())[:5])
-        top = "; ".join(f"`{e['kernel']}` ({e['rule']}, {e['share'] * 100:.0f}%)" for e in p["top"][:3])
-        timings = c.get("timings") or {}
-        order = ["extract", "import", "build", "export"]
-        phases = ", ".join(f"{k} {timings[k]:.1f}" for k in sorted(timings, key=lambda k: (order + [k]).index(k))
-                           if isinstance(timings[k], (int, float)))
-        sched_s = (c.get("schedules") or {}).get("seconds")
-        if sched_s is not None:
-            phases += f"; schedules {sched_s:.1f}"
-        counts = ", ".join(f"{rule} {n}" for rule, n in ((c.get("kernels") or {}).get("by_rule") or {}).items())
-        libm = ", ".join(p.get("libm") or []) or ("none" if p.get("libm") is not None else "-")
-        lines.append(f"| {r['model']} | {p['total_ms']:.1f} | {counts} | {by_rule} | {top} | {libm} | {phases} |")
+    lines = _method_lines(meta, results) + [""] + _summary_lines(meta, results) + [""]
+    lines += _main_table(meta, results) + [""] + _profile_table(meta, results)
     failures = [(r["model"], t, c) for r in results for t, c in (r.get("compiles") or {}).items()
                 if c.get("status") != "COMPLETED"]
     if failures:
@@ -840,7 +763,7 @@ def write_report(data: dict) -> None:
         for model, target, c in failures:
             lines.append(f"- **{model}** ({c.get('target_words', target)}): {c['status']}: "
                          f"`{(c.get('failure_reason') or '').strip().splitlines()[0][:500] if c.get('failure_reason') else ''}`")
-    lines += ["", "![ratio and compile time per model](benchmarks_models.png)", ""]
+    lines += ["", "![three ratios and compile time per model](benchmarks_models.png)", ""]
     section = "\n".join(lines)
     existing = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
     block = f"{BEGIN_MARK}\n{section.rstrip()}\n{END_MARK}"
@@ -857,36 +780,230 @@ def write_report(data: dict) -> None:
         print(f"no plot: {err}", file=sys.stderr)
 
 
+def _method_lines(meta: dict, results: list[dict]) -> list[str]:
+    m = meta["machine"]
+    device = meta.get("device")
+    passes = meta.get("remeasure_passes") or []
+    loads = [round(x[0], 1) for r in results
+             for measurement in [*(r.get("earlier_measurements") or []), r]
+             for x in (measurement.get("load_during_latency") or [])]
+    rounds_total = max([max((r.get("latency_rounds_total") or {}).values(), default=0) for r in results], default=0)
+    start, end = meta.get("load_start"), meta.get("load_end")
+    shared = meta.get("shared_note")
+    return [
+        "## Real architectures: default schedules and the tuning pack vs onnxruntime",
+        "",
+        f"Generated by `benchmarks/bench_models.py` (`{meta['command']}`) on {meta['date']}; raw numbers in "
+        "`benchmarks/results_models.json`."
+        + (" Latencies measured again with that run's artifacts ("
+           + "; ".join(f"{p['date']}: `{p['command']}`" for p in passes)
+           + "); the compile numbers are the run's." if passes else ""),
+        "",
+        f"- Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB; AVX2 {'yes' if m['avx2'] else 'no'}, "
+        f"AVX-512 {', '.join(m['avx512']) if m['avx512'] else 'no'}; Python {m['python']}",
+        "- Versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v),
+        f"- Threads: {meta['threads']} for both engines (`TVM_NUM_THREADS`, onnxruntime `intra_op_num_threads`, "
+        "inter-op 1); batch 1; latency = median of up to "
+        f"{meta['iters']} runs (at most ~{meta['max_seconds']:.0f} s) after warm-up, best round of "
+        + (f"{rounds_total} interleaved rounds over {1 + len(passes)} measuring passes ({meta['rounds']} in the run, "
+           + ", ".join(str(p["rounds"]) for p in passes) + " in the `--remeasure` passes; contention only ever slows "
+           "a round down)" if passes else f"{meta['rounds']} interleaved rounds")
+        + ", each engine in its own process; the three artifacts of a model and onnxruntime take turns in the same "
+        "rounds. onnxruntime runs twice, with its default spinning thread pool and with "
+        "`session.intra_op.allow_spinning=0`; the ratio is against the faster of the two (spinning loses "
+        "when other processes want the cores), so it never flatters TVM"
+        + (f". 1-minute load average after each round: {min(loads)} to {max(loads)} (about 2 = this benchmark alone)"
+           if loads else "")
+        + (f"; at the start of the run {start}, at its end {end} (1/5/15-minute)" if start and end else ""),
+        *([f"- Shared machine: {shared}"] if shared else []),
+        f"- Compile: `LocalNeoHook.create_compilation_job` + `wait_for_compilation_job` (detached runner + compile "
+        f"child), no tuning (0 trials, a fresh empty tuning database per compile), cache off. Three compiles per "
+        f"model: TargetDevice `{device}` ({'AVX-512' if device == 'ml_c5' else 'AVX2, Haswell'}: this CPU's) "
+        "**with the shipped tuning pack** (the default, as a user gets it: pack knobs for kernels whose workload "
+        "key is in `airflow_neo/local/configs/pack.json` for this CPU family), the same TargetDevice **without it** "
+        "(`AIRFLOW__NEO__TUNING_PACK=False` in that compile's environment: the default schedules alone), and "
+        "TargetPlatform LINUX/X86_64 (generic x86-64, SSE2 only; not the pack's CPU family). Compile s = wall time "
+        "of the whole job (runner start, import, schedules, LLVM, export); peak RSS = runner + compile child, "
+        "sampled every 0.1 s",
+        "- Models: random weights; torchvision/timm at 1x3x224x224, BERT/DistilBERT encoders (transformers "
+        f"configs) at sequence length {SEQ_LEN} with {PADDING} padding positions; ONNX opset 17 from "
+        "`torch.onnx.export(dynamo=False)`. The pack was built from the six torchvision models "
+        f"({', '.join(PACK_MODELS)}); the others are not in it (some of their kernels may share a workload key)",
+        "- Kernels: from the artifact's `metadata.json` `schedules` section: scheduled by a rule / by the "
+        "`generic` fallback / unscheduled (serial loops); by origin (`sources`): `pack` = the pack's knobs applied, "
+        "`default` = the rule's default plan, `none` = no knobs (rules without them)",
+        "- max abs diff: first output of the artifact vs onnxruntime's on the same inputs (in brackets the "
+        "largest absolute value of that output)",
+    ]
+
+
+def _origin(compiled: dict | None, key: str) -> int:
+    return (((compiled or {}).get("kernels") or {}).get("by_origin") or {}).get(key, 0)
+
+
+def _summary_lines(meta: dict, results: list[dict]) -> list[str]:
+    device = meta.get("device")
+    in_pack = [r for r in results if r["model"] in PACK_MODELS]
+    others = [r for r in results if r["model"] not in PACK_MODELS]
+
+    def goal(values: list[tuple[str, float]], limit: float) -> str:
+        return f"; {sum(v <= limit for _, v in values)} of {len(values)} at or under {limit}x" if values else ""
+
+    def pack_kernels(rs: list[dict]) -> str:
+        parts = []
+        for r in rs:
+            c = (r.get("compiles") or {}).get("device")
+            k = (c or {}).get("kernels") or {}
+            if k:
+                parts.append(f"{r['model']} {_origin(c, 'pack')}/{k.get('total', 0)}")
+        return "kernels that took pack knobs (pack/all): " + ", ".join(parts) if parts else "no kernel counts"
+
+    on_pack, on_other = _ratios(in_pack, "device"), _ratios(others, "device")
+    lines = [
+        f"**Goal 1: default compile, pack off** (TargetDevice {device}, `tuning_pack = False`), ratio = artifact / "
+        f"onnxruntime: {_summary(_ratios(results, 'device_nopack'))}.",
+        "",
+        f"**Goal 2: pack on** (TargetDevice {device}, the default), the six models the pack was built from "
+        f"(goal <= 1.3x): {_summary(on_pack)}{goal(on_pack, 1.3)}; {pack_kernels(in_pack)}.",
+        "",
+        f"Pack on, models not in the pack (timm, BERT, DistilBERT): {_summary(on_other)}; {pack_kernels(others)}.",
+        "",
+    ]
+    faster, slower = [], []
+    for r in results:
+        compiles = r.get("compiles") or {}
+        on, off = (compiles.get("device") or {}).get("ratio"), (compiles.get("device_nopack") or {}).get("ratio")
+        if on and off:
+            (slower if on > off * 1.03 else faster if on < off / 1.03 else []).append(f"{r['model']} {off / on:.2f}x")
+    if faster or slower:
+        lines += ["Pack on vs pack off (speed-up = off / on, 3% margin): faster on " + (", ".join(faster) or "none")
+                  + "; **slower** on " + (", ".join(slower) or "none") + "; the rest within 3%.", ""]
+    lines.append(f"TargetPlatform LINUX/X86_64 (generic x86-64): {_summary(_ratios(results, 'platform'))}.")
+    return lines
+
+
+def _main_table(meta: dict, results: list[dict]) -> list[str]:
+    def trio(r: dict, key: str, spec: str) -> str:
+        values = [((r.get("compiles") or {}).get(t) or {}).get(key) for t in ("device_nopack", "device", "platform")]
+        return " / ".join(_fmt(v, spec) for v in values)
+
+    def ratio(r: dict, target: str) -> str:
+        value = ((r.get("compiles") or {}).get(target) or {}).get("ratio")
+        return f"**{value:.2f}x**" if value else "-"
+
+    def row(r: dict) -> str:
+        label = f"{r['model']} ({r['description']})"
+        if r.get("export_error"):
+            return f"| {label} |" + " - |" * 10 + f" export failed: {r['export_error'].strip().splitlines()[-1][:300]} |"
+        compiles = r.get("compiles") or {}
+        ms = r.get("latency_ms") or {}
+        c = compiles.get("device") or {}
+        k = c.get("kernels") or {}
+        kernels = (f"{k['scheduled']}/{k['generic']}/{k['unscheduled']}" + (" (fallback!)" if k.get("fallback") else "")
+                   if k else "-")
+        origin = ", ".join(f"{o} {n}" for o, n in (k.get("by_origin") or {}).items()) or "-"
+        diffs = " / ".join(f"{d:.1e}" if d is not None else "-" for d in
+                           ((compiles.get(t) or {}).get("max_abs_diff_vs_ort") for t in ("device_nopack", "device", "platform")))
+        bad = [f"{t}: **{x['status']}**: {_reason(x)}" for t, x in compiles.items() if x.get("status") != "COMPLETED"]
+        status = "; ".join(bad) or "ok"
+        tvm_ms = " / ".join(_fmt(ms.get(f"tvm-{t}"), ".2f") for t in ("device_nopack", "device", "platform"))
+        return (f"| {label} | {ratio(r, 'device_nopack')} | {ratio(r, 'device')} | {ratio(r, 'platform')} | {tvm_ms} | "
+                f"{_fmt(ms.get('onnxruntime-best'), '.2f')} ({_fmt(ms.get('onnxruntime'), '.1f')} / "
+                f"{_fmt(ms.get('onnxruntime-nospin'), '.1f')}) | {diffs} ({_fmt(r.get('ort_max_abs'), '.1f')}) | "
+                f"{trio(r, 'wall_s', '.0f')} | {trio(r, 'peak_rss_mb', '.0f')} | {kernels} | {origin} | {status} |")
+
+    device = meta.get("device")
+    return [
+        f"### Per model: TargetDevice {device} pack off / pack on, TargetPlatform LINUX/X86_64",
+        "",
+        "Triples are pack off / pack on / platform. Kernels and their origin are the pack-on artifact's.",
+        "",
+        "| model | ratio pack off (goal 1) | ratio pack on (goal 2) | ratio platform | TVM ms off / on / platform "
+        "| onnxruntime ms (spin / no spin) | max abs diff off / on / platform (max abs out) | compile s off / on / platform "
+        "| peak RSS MB off / on / platform | kernels scheduled/generic/unscheduled | kernels by origin | status |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
+        *[row(r) for r in results],
+    ]
+
+
+def _profile_table(meta: dict, results: list[dict]) -> list[str]:
+    device = meta.get("device")
+    lines = [f"### Where the time goes (TargetDevice {device} artifacts, pack on)", "",
+             "Per-kernel wall time from a relax VM instrument (median of 5 runs, one process, same threads); "
+             "`_prepacked` kernels had their weight packing folded out at compile time. libm calls: math "
+             "functions the library imports (each is a scalar call per element: the loop around it is not "
+             "vectorized). Compile phases from the artifact's `timings_s`; schedules = time spent choosing and "
+             "applying the schedules.", "",
+             "| model | profiled ms | kernels per rule | time by schedule rule (ms) | slowest kernels (rule, origin, share) "
+             "| libm calls | compile phases (s) |",
+             "|---|---:|---|---|---|---|---|"]
+    profiled = 0
+    for r in results:
+        p = r.get("profile_device")
+        c = (r.get("compiles") or {}).get("device") or {}
+        if not p or "top" not in p:
+            continue
+        profiled += 1
+        by_rule = ", ".join(f"{rule} {ms:.1f}" for rule, ms in list(p["ms_by_rule"].items())[:5])
+        top = "; ".join(f"`{e['kernel']}` ({e['rule']}, {e.get('origin', '-')}, {e['share'] * 100:.0f}%)"
+                        for e in p["top"][:3])
+        timings = c.get("timings") or {}
+        order = ["extract", "import", "build", "export"]
+        phases = ", ".join(f"{k} {timings[k]:.1f}" for k in sorted(timings, key=lambda k: (order + [k]).index(k))
+                           if isinstance(timings[k], (int, float)))
+        sched_s = (c.get("schedules") or {}).get("seconds")
+        if sched_s is not None:
+            phases += f"; schedules {sched_s:.1f}"
+        counts = ", ".join(f"{rule} {n}" for rule, n in ((c.get("kernels") or {}).get("by_rule") or {}).items())
+        libm = ", ".join(p.get("libm") or []) or ("none" if p.get("libm") is not None else "-")
+        lines.append(f"| {r['model']} | {p['total_ms']:.1f} | {counts} | {by_rule} | {top} | {libm} | {phases} |")
+    if not profiled:
+        lines.append("| (not profiled in this run: `--no-profile`) | | | | | | |")
+    return lines
+
+
 def _plot(results: list[dict], meta: dict) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
-    names = [r["model"] for r in results]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 0.45 * len(names) + 2))
-    height = 0.38
-    for i, (target, label) in enumerate((("device", f"TargetDevice {meta.get('device')}"),
-                                         ("platform", "TargetPlatform LINUX/X86_64"))):
-        ys = [y + (i - 0.5) * height for y in range(len(names))]
+    names = [r["model"] + (" *" if r["model"] in PACK_MODELS else "") for r in results]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(14, 0.6 * len(names) + 2.2))
+    height = 0.27
+    series = (("device_nopack", f"TargetDevice {meta.get('device')}, pack off (goal 1)"),
+              ("device", f"TargetDevice {meta.get('device')}, pack on (goal 2)"),
+              ("platform", "TargetPlatform LINUX/X86_64"))
+    for i, (target, label) in enumerate(series):
+        ys = [y + (i - 1) * height for y in range(len(names))]
         values = [((r.get("compiles") or {}).get(target) or {}).get("ratio") or 0 for r in results]
-        bars = left.barh(ys, values, height, label=label)
-        left.bar_label(bars, labels=[f"{v:.2f}x" if v else "failed" for v in values], fontsize=7, padding=2)
+        bars = left.barh(ys, [v or 1e-3 for v in values], height, label=label)
+        left.bar_label(bars, labels=[f"{v:.2f}x" if v else "" for v in values], fontsize=6, padding=2)
+        for y, v in zip(ys, values):
+            if not v:
+                left.text(0.72, y, "failed / not run", fontsize=6, va="center")
         walls = [((r.get("compiles") or {}).get(target) or {}).get("wall_s") or 0 for r in results]
         bars = right.barh(ys, walls, height, label=label)
-        right.bar_label(bars, labels=[f"{v:.0f}" if v else "-" for v in walls], fontsize=7, padding=2)
+        right.bar_label(bars, labels=[f"{v:.0f}" if v else "-" for v in walls], fontsize=6, padding=2)
     for axis in (left, right):
         axis.set_yticks(range(len(names)), names, fontsize=8)
         axis.invert_yaxis()
-        axis.legend(fontsize=8, loc="lower right")
+    fig.legend(*left.get_legend_handles_labels(), loc="lower center", ncol=3, fontsize=8)
     left.axvline(1.0, color="grey", linestyle="--", linewidth=0.8)
+    left.axvline(1.3, color="green", linestyle=":", linewidth=0.8)
     left.set_xscale("log")
-    left.set_xlabel("TVM artifact latency / onnxruntime latency (log; < 1: TVM faster)")
-    left.set_title(f"Default schedules, no tuning, batch 1, {meta['threads']} threads")
+    top = max([((r.get("compiles") or {}).get(t) or {}).get("ratio") or 1 for r in results for t in TARGETS] + [2])
+    ticks = [t for t in (0.8, 1, 1.3, 1.5, 2, 3, 4, 6, 8, 12) if t <= top * 1.3]
+    left.set_xlim(0.7, top * 1.35)
+    left.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    left.set_xticks(ticks, [f"{t:g}x" for t in ticks], fontsize=7)
+    left.set_xlabel("TVM artifact latency / onnxruntime latency (log; < 1: TVM faster; dotted: 1.3x)")
+    left.set_title(f"No tuning, batch 1, {meta['threads']} threads (* = model the pack was built from)", fontsize=9)
     right.set_xlabel("compile wall time (s)")
-    right.set_title("Compile (runner + compile child, cache off)")
+    right.set_title("Compile (runner + compile child, cache off)", fontsize=9)
     fig.suptitle(f"airflow-neo local backend, real architectures, {meta['machine']['cpu']} ({meta['date']})", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
     fig.savefig(PLOT, dpi=110)
     plt.close(fig)
 
@@ -908,6 +1025,8 @@ def main(argv=None) -> int:
     parser.add_argument("--export-limit", type=int, default=900, help="time limit of one ONNX export (default 900 s)")
     parser.add_argument("--device", default=None, help="TargetDevice to compile for (default: ml_c5 with AVX-512, else ml_c4)")
     parser.add_argument("--skip-platform", action="store_true", help="compile only for the TargetDevice")
+    parser.add_argument("--skip-nopack", action="store_true",
+                        help="compile the TargetDevice only with the tuning pack (the default), not also without it")
     parser.add_argument("--no-profile", dest="profile", action="store_false", help="skip the per-kernel profile")
     parser.add_argument("--work", default=None, help="scratch directory (default: a new temporary one)")
     parser.add_argument("--fresh", action="store_true", help="start a new results file instead of merging into it")
@@ -918,6 +1037,8 @@ def main(argv=None) -> int:
     parser.add_argument("--max-load", type=float, default=0.0,
                         help="before each model's latency rounds, wait for a 1-minute load average under this (0: don't)")
     parser.add_argument("--max-wait", type=float, default=600.0, help="longest wait for --max-load (default 600 s)")
+    parser.add_argument("--note", default=None,
+                        help="what else ran on the machine during the run (written into the doc as is)")
     # internal: the workers
     parser.add_argument("--_export", dest="export_worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--_compile", dest="compile_worker", action="store_true", help=argparse.SUPPRESS)
@@ -978,6 +1099,7 @@ def main(argv=None) -> int:
         "command": "python benchmarks/bench_models.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "machine": info, "device": device, "threads": args.threads, "rounds": args.rounds, "iters": args.iters,
         "max_seconds": args.max_seconds, "compile_limit_s": args.compile_limit, "load_start": load_avg(),
+        "max_load": args.max_load, "max_wait": args.max_wait, "shared_note": args.note,
     }
     log(f"work dir {work}; {info['cpu']}, {info['cores']} cores, AVX2 {info['avx2']}, AVX-512 {info['avx512'] or 'no'}; "
         f"TargetDevice {device}; load {load_avg()}")
