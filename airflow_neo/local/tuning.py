@@ -143,8 +143,12 @@ def _quiet_meta_schedule() -> None:
     logger = logging.getLogger("tvm.s_tir.meta_schedule")
     if logger.level in (logging.NOTSET, logging.DEBUG, logging.INFO):
         logger.setLevel(logging.WARNING)
-    for handler in logger.handlers:
-        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+    for handler in list(logger.handlers):
+        if handler.get_name() is None:
+            # MetaSchedule's logging setup lists every handler of this logger by name in a
+            # dictConfig: an unnamed one (left by other code in this process) makes it crash
+            logger.removeHandler(handler)
+        elif isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
             handler.setLevel(logging.WARNING)
 
 

@@ -564,3 +564,24 @@ def test_a_record_faster_than_the_default_is_applied_and_cross_compiles_apply_re
     _, cross = optimize(mod, _Target(target, here=False), trials=0, database_root=root, log=lines.append)
     assert cross["kernels"][key]["used"] == "tuned" and cross["kernels"][key]["default_secs"] is None
     assert cross["baseline"].startswith("not measured")
+
+
+def test_an_unnamed_handler_on_meta_schedules_logger_does_not_break_tuning(tmp_path):
+    """Other code in the process may leave an unnamed handler on MetaSchedule's logger; its own
+    logging setup (run for every tuning task) must still work."""
+    import logging
+
+    pytest.importorskip("tvm")
+    from tvm.s_tir.meta_schedule.logging import get_loggers_from_work_dir
+
+    from airflow_neo.local.tuning import _quiet_meta_schedule
+
+    logger = logging.getLogger("tvm.s_tir.meta_schedule")
+    stray = logging.StreamHandler()
+    logger.addHandler(stray)
+    try:
+        _quiet_meta_schedule()
+        assert stray not in logger.handlers
+        assert len(get_loggers_from_work_dir(str(tmp_path), ["task_0"])) == 1
+    finally:
+        logger.removeHandler(stray)
