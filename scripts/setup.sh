@@ -21,3 +21,10 @@ echo "==> torch (CPU build)"
 "$VENV/bin/python" -m pip install -q "torch==2.13.0"
 echo "==> airflow-neo[local,test,docs]"
 "$VENV/bin/python" -m pip install -q -e ".[local,torch,test,docs]"
+# The real-model tests (transformers, torchvision, timm classes with random weights) need those
+# packages. PyPI's torchvision for torch 2.13 declares a CUDA torch: install it, transformers and
+# timm without dependencies next to the CPU torch above, then their pure-Python dependencies.
+echo "==> real-model test packages (torchvision, transformers, timm; --no-deps)"
+"$VENV/bin/python" -m pip install -q --no-deps "torchvision==0.28.0" "transformers>=4.40" "timm>=1.0"
+"$VENV/bin/python" -m pip install -q "tokenizers>=0.19" "safetensors>=0.4" "huggingface-hub>=0.23" "tqdm>=4.60" \
+  "regex" "typer" "pyyaml" "pillow"

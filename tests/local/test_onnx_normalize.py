@@ -10,8 +10,9 @@ through the local compile path and compared with onnxruntime on the ORIGINAL fil
   torchvision ShuffleNetV2 (``chunk``), timm EfficientViT-M0 (``split`` of q/k/v);
 * pads computed by a subgraph (``Dynamic pads are not supported yet``): timm EfficientViT-B0.
 
-The real-model tests need transformers / torchvision / timm (the ``bench`` extra) and are skipped
-without them.
+The real-model tests need transformers / torchvision / timm (``scripts/setup.sh`` installs them
+next to the CPU torch); they are skipped without them, except under ``CI=true``, where
+``test_ci_has_the_real_model_packages`` fails instead.
 """
 
 from __future__ import annotations
@@ -250,6 +251,17 @@ def test_normalized_graph_that_does_not_import_falls_back_to_the_graph_as_given(
 
 
 # -- real architectures ------------------------------------------------------------------------
+
+
+def test_ci_has_the_real_model_packages():
+    """CI installs transformers, torchvision and timm, so the real-model tests below never skip there."""
+    import importlib.util
+    import os
+
+    missing = [name for name in ("transformers", "torchvision", "timm") if importlib.util.find_spec(name) is None]
+    if missing and os.environ.get("CI", "").lower() != "true":
+        pytest.skip(f"not installed: {', '.join(missing)} (scripts/setup.sh installs them)")
+    assert not missing, f"CI must install {missing} (scripts/setup.sh)"
 
 
 def _torch():
