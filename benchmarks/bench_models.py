@@ -254,6 +254,19 @@ def build_model(name: str):
     return model, inputs, ["last_hidden_state"], notes
 
 
+def onnx_bytes(model, inputs: dict, output_names: list[str]) -> bytes:
+    """``model`` exported to ONNX (opset 17, the TorchScript exporter) for ``inputs`` ({name: numpy array})."""
+    import torch
+
+    tensors = tuple(torch.from_numpy(value) for value in inputs.values())
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, tensors, buffer, input_names=list(inputs), output_names=output_names,
+                          opset_version=17, dynamo=False)
+    return buffer.getvalue()
+
+
 def _export_worker(args) -> None:
     """Export one model to ONNX and pack it; print a JSON summary."""
     import numpy as np
@@ -265,13 +278,8 @@ def _export_worker(args) -> None:
     model, inputs, output_names, notes = build_model(args.model)
     params = sum(p.numel() for p in model.parameters())
     tensors = tuple(torch.from_numpy(value) for value in inputs.values())
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, tensors, buffer, input_names=list(inputs), output_names=output_names,
-                          opset_version=17, dynamo=False)
     onnx_path = out / "model.onnx"
-    onnx_path.write_bytes(buffer.getvalue())
+    onnx_path.write_bytes(onnx_bytes(model, inputs, output_names))
     np.savez(out / "inputs.npz", **inputs)
     with torch.no_grad():
         reference = model(*tensors)

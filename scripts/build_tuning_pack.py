@@ -24,13 +24,11 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import io
 import json
 import platform
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,24 +40,17 @@ STANDARD_SET = ["resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_large", "e
 
 def lowered_kernels(name: str, target, log):
     """``[(key, kernel name, PrimFunc, priority)]`` of one model, lowered as a compile job lowers it."""
-    import torch
     import tvm
-    from bench_models import build_model
+    from bench_models import build_model, onnx_bytes
     from tvm import relax
     from tvm.s_tir import meta_schedule as ms
 
     from airflow_neo.local.frontends import IMPORTERS
 
     model, inputs, output_names, _ = build_model(name)
-    tensors = tuple(torch.from_numpy(value) for value in inputs.values())
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, tensors, buffer, input_names=list(inputs), output_names=output_names,
-                          opset_version=17, dynamo=False)
     with tempfile.TemporaryDirectory() as scratch:
         path = Path(scratch) / "model.onnx"
-        path.write_bytes(buffer.getvalue())
+        path.write_bytes(onnx_bytes(model, inputs, output_names))
         imported = IMPORTERS["ONNX"](path, {k: list(v.shape) for k, v in inputs.items()}, None, log)
     from airflow_neo.local.schedules.lowering import lower
 
