@@ -32,9 +32,16 @@ from airflow_neo.local import tuning_baseline
 from airflow_neo.local.configs import ConfigRecord, JsonConfigStore
 from airflow_neo.local.configs.knobs import MAX_CANDIDATES, Knobs, candidates
 
-__all__ = ["FIRST_ROUND", "tune_configs"]
+__all__ = ["FIRST_ROUND", "tune_configs", "with_shipped"]
 
 FIRST_ROUND = 6
+
+
+def with_shipped(listed: list[Knobs], shipped: Knobs | None) -> list[Knobs]:
+    """``listed`` (the default plan first) with the pack's knobs second, once; the default stays first."""
+    if shipped is None or shipped == listed[0]:
+        return listed
+    return [listed[0], shipped, *(k for k in listed[1:] if k != shipped)]
 
 
 def _plan_of(func, target, cpu):
@@ -76,13 +83,8 @@ def tune_configs(
         if found is None:
             continue
         rule, outcome = found
-        listed = candidates(outcome.shape, MAX_CANDIDATES)
         shipped = pack.get(key) if pack is not None else None
-        if shipped is not None and shipped.knobs not in listed:
-            listed.insert(1, shipped.knobs)
-        elif shipped is not None:
-            listed.remove(shipped.knobs)
-            listed.insert(1, shipped.knobs)
+        listed = with_shipped(candidates(outcome.shape, MAX_CANDIDATES), shipped.knobs if shipped else None)
         record = store.get(key)
         tried = {Knobs.from_dict(t) for t in (record.tried if record else []) if isinstance(t, dict)}
         queue.append((key, name, func, rule, [k for k in listed if k not in tried], len(tried)))

@@ -82,3 +82,14 @@ def test_target_table_entries_map_to_their_cpu_family(request_target, family):
 
     cpu = cpu_info(resolve_target(request_target).target)
     assert cpu_family(cpu.arch, cpu.vector_bits, cpu.fma) == family
+
+
+def test_the_default_plan_stays_first_when_the_pack_has_knobs():
+    from airflow_neo.local.tuning_configs import with_shipped
+
+    default, a, b = Knobs(8, 4, None, False), Knobs(16, 2, None, False), Knobs(8, 4, 64, False)
+    listed = [default, a, b]
+    assert with_shipped(listed, None) == listed
+    assert with_shipped(listed, b) == [default, b, a]  # measured second, not twice
+    assert with_shipped(listed, Knobs(8, 6)) == [default, Knobs(8, 6), a, b]
+    assert with_shipped(listed, default) == listed  # the pack kept the plan itself: nothing moves
