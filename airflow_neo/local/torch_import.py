@@ -1,0 +1,419 @@
+"""The PyTorch frontends: TorchScript (``.pt``/``.pth``) and ``torch.export`` programs (``.pt2``).
+
+TorchScript is imported by the first of these routes that works (:data:`TORCHSCRIPT_ROUTES`):
+
+1. ``onnx-legacy``: ``torch.onnx.export(..., dynamo=False)`` then the ONNX importer (with its
+   normalization);
+2. ``exported-program``: ``torch._export.converter.TS2EPConverter`` turns the TorchScript graph into
+   a ``torch.export`` program, which is imported like a ``.pt2`` (below). This takes what the legacy
+   exporter cannot: fused eval fast paths recorded by a trace (``_native_multi_head_attention``,
+   ``_transformer_encoder_layer_fwd``) and newer ATen ops (``aten::diff``).
+
+A ``torch.export`` program is imported as given (``exported-program``), else after
+:func:`~airflow_neo.local.torch_rewrites.rewrite_program` (``exported-program-rewritten``).
+Each failed route is logged with its reason; ``versions["torch_route"]`` names the route that
+worked and ``versions["torch_routes_failed"]`` the ones before it. When every route fails the
+error names each route's failure.
+
+Before ``torch.jit.load`` torchvision is imported when installed, so that its operators
+(``torchvision::nms``, ``roi_align``, ...) are registered; where its C++ library does not load, the
+operators' schemas are defined so that models load (:func:`register_torchvision_ops`). A model
+using an operator that no installed package defines fails with
+:class:`~airflow_neo.local.errors.UnsupportedOperatorsError` naming the operator and its package.
+
+Invariants: an importer returns every model input with a static shape and a dtype, or raises a
+:class:`~airflow_neo.local.errors.LocalCompilationError` subclass; torch, torchvision and TVM are
+imported inside the functions only; this module imports no other frontend module but
+:mod:`~airflow_neo.local.frontend_common` (the ONNX importer is passed in).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import re
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from airflow_neo.local.errors import (
+    CompilationError,
+    LocalCompilationError,
+    ModelArchiveError,
+    ModelInputError,
+    UnsupportedOperatorsError,
+)
+from airflow_neo.local.frontend_common import Imported, InputSpec, Log, dtype_for, first_line, match_inputs, quiet
+
+__all__ = ["ONNX_EXPORT_OPSET", "TORCHSCRIPT_ROUTES", "import_pt2", "import_torchscript", "register_torchvision_ops"]
+
+ONNX_EXPORT_OPSET = 17
+TORCHSCRIPT_ROUTES = ("onnx-legacy", "exported-program")
+
+#: Packages that define TorchScript operator namespaces (their namespace is their module name).
+OP_PACKAGES = ("torchvision", "torchaudio", "torchtext")
+
+#: torchvision's operator schemas (torchvision/csrc/ops/*.cpp), defined when its C++ library does not
+#: load, so that TorchScript files calling them load and torchvision's Python code imports.
+TORCHVISION_SCHEMAS = {
+    "nms": "(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
+    "qnms": "(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
+    "roi_align": "(Tensor input, Tensor rois, float spatial_scale, SymInt pooled_height, SymInt pooled_width, "
+                 "int sampling_ratio, bool aligned) -> Tensor",
+    "roi_pool": "(Tensor input, Tensor rois, float spatial_scale, SymInt pooled_height, SymInt pooled_width) "
+                "-> (Tensor, Tensor)",
+    "ps_roi_align": "(Tensor input, Tensor rois, float spatial_scale, SymInt pooled_height, SymInt pooled_width, "
+                    "int sampling_ratio) -> (Tensor, Tensor)",
+    "ps_roi_pool": "(Tensor input, Tensor rois, float spatial_scale, SymInt pooled_height, SymInt pooled_width) "
+                   "-> (Tensor, Tensor)",
+    "deform_conv2d": "(Tensor input, Tensor weight, Tensor offset, Tensor mask, Tensor bias, SymInt stride_h, "
+                     "SymInt stride_w, SymInt pad_h, SymInt pad_w, SymInt dilation_h, SymInt dilation_w, "
+                     "SymInt groups, SymInt offset_groups, bool use_mask) -> Tensor",
+    "box_iou_rotated": "(Tensor boxes1, Tensor boxes2) -> Tensor",
+}
+
+_UNKNOWN_OP = re.compile(r"Unknown builtin op: ([A-Za-z_][\w]*)::(\w+)")
+_NO_KERNEL = re.compile(r"Could not run '([A-Za-z_][\w]*)::(\w+)' with arguments from the '(\w+)' backend")
+_TORCHVISION_NO_OPS = "Couldn't load custom C++ ops"
+
+ImportOnnx = Callable[..., Imported]
+
+_torchvision_state: dict[str, Any] = {}
+
+
+# --------------------------------------------------------------------------------------------
+# operator libraries
+
+
+def register_torchvision_ops() -> str | None:
+    """Import torchvision (when installed) so its TorchScript operators are registered.
+
+    Returns None without torchvision, else its version, with ``" (operator schemas only: ...)"``
+    when its C++ library did not load and the schemas of :data:`TORCHVISION_SCHEMAS` were defined
+    instead (the models then load and export, but cannot run these operators). Idempotent.
+    """
+    if "status" in _torchvision_state:
+        return _torchvision_state["status"]
+    if importlib.util.find_spec("torchvision") is None:
+        _torchvision_state["status"] = None
+        return None
+    import torch
+
+    reason = None
+    try:
+        import torchvision
+    except (RuntimeError, OSError, ImportError) as err:  # a C++ library built for another torch
+        reason = first_line(err)
+        _define_missing_schemas(torch)
+        for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
+            del sys.modules[name]
+        import torchvision
+    if not torchvision.extension._has_ops():
+        reason = reason or "torchvision's C++ library did not load"
+        _define_missing_schemas(torch)
+    status = torchvision.__version__ + (f" (operator schemas only: {reason})" if reason else "")
+    _torchvision_state["status"] = status
+    return status
+
+
+def _define_missing_schemas(torch) -> list[str]:
+    defined = []
+    for name, schema in TORCHVISION_SCHEMAS.items():
+        if not _op_exists(torch, "torchvision", name):
+            torch.library.define(f"torchvision::{name}", schema)
+            defined.append(name)
+    return defined
+
+
+def _op_exists(torch, namespace: str, name: str) -> bool:
+    try:
+        getattr(getattr(torch.ops, namespace), name)
+        return True
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def _package_for(namespace: str) -> str:
+    if namespace in OP_PACKAGES:
+        return f"the {namespace} package"
+    return f"the package that defines the {namespace!r} operator namespace"
+
+
+def _missing_operator_error(model_file: Path, err: Exception) -> UnsupportedOperatorsError | None:
+    """An UnsupportedOperatorsError naming the operator (and package) behind ``err``, if it is one."""
+    text = str(err)
+    unknown = _UNKNOWN_OP.search(text)
+    if unknown:
+        namespace, name = unknown.groups()
+        installed = namespace in OP_PACKAGES and importlib.util.find_spec(namespace) is not None
+        hint = ("it is installed but did not register this operator (a version without it?)" if installed
+                else "install it on the compile worker")
+        return UnsupportedOperatorsError(
+            f"{model_file.name} uses the TorchScript operator {namespace}::{name}, which is not registered in this "
+            f"worker's torch; it is defined by {_package_for(namespace)}: {hint}", [f"{namespace}::{name}"]
+        )
+    no_kernel = _NO_KERNEL.search(text)
+    if no_kernel or _TORCHVISION_NO_OPS in text:
+        namespace, name, backend = no_kernel.groups() if no_kernel else ("torchvision", "*", "CPU")
+        return UnsupportedOperatorsError(
+            f"{model_file.name} calls the operator {namespace}::{name}, which has no {backend} kernel on this worker: "
+            f"{_package_for(namespace)} is installed without its C++ library (a build for another torch or CUDA); "
+            "install the build that matches the installed torch", [f"{namespace}::{name}"]
+        )
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# TorchScript
+
+
+def import_torchscript(model_file: Path, data_input, dtype_option, log: Log, *, import_onnx: ImportOnnx) -> Imported:
+    """Import TorchScript by the first route of :data:`TORCHSCRIPT_ROUTES` that works."""
+    import torch
+
+    module = _load_torchscript(torch, model_file, log)
+    if module is None:
+        return import_pt2(model_file, data_input, dtype_option, log)
+    specs = _torchscript_inputs(module, data_input, dtype_option)
+    examples = tuple(_example_tensor(torch, spec) for spec in specs)
+    n_outputs = _run_example(torch, module, model_file, specs, examples)
+    output_names = [f"output{i}" for i in range(n_outputs)]
+    failed: list[dict] = []
+    routes = {
+        "onnx-legacy": lambda: _via_onnx_legacy(torch, module, model_file, specs, examples, output_names, log, import_onnx),
+        "exported-program": lambda: _via_exported_program(torch, module, specs, examples, output_names, log),
+    }
+    for route in TORCHSCRIPT_ROUTES:
+        try:
+            imported = routes[route]()
+        except LocalCompilationError:
+            raise
+        except Exception as err:  # noqa: BLE001 - a route that fails hands over to the next
+            failed.append({"route": route, "error": _short(err)})
+            log(f"TorchScript import route {route} failed ({_short(err)})" + _next_route_text(route))
+            continue
+        versions = imported.framework_versions
+        versions["torch_route"] = versions.get("torch_route", route)
+        versions["torch_routes_failed"] = failed + versions.get("torch_routes_failed", [])
+        versions.update(_torch_versions(torch))
+        log(f"TorchScript imported by route {versions['torch_route']}")
+        return imported
+    raise _all_routes_failed(failed)
+
+
+def _torch_versions(torch) -> dict:
+    versions = {"torch": torch.__version__}
+    if _torchvision_state.get("status"):
+        versions["torchvision"] = _torchvision_state["status"]
+    return versions
+
+
+def _next_route_text(route: str) -> str:
+    index = TORCHSCRIPT_ROUTES.index(route)
+    return f"; trying {TORCHSCRIPT_ROUTES[index + 1]}" if index + 1 < len(TORCHSCRIPT_ROUTES) else ""
+
+
+def _short(err: Exception, limit: int = 300) -> str:
+    return f"{type(err).__name__}: {first_line(err)[:limit]}"
+
+
+def _all_routes_failed(failed: list[dict]) -> LocalCompilationError:
+    text = "; ".join(f"{item['route']}: {item['error']}" for item in failed)
+    message = f"the TorchScript model could not be imported by any route ({text})"
+    operators = _unsupported_operators(failed[-1]["error"]) if failed else []
+    if operators:
+        return UnsupportedOperatorsError(f"the model uses operators that TVM cannot convert: {', '.join(operators)}; "
+                                         + message, operators)
+    return CompilationError(message)
+
+
+def _unsupported_operators(text: str) -> list[str]:
+    match = re.search(r"Unsupported function types? \[?([^\]\n]+)", text)
+    return [op.strip(" '\"") for op in match.group(1).split(",") if op.strip(" '\"")] if match else []
+
+
+def _load_torchscript(torch, model_file: Path, log: Log):
+    """The loaded TorchScript module, or None when the file is a torch.export program."""
+    status = register_torchvision_ops()
+    if status and "schemas only" in status:
+        log(f"torchvision {status}")
+    try:
+        module = torch.jit.load(str(model_file), map_location="cpu")
+    except Exception as err:  # noqa: BLE001 - torch raises RuntimeError, pickle errors, ...
+        missing = _missing_operator_error(model_file, err)
+        if missing is not None:
+            raise missing from err
+        try:
+            torch.export.load(str(model_file))
+        except Exception:  # noqa: BLE001
+            raise ModelArchiveError(
+                f"{model_file.name} is not a TorchScript model: {type(err).__name__}: {str(err)[:300]}. "
+                "The local backend needs TorchScript (torch.jit.trace or torch.jit.script, then torch.jit.save) "
+                "in a .pt/.pth file, or a torch.export program (torch.export.save) in a .pt2 file; "
+                "a state_dict or a pickled nn.Module cannot be compiled"
+            ) from err
+        log(f"{model_file.name} is a torch.export program; importing it as .pt2")
+        return None
+    module.eval()
+    return module
+
+
+def _torchscript_inputs(module, data_input, dtype_option) -> list[InputSpec]:
+    """DataInputConfig matched with forward()'s arguments (by name, else in order: input0, ...)."""
+    arguments = [arg for arg in module.forward.schema.arguments if arg.name != "self"]
+    required = [arg for arg in arguments if not arg.has_default_value()]
+    arg_names = [arg.name for arg in arguments]
+    if data_input is None:
+        raise ModelInputError(
+            f"a TorchScript model needs DataInputConfig with the shape of each forward() argument "
+            f"({', '.join(arg_names)}), e.g. {{\"input0\": [1, 3, 224, 224]}} or [[1, 3, 224, 224]]"
+        )
+    if isinstance(data_input, list) and data_input and not isinstance(data_input[0], list):
+        data_input = [data_input]
+    if isinstance(data_input, dict):
+        if set(data_input) <= set(arg_names):
+            names = [name for name in arg_names if name in data_input]  # forward() order
+            shapes = [data_input[name] for name in names]
+        else:
+            names, shapes = list(data_input), list(data_input.values())  # Neo: in order, input0 ...
+    elif isinstance(data_input, list):
+        names, shapes = [f"input{i}" for i in range(len(data_input))], list(data_input)
+    else:
+        raise ModelInputError(f"DataInputConfig must be an object {{name: shape}} or a list of shapes; got {data_input!r}")
+    if not len(required) <= len(shapes) <= len(arguments):
+        expected = f"{len(required)}" if len(required) == len(arguments) else f"{len(required)} to {len(arguments)}"
+        raise ModelInputError(
+            f"DataInputConfig gives {len(shapes)} input(s) ({', '.join(names)}) but the TorchScript model's forward() "
+            f"takes {expected}: {', '.join(arg_names)}"
+        )
+    specs = []
+    for name, shape in zip(names, shapes):
+        if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape):
+            raise ModelInputError(f"DataInputConfig shape for {name!r} must be a list of positive integers; got {shape!r}")
+        specs.append(InputSpec(name, list(shape), dtype_for(name, None, dtype_option)))
+    return specs
+
+
+def _run_example(torch, module, model_file: Path, specs: list[InputSpec], examples: tuple) -> int:
+    """Run the module once on example inputs; the number of output tensors."""
+    arg_names = [arg.name for arg in module.forward.schema.arguments if arg.name != "self"]
+    with torch.no_grad():
+        try:
+            result = module(*examples)
+        except Exception as err:  # noqa: BLE001 - a missing kernel, else the shapes do not fit
+            missing = _missing_operator_error(model_file, err)
+            if missing is not None:
+                raise missing from err
+            raise ModelInputError(
+                f"running the TorchScript model with DataInputConfig inputs "
+                f"({'; '.join(spec.describe() for spec in specs)}) failed, so the shapes (rank, sizes) or dtypes do not "
+                f"fit forward({', '.join(arg_names)}): {type(err).__name__}: {first_line(err)}"
+            ) from err
+    return len(_flatten(result))
+
+
+def _via_onnx_legacy(torch, module, model_file: Path, specs, examples, output_names, log: Log,
+                     import_onnx: ImportOnnx) -> Imported:
+    buffer = io.BytesIO()
+    with quiet(), torch.no_grad():
+        torch.onnx.export(
+            module,
+            examples,
+            buffer,
+            input_names=[spec.name for spec in specs],
+            output_names=output_names,
+            opset_version=ONNX_EXPORT_OPSET,
+            dynamo=False,
+        )
+    onnx_file = model_file.with_suffix(".from-torchscript.onnx")
+    onnx_file.write_bytes(buffer.getvalue())
+    log(f"TorchScript exported to ONNX (opset {ONNX_EXPORT_OPSET}, {len(buffer.getvalue())} bytes)")
+    shapes = {spec.name: spec.shape for spec in specs}
+    dtypes = {spec.name: spec.dtype for spec in specs}
+    return import_onnx(onnx_file, shapes, dtypes, log, framework="PYTORCH")
+
+
+def _via_exported_program(torch, module, specs, examples, output_names, log: Log) -> Imported:
+    from torch._export.converter import TS2EPConverter
+
+    with quiet():
+        program = TS2EPConverter(module, examples).convert()
+    log(f"TorchScript converted to a torch.export program ({sum(1 for _ in program.graph.nodes)} nodes)")
+    mod, versions = _import_program(program, log)
+    return Imported(mod, list(specs), output_names, versions)
+
+
+def _example_tensor(torch, spec: InputSpec):
+    dtype = getattr(torch, spec.dtype)
+    if dtype.is_floating_point:
+        return torch.randn(spec.shape, dtype=torch.float32).to(dtype)
+    if dtype == torch.bool:
+        return torch.zeros(spec.shape, dtype=torch.bool)
+    return torch.zeros(spec.shape, dtype=dtype)
+
+
+def _flatten(value) -> list:
+    if isinstance(value, (list, tuple)):
+        return [leaf for item in value for leaf in _flatten(item)]
+    if isinstance(value, dict):
+        return [leaf for item in value.values() for leaf in _flatten(item)]
+    return [value]
+
+
+# --------------------------------------------------------------------------------------------
+# torch.export programs
+
+
+def import_pt2(model_file: Path, data_input, dtype_option, log: Log) -> Imported:
+    """Import a ``torch.export`` program (``torch.export.save``)."""
+    import torch
+
+    register_torchvision_ops()
+    try:
+        program = torch.export.load(str(model_file))
+    except Exception as err:  # noqa: BLE001
+        missing = _missing_operator_error(model_file, err)
+        if missing is not None:
+            raise missing from err
+        raise ModelArchiveError(
+            f"{model_file.name} is not a torch.export program (torch.export.save): {type(err).__name__}: {str(err)[:300]}"
+        ) from err
+    user_inputs = list(program.graph_signature.user_inputs)
+    placeholders = {node.name: node for node in program.graph.nodes if node.op == "placeholder"}
+    model_inputs = []
+    for name in user_inputs:
+        value = placeholders[name].meta.get("val")
+        if not isinstance(value, torch.Tensor):
+            raise ModelInputError(f"torch.export input {name!r} is not a tensor ({type(value).__name__}); only tensor inputs compile")
+        shape = [int(d) if isinstance(d, int) else None for d in value.shape]
+        model_inputs.append(InputSpec(name, shape, str(value.dtype).replace("torch.", "")))
+    resolved = match_inputs("PYTORCH", model_inputs, data_input, dtype_option, positional_ok=True)
+    mod, versions = _import_program(program, log)
+    versions.update(_torch_versions(torch))
+    output_names = list(program.graph_signature.user_outputs)
+    return Imported(mod, resolved, output_names, versions)
+
+
+def _import_program(program, log: Log) -> tuple[Any, dict]:
+    """TVM's import of ``program`` as given, else after :func:`rewrite_program`; (module, versions)."""
+    from tvm.relax.frontend.torch import from_exported_program
+
+    from airflow_neo.local.torch_rewrites import rewrite_program
+
+    try:
+        with quiet():
+            return from_exported_program(program, unwrap_unit_return_tuple=True), {"torch_route": "exported-program"}
+    except Exception as err:  # noqa: BLE001 - the rewritten program may import; else this error says most
+        first = err
+    log(f"importing the torch.export program failed ({_short(first)}); rewriting it (fast-path decompositions, "
+        "empty cat inputs) and importing again")
+    try:
+        with quiet():
+            rewritten, done = rewrite_program(program)
+            mod = from_exported_program(rewritten, unwrap_unit_return_tuple=True, run_ep_decomposition=False)
+    except Exception as err:  # noqa: BLE001
+        log(f"importing the rewritten torch.export program failed too ({_short(err)})")
+        raise first from None
+    log(f"rewritten torch.export program imported: {done}")
+    failed = [{"route": "exported-program", "error": _short(first)}]
+    return mod, {"torch_route": "exported-program-rewritten", "torch_rewrites": done, "torch_routes_failed": failed}
