@@ -22,14 +22,23 @@ Invariants:
 * a folded value becomes an initializer (a ``Constant`` node where it is a graph output) with the
   dtype shape inference gives it; nodes and initializers nothing reads any more are removed;
 * numerics: shape arithmetic is integer and exact; a folded float value is numpy's result for the
-  same op.
+  same op;
+* operators TVM's importer lacks (LSTM/GRU/RNN, onnxruntime's quantized operators) are rewritten
+  by :func:`airflow_neo.local.onnx_ops.expand` after folding, with the shapes folding leaves; the
+  rewrite runs even where folding failed (the failure is recorded in ``folding_skipped``), since a
+  model that needs it cannot be imported without it;
+* contract with the caller: an :class:`~airflow_neo.local.errors.LocalCompilationError` (an
+  operator attribute the rewrite cannot express) is the job's answer and must propagate; any other
+  exception only means "import the graph as given".
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from airflow_neo.local import onnx_ops
 
 __all__ = ["MAX_FOLDED_ELEMENTS", "NormalizeReport", "normalize"]
 
@@ -57,12 +66,23 @@ class NormalizeReport:
     passes: int
     seconds: float
     tool: str
+    #: {op type: nodes rewritten by :mod:`airflow_neo.local.onnx_ops`}, and the nodes that replaced them.
+    expanded: dict = field(default_factory=dict)
+    expanded_nodes: int = 0
+    #: Why constant folding stopped early ("ExceptionType: message"), None when it ran to the end.
+    folding_skipped: str | None = None
 
     def summary(self) -> str:
-        return (
+        text = (
             f"onnx normalized for the input shapes: {self.nodes_before} -> {self.nodes_after} nodes, {self.folded} "
             f"folded into constants ({self.shape_reads} shape reads), {self.seconds:.2f} s ({self.tool})"
         )
+        if self.expanded:
+            ops = ", ".join(f"{op} x{count}" for op, count in sorted(self.expanded.items()))
+            text += f"; operators rewritten for TVM: {ops} -> {self.expanded_nodes} nodes"
+        if self.folding_skipped:
+            text += f"; constant folding stopped: {self.folding_skipped}"
+        return text
 
     def as_metadata(self) -> dict:
         return asdict(self)
@@ -78,15 +98,25 @@ def normalize(model, input_shapes: dict[str, list[int | None]]) -> NormalizeRepo
     _set_input_shapes(graph, input_shapes)
     opset = _default_opset(model)
     folded = shape_reads = passes = 0
-    for passes in range(1, MAX_PASSES + 1):
-        shapes, types = _infer(model)
-        count, reads = _fold_pass(graph, shapes, types, opset)
-        folded, shape_reads = folded + count, shape_reads + reads
-        if not count:
-            break
+    folding_skipped = None
+    try:
+        for passes in range(1, MAX_PASSES + 1):
+            shapes, types = _infer(model)
+            count, reads = _fold_pass(graph, shapes, types, opset)
+            folded, shape_reads = folded + count, shape_reads + reads
+            if not count:
+                break
+    except Exception as err:  # noqa: BLE001 - folding is optional; the rewrites below are not
+        if not onnx_ops.needs_expansion(model):
+            raise
+        folding_skipped = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
+    expansion = onnx_ops.expand(model, *_infer_or_declared(model)) if onnx_ops.needs_expansion(model) else onnx_ops.ExpansionReport()
     _remove_dead(graph)
     tool = f"onnx {onnx.__version__} shape inference + airflow-neo constant folding"
-    return NormalizeReport(nodes_before, len(graph.node), folded, shape_reads, passes, round(time.monotonic() - started, 3), tool)
+    return NormalizeReport(
+        nodes_before, len(graph.node), folded, shape_reads, passes, round(time.monotonic() - started, 3), tool,
+        dict(expansion.rewritten), expansion.nodes_added, folding_skipped,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -160,6 +190,23 @@ def _infer(model) -> tuple[dict[str, list[int] | None], dict[str, int]]:
     for init in model.graph.initializer:
         shapes[init.name], types[init.name] = [int(d) for d in init.dims], init.data_type
     return shapes, types
+
+
+def _infer_or_declared(model) -> tuple[dict, dict]:
+    """:func:`_infer`'s shapes and types, or where inference fails those the graph declares."""
+    try:
+        return _infer(model)
+    except Exception:  # noqa: BLE001 - the rewrites say what they miss
+        shapes, types = {}, {}
+        for value in [*model.graph.input, *model.graph.value_info]:
+            tensor = value.type.tensor_type
+            if tensor.elem_type:
+                types[value.name] = tensor.elem_type
+            if tensor.HasField("shape") and all(dim.HasField("dim_value") for dim in tensor.shape.dim):
+                shapes[value.name] = [int(dim.dim_value) for dim in tensor.shape.dim]
+        for init in model.graph.initializer:
+            shapes[init.name], types[init.name] = [int(d) for d in init.dims], init.data_type
+        return shapes, types
 
 
 def _elements(dims) -> int:
