@@ -146,6 +146,7 @@ def test_bad_input_ends_failed_with_reason_and_publishes_nothing(hook, tmp_path,
     assert payload["CompilationJobStatus"] == "FAILED", hook.job_log(case)
     for word in words:
         assert word in payload["FailureReason"], payload["FailureReason"]
+    assert payload["FailureReason"].startswith(("ClientError: ", "ServerError: ")), payload["FailureReason"]
     assert "ModelDigests" not in payload
     assert not out.exists() or not list(out.iterdir()), "nothing published"
     _wait_for_runner_exit(hook, case)

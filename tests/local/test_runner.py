@@ -204,9 +204,10 @@ def test_run_of_finished_job_is_a_no_op(store_path, model_archive, tmp_path):
     ("fn", "reason"),
     [
         (fake_input_error, "ClientError: DataInputConfig names input 'data' but the model's inputs are ['input0']"),
-        (fake_value_error, "ValueError: shape mismatch in conv1"),
-        (fake_exit, "Compilation failed: the compile process exited with code 3 without reporting a result"),
-        (fake_no_artifact, "The compiler reported success but wrote no artifact (expected model.tar.gz)"),
+        (fake_value_error, "ServerError: ValueError: shape mismatch in conv1"),
+        (fake_exit, "ServerError: Compilation failed: the compile process exited with code 3 without reporting a result; "
+                    "the job log holds its last lines. Retry the job; if it fails again, report it with the model"),
+        (fake_no_artifact, "ServerError: The compiler reported success but wrote no artifact (expected model.tar.gz)"),
     ],
 )
 def test_compile_error_fails_and_publishes_nothing(store_path, model_archive, tmp_path, fn, reason):
@@ -226,7 +227,7 @@ def test_missing_input_fails_clearly(store_path, tmp_path):
     store = JobStore(store_path)
     store.create(make_request("noinput", f"file://{tmp_path}/absent.tar.gz", str(tmp_path / "out")))
     assert runner.run_job(store_path, "noinput", compile_fn=fake_ok, poll_interval=POLL) == st.FAILED
-    assert store.describe("noinput")["FailureReason"] == f"InputConfig.S3Uri: file://{tmp_path}/absent.tar.gz does not exist"
+    assert store.describe("noinput")["FailureReason"] == f"ClientError: InputConfiguration: InputConfig.S3Uri: file://{tmp_path}/absent.tar.gz does not exist"
 
 
 def test_publish_failure_fails_without_partial_artifact(store_path, model_archive, tmp_path):
@@ -236,7 +237,7 @@ def test_publish_failure_fails_without_partial_artifact(store_path, model_archiv
     store.create(make_request("nopub", str(model_archive), str(blocker / "out")))
     assert runner.run_job(store_path, "nopub", compile_fn=fake_ok, poll_interval=POLL) == st.FAILED
     reason = store.describe("nopub")["FailureReason"]
-    assert reason.startswith(f"Could not publish the compiled model to {blocker}/out/resnet-ml_c5.tar.gz")
+    assert reason.startswith(f"ClientError: Could not publish the compiled model to {blocker}/out/resnet-ml_c5.tar.gz")
 
 
 def test_max_runtime_times_out(store_path, model_archive, tmp_path):
@@ -249,7 +250,7 @@ def test_max_runtime_times_out(store_path, model_archive, tmp_path):
     elapsed = time.monotonic() - started
     assert 2.0 <= elapsed < 10
     job = store.describe("slow")
-    assert job["FailureReason"].startswith("Compilation job exceeded MaxRuntimeInSeconds (2 s) and was stopped")
+    assert job["FailureReason"].startswith("ServerError: Compilation job exceeded MaxRuntimeInSeconds (2 s) and was stopped")
     assert files_in(out) == []
     # the compiler was killed (on a loaded machine the 2 s may end before the child wrote its marker:
     # the child's pid is also in the job log)
@@ -302,7 +303,7 @@ def test_child_segfault_is_a_failed_job(store_path, model_archive, tmp_path):
     store.create(make_request("segv", str(model_archive), str(tmp_path / "out")))
     assert runner.run_job(store_path, "segv", compile_fn=fake_segv, poll_interval=POLL) == st.FAILED
     reason = store.describe("segv")["FailureReason"]
-    assert "internal compiler crash (signal 11: SIGSEGV)" in reason
+    assert reason.startswith("ServerError: Compilation failed: internal compiler crash (signal 11: SIGSEGV)")
     assert files_in(tmp_path / "out") == []
     assert "[compiler] about to crash" in store.log_path("segv").read_text()
 
@@ -314,7 +315,7 @@ def test_memory_cap(store_path, model_archive, tmp_path):
     final = runner.run_job(store_path, "hog", compile_fn=fake_hog, memory_limit_bytes=limit, poll_interval=POLL)
     assert final == st.FAILED
     reason = store.describe("hog")["FailureReason"]
-    assert reason.startswith(f"Compilation ran out of memory: the compile process exceeded its memory limit of {limit} bytes")
+    assert reason.startswith(f"ServerError: Compilation ran out of memory: the compile process exceeded its memory limit of {limit} bytes")
     assert files_in(tmp_path / "out") == []
 
 
@@ -464,7 +465,7 @@ def test_s3_with_moto(store_path, model_archive, monkeypatch):
         final = runner.run_job(store_path, "moto-missing", compile_fn=fake_ok, s3_client_factory=lambda: client, poll_interval=POLL)
         assert final == st.FAILED
         assert store.describe("moto-missing")["FailureReason"].startswith(
-            "InputConfig.S3Uri: could not download s3://models/in/absent.tar.gz: 404"
+            "ClientError: InputConfiguration: InputConfig.S3Uri: could not download s3://models/in/absent.tar.gz: 404"
         )
 
 
@@ -536,5 +537,5 @@ def test_real_compiler_bad_input_name_fails_clearly(store_path, tmp_path):
     store.create(request)
     assert runner.run_job(store_path, "real-bad", poll_interval=POLL) == st.FAILED
     reason = store.describe("real-bad")["FailureReason"]
-    assert reason.startswith("ModelInputError: ") and "input0" in reason
+    assert reason.startswith("ClientError: InputConfiguration: ") and "input0" in reason
     assert files_in(tmp_path / "out") == []

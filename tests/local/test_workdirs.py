@@ -101,7 +101,7 @@ def test_a_timed_out_job_leaves_nothing_of_its_compile_dir(store_path, tmp_path,
     marker = tmp_path / "started"
     store = _job(store_path, tmp_path, "slow-scratch", marker, runtime=3)
     assert runner.run_job(store_path, "slow-scratch", compile_fn=fake_scratch_then_sleep, poll_interval=POLL) == st.FAILED
-    assert store.describe("slow-scratch")["FailureReason"].startswith("Compilation job exceeded MaxRuntimeInSeconds (3 s)")
+    assert store.describe("slow-scratch")["FailureReason"].startswith("ServerError: Compilation job exceeded MaxRuntimeInSeconds (3 s)")
     _assert_nothing_left(store, marker, private_tmp)
 
 

@@ -13,7 +13,8 @@ Invariants:
   is ``<work dir>/tmp``); :meth:`CompileChild.run` removes that dir once the child is gone, and
   the job removes its whole work dir in ``finally`` whatever happens;
 * it sends ``("log", line)`` messages, then exactly one ``("ok", metadata)`` or
-  ``("error", class name, message, kind, traceback)``; :meth:`CompileChild.run` reads them in one
+  ``("error", class name, FailureReason, kind, traceback)`` (the reason already in Neo's form,
+  :func:`~airflow_neo.local.errors.failure_reason`); :meth:`CompileChild.run` reads them in one
   loop, checks the job's interrupts between them, kills the child's process group when the job
   ends early, and turns every way the child can end into metadata or a
   :class:`~.outcomes.Failed` with a clear reason (a crash is a failed job, never a dead runner).
@@ -39,6 +40,7 @@ from typing import Any
 from airflow_neo.core.exceptions import NeoError
 from airflow_neo.core.validation import ValidatedRequest
 from airflow_neo.local.config import LocalJobConfig
+from airflow_neo.local.errors import CLIENT_ERROR, SERVER_ERROR, failure_reason, is_neo_reason, neo_reason
 from airflow_neo.local.runner.outcomes import Failed
 
 __all__ = ["DEFAULT_COMPILE_FN", "KILL_GRACE_SECONDS", "CompileChild", "CompileFn", "kill_process_tree"]
@@ -138,14 +140,14 @@ def _compile_child(conn, compile_fn, request: ValidatedRequest, archive_path: st
         )
         send(("ok", _jsonable(metadata if metadata is not None else {})))
     except MemoryError as err:
-        send(("error", "MemoryError", str(err), "", ""))
+        send(("error", "MemoryError", str(err), SERVER_ERROR, ""))
     except BaseException as err:  # noqa: BLE001 - every failure is reported to the supervisor
         try:
             tb = traceback.format_exc()
         except MemoryError:
             tb = ""
         kind = getattr(err, "kind", None) if isinstance(err, NeoError) else None
-        send(("error", type(err).__name__, str(err), kind if isinstance(kind, str) else "", tb))
+        send(("error", type(err).__name__, failure_reason(err), kind if isinstance(kind, str) else "", tb))
     finally:
         conn.close()
 
@@ -240,7 +242,9 @@ class CompileChild:
         return None
 
     def _outcome(self, result: tuple | None, code: int | None) -> dict:
-        """The metadata of an ``ok`` result; every other ending raises Failed with its reason."""
+        """The metadata of an ``ok`` result; every other ending raises Failed with its reason, in
+        Neo's form: the child's own reason (:func:`~airflow_neo.local.errors.failure_reason`), or a
+        ``ServerError`` for a child that ran out of memory, crashed or exited without a result."""
         if result is not None and result[0] == "ok":
             return result[1]
         limit = self.memory_limit_bytes
@@ -249,27 +253,52 @@ class CompileChild:
             if tb:
                 self.log.info("compiler traceback:\n%s", tb.rstrip())
             if cls_name == "MemoryError":
-                if limit:
-                    raise Failed(
-                        f"Compilation ran out of memory: the compile process exceeded its memory limit of "
-                        f"{limit} bytes ({limit / 2**20:.0f} MiB). Raise the memory limit or compile a smaller model"
-                    )
-                raise Failed("Compilation ran out of memory (MemoryError in the compile process)")
+                raise Failed(self._memory_reason(limit))
+            if is_neo_reason(message or ""):
+                raise Failed(message)
             text = message or "(no message)"
-            prefix = kind or cls_name
-            raise Failed(text if text.startswith(prefix) else f"{prefix}: {text}")
+            if kind in (CLIENT_ERROR, SERVER_ERROR):
+                raise Failed(neo_reason(kind, None, text))
+            raise Failed(neo_reason(SERVER_ERROR, None, text if text.startswith(cls_name) else f"{cls_name}: {text}"))
         if code is not None and code < 0:
-            try:
-                sig_name = signal.Signals(-code).name
-            except ValueError:
-                sig_name = f"SIG{-code}"
-            hint = ""
-            if -code == signal.SIGKILL:
-                hint = " (killed, possibly by the kernel's out-of-memory killer)"
-            elif limit and -code in (signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS):
-                hint = f" (the compile process had a memory limit of {limit} bytes)"
-            raise Failed(
-                f"Compilation failed: internal compiler crash (signal {-code}: {sig_name}){hint}; the compile "
-                "process died without reporting a result"
+            raise Failed(self._signal_reason(-code, limit))
+        raise Failed(neo_reason(
+            SERVER_ERROR, None,
+            f"Compilation failed: the compile process exited with code {code} without reporting a result; "
+            "the job log holds its last lines. Retry the job; if it fails again, report it with the model",
+        ))
+
+    @staticmethod
+    def _memory_reason(limit: int | None) -> str:
+        if limit:
+            return neo_reason(
+                SERVER_ERROR, None,
+                f"Compilation ran out of memory: the compile process exceeded its memory limit of {limit} bytes "
+                f"({limit / 2**20:.0f} MiB). Raise [neo] local_memory_limit_mb or compile a smaller model",
             )
-        raise Failed(f"Compilation failed: the compile process exited with code {code} without reporting a result")
+        return neo_reason(
+            SERVER_ERROR, None,
+            "Compilation ran out of memory (MemoryError in the compile process). Give the worker more memory or "
+            "compile a smaller model",
+        )
+
+    @staticmethod
+    def _signal_reason(signum: int, limit: int | None) -> str:
+        try:
+            sig_name = signal.Signals(signum).name
+        except ValueError:
+            sig_name = f"SIG{signum}"
+        hint = ""
+        advice = "Retry the job; if it crashes again, report it with the model (the job log holds the last phase)"
+        if signum == signal.SIGKILL:
+            hint = " (killed, possibly by the kernel's out-of-memory killer)"
+            advice = ("Give the worker more memory, or set [neo] local_memory_limit_mb below what the machine has "
+                      "so that the compile fails with a clear out-of-memory reason")
+        elif limit and signum in (signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS):
+            hint = f" (the compile process had a memory limit of {limit} bytes)"
+            advice = "Raise [neo] local_memory_limit_mb and retry; if it crashes again, report it with the model"
+        return neo_reason(
+            SERVER_ERROR, None,
+            f"Compilation failed: internal compiler crash (signal {signum}: {sig_name}){hint}; the compile process "
+            f"died without reporting a result. {advice}",
+        )
