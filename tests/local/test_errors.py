@@ -24,6 +24,7 @@ from airflow_neo.local.store import JobStore
 from tests.local import failing_graphs, models
 
 LINUX_X86_64 = {"Os": "LINUX", "Arch": "X86_64"}
+TROUBLESHOOTING = Path(__file__).resolve().parents[2] / "docs" / "troubleshooting.rst"
 POLL = 0.1
 
 # (graph builder, our class, Neo prefix, words the reason must hold: node, op, shapes, advice)
@@ -121,6 +122,17 @@ def test_runner_reasons_are_classified_by_the_field_they_name():
     assert Failed("ServerError: as given").reason == "ServerError: as given"
 
 
+def test_troubleshooting_catalogues_every_class():
+    text = TROUBLESHOOTING.read_text()
+    catalogue = text[text.index("Failure classes"):text.index("How TVM's messages are classified")]
+    for name, (kind, neo_class) in errors.NEO_FORMS.items():
+        assert f"``{name}``" in catalogue, name
+        form = f"``{kind}: {neo_class}: ...``" if neo_class else f"``{kind}: ...``"
+        assert form in catalogue, form
+    for neo_class in errors.NEO_CLASSES:
+        assert f"``ClientError: {neo_class}: ...``" in catalogue, neo_class
+
+
 # ----------------------------------------------------------------------------- real compiles
 
 
@@ -134,6 +146,7 @@ def test_compile_failure_names_the_node_in_neos_form(tmp_path, case):
     for word in words:
         assert word in reason, reason
     assert len(reason) < 1024, "fits the API's FailureReason"
+    assert reason.split(". ")[0] in TROUBLESHOOTING.read_text(), "docs/troubleshooting.rst quotes the reason as it is"
 
 
 def test_bad_data_input_config_is_input_configuration(tmp_path):
