@@ -139,7 +139,25 @@ def _package_for(namespace: str) -> str:
     return f"the package that defines the {namespace!r} operator namespace"
 
 
-def _missing_operator_error(model_file: Path, err: Exception) -> UnsupportedOperatorsError | None:
+def _graph_operators(module, namespace: str) -> list[str]:
+    """The operators of ``namespace`` that ``module``'s code calls (its inlined graph, blocks included)."""
+    found: set[str] = set()
+
+    def walk(block) -> None:
+        for node in block.nodes():
+            if node.kind().startswith(f"{namespace}::"):
+                found.add(node.kind())
+            for inner in node.blocks():
+                walk(inner)
+
+    try:
+        walk(module.inlined_graph)
+    except (AttributeError, RuntimeError):  # pragma: no cover - a module without a graph
+        return []
+    return sorted(found)
+
+
+def _missing_operator_error(model_file: Path, err: Exception, module=None) -> UnsupportedOperatorsError | None:
     """An UnsupportedOperatorsError naming the operator (and package) behind ``err``, if it is one."""
     text = str(err)
     unknown = _UNKNOWN_OP.search(text)
@@ -154,11 +172,12 @@ def _missing_operator_error(model_file: Path, err: Exception) -> UnsupportedOper
         )
     no_kernel = _NO_KERNEL.search(text)
     if no_kernel or _TORCHVISION_NO_OPS in text:
-        namespace, name, backend = no_kernel.groups() if no_kernel else ("torchvision", "*", "CPU")
+        namespace, name, backend = no_kernel.groups() if no_kernel else ("torchvision", None, "CPU")
+        operators = [f"{namespace}::{name}"] if name else _graph_operators(module, namespace) or [f"{namespace}::*"]
         return UnsupportedOperatorsError(
-            f"{model_file.name} calls the operator {namespace}::{name}, which has no {backend} kernel on this worker: "
-            f"{_package_for(namespace)} is installed without its C++ library (a build for another torch or CUDA); "
-            "install the build that matches the installed torch", [f"{namespace}::{name}"]
+            f"{model_file.name} calls {', '.join(operators)}, which {'has' if len(operators) == 1 else 'have'} no "
+            f"{backend} kernel on this worker: {_package_for(namespace)} is installed without its C++ library "
+            "(a build for another torch or CUDA); install the build that matches the installed torch", operators
         )
     return None
 
@@ -301,7 +320,7 @@ def _run_example(torch, module, model_file: Path, specs: list[InputSpec], exampl
         try:
             result = module(*examples)
         except Exception as err:  # noqa: BLE001 - a missing kernel, else the shapes do not fit
-            missing = _missing_operator_error(model_file, err)
+            missing = _missing_operator_error(model_file, err, module)
             if missing is not None:
                 raise missing from err
             raise ModelInputError(
@@ -338,6 +357,8 @@ def _via_exported_program(torch, module, specs, examples, output_names, log: Log
 
     with quiet():
         program = TS2EPConverter(module, examples).convert()
+        # The converter exports every dimension as dynamic (Dim.AUTO); the job's shapes are static.
+        program = torch.export.export(program.module(), examples)
     log(f"TorchScript converted to a torch.export program ({sum(1 for _ in program.graph.nodes)} nodes)")
     mod, versions = _import_program(program, log)
     return Imported(mod, list(specs), output_names, versions)
