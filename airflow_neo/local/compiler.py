@@ -19,7 +19,6 @@ import io
 import json
 import os
 import platform
-import re
 import tarfile
 import tempfile
 import time
@@ -35,19 +34,11 @@ from airflow_neo.core.validation import (
 )
 from airflow_neo.local.archive import find_model_file, safe_extract
 from airflow_neo.local.errors import (
-    OPERATOR_ATTRIBUTE_NOT_IMPLEMENTED,
-    OPERATOR_ATTRIBUTE_REQUIRED,
-    OPERATOR_ATTRIBUTE_VALUE_NOT_VALID,
-    OPERATOR_NOT_IMPLEMENTED,
     CompilationError,
     LocalCompilationError,
     ModelArchiveError,
     ModelInputError,
-    OperatorAttributeNotImplementedError,
-    OperatorAttributeRequiredError,
-    OperatorAttributeValueNotValidError,
     UnsupportedFrameworkError,
-    UnsupportedOperatorsError,
 )
 from airflow_neo.local.files import atomic_file, blake2b_file
 from airflow_neo.local.frameworks import SUPPORTED_FRAMEWORKS, UNSUPPORTED_FRAMEWORKS, framework_problem
@@ -258,88 +249,12 @@ def _phase(name: str, timings: dict, log: Log):
     log(f"phase {name}: {timings[name]:.2f} s")
 
 
-_PACKAGES = {"tvm": "apache-tvm", "torch": "torch", "onnx": "onnx", "tflite": "tflite", "treelite": "treelite",
-             "tl2cgen": "tl2cgen"}
-_UNSUPPORTED_TORCH = re.compile(r"Unsupported function types? \[?([^\]\n]+)")
-
-#: What to do, per Neo class of a failure at a node (None: a TVM failure we cannot pin on the model).
-_ADVICE = {
-    OPERATOR_NOT_IMPLEMENTED: "TVM {tvm} has no converter for it: re-export the model with another opset, or "
-                              "replace the layer with operators TVM converts",
-    OPERATOR_ATTRIBUTE_NOT_IMPLEMENTED: "TVM {tvm} converts {op} but not in this form: give static shapes in "
-                                        "DataInputConfig, fold constants (onnxsim), or export the layer with "
-                                        "another setting",
-    OPERATOR_ATTRIBUTE_REQUIRED: "the node lacks an attribute that TVM {tvm} needs: re-export the model "
-                                 "(onnx.checker.check_model names the attributes {op} requires)",
-    OPERATOR_ATTRIBUTE_VALUE_NOT_VALID: "the value is not one that {op} allows: fix it in the exporter and "
-                                        "re-export (onnx.checker.check_model validates the model)",
-    None: "TVM {tvm} could not convert this node: give static shapes in DataInputConfig or simplify the graph "
-          "(onnxsim); if it persists, report it with the model",
-}
-_NODE_ERRORS = {
-    OPERATOR_ATTRIBUTE_NOT_IMPLEMENTED: OperatorAttributeNotImplementedError,
-    OPERATOR_ATTRIBUTE_REQUIRED: OperatorAttributeRequiredError,
-    OPERATOR_ATTRIBUTE_VALUE_NOT_VALID: OperatorAttributeValueNotValidError,
-}
-
-
 def _translate(err: Exception, phase: str) -> LocalCompilationError:
-    """``err`` (raised in ``phase``) as one of our errors in Neo's classes (see
-    :mod:`~airflow_neo.local.diagnose`): the failing node named when the traceback shows it."""
-    from airflow_neo.local.diagnose import classify, locate
+    """``err`` (raised in ``phase``) as one of our errors in Neo's classes, the failing node named
+    (:func:`airflow_neo.local.failures.translate`)."""
+    from airflow_neo.local.failures import translate
 
-    text = str(err).strip()
-    if isinstance(err, ModuleNotFoundError):
-        package = _PACKAGES.get((err.name or "").split(".")[0], err.name)
-        return CompilationError(
-            f"{phase} failed: the Python package {package!r} is not installed on this worker; "
-            f"install it (pip install {package}) or the airflow-neo[local] extra"
-        )
-    diagnosis = locate(err)
-    node = diagnosis.node if diagnosis is not None else None
-    _kind, neo_class, _rule = classify(err, node)
-    if neo_class == OPERATOR_NOT_IMPLEMENTED:
-        return _unsupported_operators(err, text, diagnosis, node)
-    if node is not None:
-        advice = _ADVICE.get(neo_class, _ADVICE[None]).format(tvm=_tvm_version(), op=node.op_type)
-        advice = advice[:1].upper() + advice[1:]
-        what = first_line(err).rstrip(". ") or type(err).__name__
-        if isinstance(err, KeyError) and neo_class == OPERATOR_ATTRIBUTE_REQUIRED:
-            what = f"TVM's {node.op_type} converter needs the attribute {err.args[0]!r}, which the node does not set"
-        if neo_class in _NODE_ERRORS:
-            return _NODE_ERRORS[neo_class](f"{node.describe()}: {what}. {advice}", [node.op_type])
-        return CompilationError(f"{phase} failed at {node.describe()}: {type(err).__name__}: {what}. {advice}")
-    if len(text) > 2000:
-        text = text[:1000] + "\n...\n" + text[-1000:]
-    return CompilationError(f"{phase} failed: {type(err).__name__}: {text}")
-
-
-def _unsupported_operators(err: Exception, text: str, diagnosis, node) -> UnsupportedOperatorsError:
-    """OperatorNotImplemented: every operator TVM lacks, with the nodes that use it when known."""
-    from airflow_neo.local.diagnose import unsupported_summary
-
-    advice = _ADVICE[OPERATOR_NOT_IMPLEMENTED].format(tvm=_tvm_version())
-    advice = advice[:1].upper() + advice[1:]
-    prefix = f"the model uses operators that TVM {_tvm_version()} cannot convert"
-    if diagnosis is not None and diagnosis.unsupported:
-        return UnsupportedOperatorsError(f"{prefix}: {unsupported_summary(diagnosis)}. {advice}", list(diagnosis.unsupported))
-    if node is not None:  # a converter missing for this node's opset
-        return UnsupportedOperatorsError(f"{prefix}: {node.describe()}: {first_line(err).rstrip('. ')}. {advice}", [node.op_type])
-    match = _UNSUPPORTED_TORCH.search(text)
-    if match:
-        operators = [op.strip(" '\"") for op in match.group(1).split(",") if op.strip(" '\"")]
-    else:
-        operators = [op.strip() for op in text.rsplit(":", 1)[-1].split(",") if op.strip()] if ":" in text else []
-    return UnsupportedOperatorsError(f"{prefix}: {', '.join(operators) or text}. {advice}", operators)
-
-
-def _tvm_version() -> str:
-    try:
-        import tvm
-
-        return tvm.__version__
-    except ImportError:  # pragma: no cover
-        return "?"
+    return translate(err, phase)
 
 
 # --------------------------------------------------------------------------------------------

@@ -201,9 +201,23 @@ def _onnx_attribute(attr) -> str:
         value = [v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in value]
         if any(not isinstance(v, (int, float, str)) for v in value):
             return f"<{len(value)} {type(value[0]).__name__ if value else 'value'}s>"
+    elif hasattr(value, "dims") and hasattr(value, "data_type"):  # a TensorProto
+        return _tensor_text(value)
     elif not isinstance(value, (int, float, str)):
         return f"<{type(value).__name__}>"
     return _short(repr(value))
+
+
+def _tensor_text(tensor) -> str:
+    """``float32[1]=[0.0]`` for a small tensor attribute, ``float32[3,3]`` for a larger one."""
+    from onnx import numpy_helper
+
+    try:
+        array = numpy_helper.to_array(tensor)
+    except Exception:  # noqa: BLE001
+        return "<tensor>"
+    text = f"{array.dtype}[{','.join(str(d) for d in array.shape)}]"
+    return _short(f"{text}={array.ravel().tolist()}") if array.size <= _MAX_ITEMS else text
 
 
 def _relax_text(expr) -> str:

@@ -96,3 +96,23 @@ def depth_to_space_without_blocksize(directory: str | Path) -> ModelCase:
         [_tensor("y", TensorProto.FLOAT, [1, 2, 4, 4])],
     )
     return _case(directory, model, {"x": [1, 8, 2, 2]})
+
+
+def constant_of_shape_scalar(directory: str | Path) -> ModelCase:
+    """transformers' attention-mask pattern that fails BERT in TVM 0.27: ConstantOfShape
+    '/mask/ConstantOfShape' of an empty shape (a scalar, legal ONNX) with a 1-element ``value``,
+    added to x. TVM's converter fails inside it (broadcast_to of a 1-D value to rank 0)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    empty = numpy_helper.from_array(np.zeros([0], np.int64), "empty_shape")
+    value = helper.make_tensor("value", TensorProto.FLOAT, [1], [1.0])
+    model = _model(
+        [
+            helper.make_node("ConstantOfShape", ["empty_shape"], ["one"], name="/mask/ConstantOfShape", value=value),
+            helper.make_node("Add", ["x", "one"], ["y"], name="/mask/Add"),
+        ],
+        [_tensor("x", TensorProto.FLOAT, [1, 16])],
+        [_tensor("y", TensorProto.FLOAT, [1, 16])],
+        [empty],
+    )
+    return _case(directory, model, {"x": [1, 16]})

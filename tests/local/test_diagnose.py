@@ -120,3 +120,22 @@ def test_rules_have_unique_names_and_neo_classes():
 
     assert len({rule.name for rule in RULES}) == len(RULES)
     assert {rule.neo_class for rule in RULES} == set(NEO_CLASSES) - {"InputConfiguration"}
+
+
+def test_a_tvm_failure_inside_a_converter_is_a_server_error_at_its_node(tmp_path):
+    """BERT's failure in TVM 0.27 (briefing: "broadcast_to expects ..."), reduced: the node is the
+    ConstantOfShape of an empty shape, not the Expand one would guess from the message."""
+    from airflow_neo.local.failures import translate
+
+    err = _onnx_failure(failing_graphs.constant_of_shape_scalar, tmp_path)
+    node = locate(err).node
+    assert node.describe() == (
+        "node '/mask/ConstantOfShape' (ConstantOfShape; inputs: empty_shape int64[0]; attributes: value=float32[1]=[1.0])"
+    )
+    assert classify(err, node)[:2] == ("ServerError", None)
+    reason = translate(err, "import").failure_reason
+    assert reason.startswith(
+        "ServerError: import failed at node '/mask/ConstantOfShape' (ConstantOfShape; inputs: empty_shape int64[0]; "
+        "attributes: value=float32[1]=[1.0]): ValueError: broadcast_to expects the input shape"
+    ), reason
+    assert reason.endswith("if it persists, report it with the model")

@@ -5,6 +5,8 @@ cache, the tuning sync, an S3 call) can swallow it; :meth:`~airflow_neo.local.ru
 turns each into exactly one recorded status (:class:`Failed` -> FAILED with its reason,
 :class:`Stopped` -> STOPPED, :class:`Lost` -> left as someone else recorded it,
 :class:`Terminated` -> FAILED and re-raised so that ``main`` exits 128 + signal).
+A :class:`Failed` reason is always in SageMaker Neo's form (``ClientError: ...`` or
+``ServerError: ...``, see :mod:`airflow_neo.local.errors`).
 """
 
 from __future__ import annotations
