@@ -21,7 +21,8 @@ Two classes of rewrite:
   dequantized into an ONNX ``LSTM``, which :mod:`.recurrent` unrolls; onnxruntime also quantizes
   the activations at run time, so the two differ by that quantization error.
 
-Unsupported forms (a ``channels_last`` pooling, a non-constant scale where a constant is needed)
+Unsupported forms (a ``channels_last`` pooling, non-constant scales, or convolution weights that
+are not constants)
 raise :class:`~airflow_neo.local.errors.UnsupportedOperatorsError` naming node and attribute.
 """
 
@@ -96,11 +97,11 @@ def _accumulator(emit: Emitter, weights_centered, reduce_axes: tuple, x_span: in
     return FLOAT if float(np.max(bound)) < FLOAT32_EXACT else DOUBLE
 
 
-def _x_dtype(emit: Emitter, node, x_zp: str, types: dict):
+def _x_dtype(emit: Emitter, node, x_zp: str):
     zp = emit.value(x_zp) if x_zp else None
     if zp is not None:
         return zp.dtype
-    return np.int8 if types.get(node.input[0]) == 3 else np.uint8
+    return np.int8 if emit.types.get(node.input[0]) == 3 else np.uint8  # 3: INT8
 
 
 def _multiplier(emit: Emitter, node, scales: list[str], divisor: str | None, shape_axis: tuple[int, int] | None, alpha: float = 1.0) -> str:
@@ -142,7 +143,7 @@ def _bias(emit: Emitter, name: str, acc: int, shape: list[int] | None = None):
 # -- integer accumulation ----------------------------------------------------------------------
 
 
-def _conv_like(node, emit: Emitter, types: dict, x: str, x_zp: str, w: str, w_zp: str, bias_name: str):
+def _conv_like(node, emit: Emitter, x: str, x_zp: str, w: str, w_zp: str, bias_name: str):
     """(accumulator name, its type) of ``sum((x - x_zp) * (w - w_zp)) + bias`` as a float Conv."""
     attrs = {key: value for key, value in attributes(node).items() if key in CONV_ATTRIBUTES}
     w_value, w_zp_value = emit.value(w), emit.value(w_zp) if w_zp else None
@@ -150,7 +151,7 @@ def _conv_like(node, emit: Emitter, types: dict, x: str, x_zp: str, w: str, w_zp
     if w_value is not None and (not w_zp or w_zp_value is not None):
         centered = w_value.astype(np.int64) - _zp_array(w_zp_value, w_value.ndim, 0).astype(np.int64)
     bias_value = emit.value(bias_name) if bias_name else None
-    span = _x_span(emit, _x_dtype(emit, node, x_zp, types), x_zp)
+    span = _x_span(emit, _x_dtype(emit, node, x_zp), x_zp)
     acc = _accumulator(emit, centered, tuple(range(1, centered.ndim)) if centered is not None else (), span, bias_value)
     if bias_name and bias_value is None:
         acc = DOUBLE
@@ -161,29 +162,20 @@ def _conv_like(node, emit: Emitter, types: dict, x: str, x_zp: str, w: str, w_zp
     return emit.op("Conv", inputs, **attrs), acc
 
 
-def _centered_weights(emit: Emitter, w: str, w_zp: str, acc: int) -> str:
-    cast = emit.op("Cast", [w], to=acc)
-    if not w_zp:
-        return cast
-    zp = emit.op("Cast", [w_zp], to=acc)
-    zp = emit.op("Reshape", [zp, emit.const(np.asarray([-1, 1, 1, 1][: 4], dtype=np.int64), "shape")])
-    return emit.op("Sub", [cast, zp])
-
-
 def qlinear_conv(node, emit: Emitter, shapes: dict) -> None:
     x, xs, xzp, w, ws, wzp, ys, yzp = (_input(node, k) for k in range(8))
-    acc, acc_type = _conv_like(node, emit, emit.types, x, xzp, w, wzp, _input(node, 8))
+    acc, acc_type = _conv_like(node, emit, x, xzp, w, wzp, _input(node, 8))
     ndim = len(shapes.get(x) or [0, 0, 0, 0])
     multiplier = _multiplier(emit, node, [xs, ws], ys, (ndim, 1))
     _requantize(emit, acc, acc_type, multiplier, yzp, node.output[0])
 
 
 def conv_integer(node, emit: Emitter, shapes: dict) -> None:
-    acc, _ = _conv_like(node, emit, emit.types, node.input[0], _input(node, 2), node.input[1], _input(node, 3), "")
+    acc, _ = _conv_like(node, emit, node.input[0], _input(node, 2), node.input[1], _input(node, 3), "")
     emit.op("Cast", [acc], outputs=[node.output[0]], to=INT32)
 
 
-def _matmul_acc(node, emit: Emitter, types: dict, a: str, a_zp: str, b: str, b_zp: str, bias_name: str = "", trans_b: bool = False):
+def _matmul_acc(node, emit: Emitter, a: str, a_zp: str, b: str, b_zp: str, bias_name: str = "", trans_b: bool = False):
     """(accumulator, type) of ``(a - a_zp) @ (b - b_zp) + bias`` (``b`` [K, N], or [N, K] with ``trans_b``)."""
     b_value, b_zp_value = emit.value(b), emit.value(b_zp) if b_zp else None
     centered = None
@@ -193,7 +185,7 @@ def _matmul_acc(node, emit: Emitter, types: dict, a: str, a_zp: str, b: str, b_z
         if trans_b:
             centered = centered.T
     bias_value = emit.value(bias_name) if bias_name else None
-    span = _x_span(emit, _x_dtype(emit, node, a_zp, types), a_zp)
+    span = _x_span(emit, _x_dtype(emit, node, a_zp), a_zp)
     acc = _accumulator(emit, centered, (-2,) if centered is not None else (), span, bias_value)
     if centered is not None:
         weights = emit.const(centered.astype(_np(acc)), "w")
@@ -210,7 +202,7 @@ def _matmul_acc(node, emit: Emitter, types: dict, a: str, a_zp: str, b: str, b_z
 
 def qlinear_matmul(node, emit: Emitter, shapes: dict) -> None:
     a, as_, azp, b, bs, bzp, ys, yzp = (_input(node, k) for k in range(8))
-    acc, acc_type = _matmul_acc(node, emit, emit.types, a, azp, b, bzp)
+    acc, acc_type = _matmul_acc(node, emit, a, azp, b, bzp)
     _requantize(emit, acc, acc_type, _multiplier(emit, node, [as_, bs], ys, None), yzp, node.output[0])
 
 
@@ -220,7 +212,7 @@ def qgemm(node, emit: Emitter, shapes: dict) -> None:
     if attrs.get("transA", 0):
         raise unsupported(node, "transA", attrs["transA"], "0")
     a, as_, azp, b, bs, bzp, c, ys, yzp = (_input(node, k) for k in range(9))
-    acc, acc_type = _matmul_acc(node, emit, emit.types, a, azp, b, bzp, c, trans_b=bool(attrs.get("transB", 0)))
+    acc, acc_type = _matmul_acc(node, emit, a, azp, b, bzp, c, trans_b=bool(attrs.get("transB", 0)))
     multiplier = _multiplier(emit, node, [as_, bs], ys or None, None, float(attrs.get("alpha", 1.0)))
     if ys:
         _requantize(emit, acc, acc_type, multiplier, yzp, node.output[0])

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from airflow_neo.local.onnx_ops._graph import Emitter, attributes, node_label, unsupported
+from airflow_neo.local.onnx_ops._graph import Emitter, attributes, unsupported
 
 #: Activation functions of the ONNX recurrent ops: {lowercase name: (ONNX op or None, alpha default, beta default)}.
 ACTIVATIONS = {
@@ -301,4 +301,4 @@ def _activations(node, attrs: dict, defaults: list[str], directions: int) -> lis
     return [specs[d * per_direction:(d + 1) * per_direction] for d in range(directions)]
 
 
-__all__ = ["ACTIVATIONS", "expand_recurrent", "node_label"]
+__all__ = ["ACTIVATIONS", "expand_recurrent"]
