@@ -147,15 +147,15 @@ def _conv_like(node, emit: Emitter, x: str, x_zp: str, w: str, w_zp: str, bias_n
     """(accumulator name, its type) of ``sum((x - x_zp) * (w - w_zp)) + bias`` as a float Conv."""
     attrs = {key: value for key, value in attributes(node).items() if key in CONV_ATTRIBUTES}
     w_value, w_zp_value = emit.value(w), emit.value(w_zp) if w_zp else None
-    centered = None
-    if w_value is not None and (not w_zp or w_zp_value is not None):
-        centered = w_value.astype(np.int64) - _zp_array(w_zp_value, w_value.ndim, 0).astype(np.int64)
+    if w_value is None or (w_zp and w_zp_value is None):
+        raise unsupported(node, "weights and their zero point", [w, w_zp], "constants (initializers)")
+    centered = w_value.astype(np.int64) - _zp_array(w_zp_value, w_value.ndim, 0).astype(np.int64)
     bias_value = emit.value(bias_name) if bias_name else None
     span = _x_span(emit, _x_dtype(emit, node, x_zp), x_zp)
-    acc = _accumulator(emit, centered, tuple(range(1, centered.ndim)) if centered is not None else (), span, bias_value)
+    acc = _accumulator(emit, centered, tuple(range(1, centered.ndim)), span, bias_value)
     if bias_name and bias_value is None:
         acc = DOUBLE
-    weights = emit.const(centered.astype(_np(acc)), "w") if centered is not None else _centered_weights(emit, w, w_zp, acc)
+    weights = emit.const(centered.astype(_np(acc)), "w")
     inputs = [_centered(emit, x, x_zp, acc), weights]
     if bias_name:
         inputs.append(_bias(emit, bias_name, acc)[0])
