@@ -43,8 +43,8 @@ def op_types(model) -> set[str]:
     return {node.op_type for node in model.graph.node}
 
 
-def compile_and_run(tmp_path, data: bytes, inputs: dict):
-    """Compile ``data`` (ONNX bytes) through the local compile path; (outputs, metadata, log lines)."""
+def compile_onnx(tmp_path, data: bytes, inputs: dict):
+    """Compile ``data`` (ONNX bytes) through the local compile path; (loaded artifact, metadata, log lines)."""
     case = models.ModelCase(
         models.write_archive(tmp_path / "model", {"model.onnx": data}),
         lambda feed: ort_run(data, feed),
@@ -57,4 +57,10 @@ def compile_and_run(tmp_path, data: bytes, inputs: dict):
     request = models.make_request(case, target_platform=LINUX_X86_64, output_dir=tmp_path / "out")
     artifact = tmp_path / "artifact" / "model-compiled.tar.gz"
     metadata = compile_model(request, str(case.archive), str(artifact), log=lines.append)
-    return runtime.load(artifact).run(inputs), metadata, lines
+    return runtime.load(artifact), metadata, lines
+
+
+def compile_and_run(tmp_path, data: bytes, inputs: dict):
+    """Compile ``data`` (ONNX bytes) through the local compile path; (outputs for ``inputs``, metadata, log lines)."""
+    compiled, metadata, lines = compile_onnx(tmp_path, data, inputs)
+    return compiled.run(inputs), metadata, lines

@@ -28,7 +28,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from tests.local.onnx_ops._helpers import compile_and_run, make_model, op_types, ort_run, rewritten
+from tests.local.onnx_ops._helpers import compile_and_run, compile_onnx, make_model, op_types, ort_run, rewritten
 
 RNG = np.random.default_rng(0)
 U8, I8 = TensorProto.UINT8, TensorProto.INT8
@@ -295,11 +295,30 @@ def test_static_qoperator_cnn_compiles_and_matches_onnxruntime_exactly(tmp_path)
     data, x = _cnn_float()
     quantized = _quantize_static(tmp_path, data, "QOperator")
     assert {"QLinearConv", "QGemm", "QLinearAdd", "QLinearMul", "QLinearSigmoid", "QLinearConcat"} <= op_types(onnx.load_from_string(quantized))
-    inputs = {"x": x}
-    got, metadata, _ = compile_and_run(tmp_path, quantized, inputs)
-    np.testing.assert_array_equal(got[0], ort_run(quantized, inputs)[0])  # measured: identical
+    compiled, metadata, _ = compile_onnx(tmp_path, quantized, {"x": x})
+    rng = np.random.default_rng(2)
+    for inputs in [{"x": x}] + [{"x": rng.standard_normal(x.shape).astype(np.float32) * scale} for scale in (0.5, 1.0, 3.0)]:
+        np.testing.assert_array_equal(compiled.run(inputs)[0], ort_run(quantized, inputs)[0])  # measured: identical
     expanded = metadata["versions"]["onnx_normalized"]["expanded"]
     assert expanded["QLinearConv"] == 3 and expanded["QGemm"] == 1, expanded
+
+
+def test_rounding_ties_compile_to_half_even_like_onnxruntime(tmp_path):
+    """The requantization's ties (acc * 0.5) and a QuantizeLinear's, through TVM: half to even."""
+    inits = [*_qparams("a", 1.0, 0), _c("b", [[1]], np.uint8), *_qparams("b", 1.0, 0), *_qparams("y", 2.0, 1), _c("half", 0.5), _c("zp3", 3, np.uint8)]
+    nodes = [
+        helper.make_node("QLinearMatMul", ["a", "a_s", "a_zp", "b", "b_s", "b_zp", "y_s", "y_zp"], ["y"], name="qmm"),
+        helper.make_node("QuantizeLinear", ["f", "half", "zp3"], ["q"]),
+    ]
+    graph_inputs = [helper.make_tensor_value_info("a", U8, [8, 1]), helper.make_tensor_value_info("f", TensorProto.FLOAT, [8])]
+    model = make_model(nodes, graph_inputs, [helper.make_tensor_value_info("y", U8, None), helper.make_tensor_value_info("q", U8, None)], inits)
+    inputs = {"a": np.arange(1, 17, 2, dtype=np.uint8).reshape(8, 1), "f": np.asarray([0.25, 0.75, 1.25, -0.25, -0.75, 1.75, 2.25, 0], np.float32)}
+    data = model.SerializeToString()
+    got, _, _ = compile_and_run(tmp_path, data, inputs)
+    want = ort_run(data, inputs)
+    np.testing.assert_array_equal(want[0].ravel(), [1, 3, 3, 5, 5, 7, 7, 9])  # 0.5 -> 0, 1.5 -> 2, ... then + 1
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
 
 
 def test_static_qdq_cnn_compiles_within_one_output_step(tmp_path):
