@@ -29,8 +29,10 @@ imported inside the functions only; this module imports no other frontend module
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import io
+import os
 import re
 import sys
 from pathlib import Path
@@ -334,7 +336,7 @@ def _run_example(torch, module, model_file: Path, specs: list[InputSpec], exampl
 def _via_onnx_legacy(torch, module, model_file: Path, specs, examples, output_names, log: Log,
                      import_onnx: ImportOnnx) -> Imported:
     buffer = io.BytesIO()
-    with quiet(), torch.no_grad():
+    with quiet(), torch.no_grad(), _stdio_to(model_file.with_suffix(".onnx-export.log")):
         torch.onnx.export(
             module,
             examples,
@@ -350,6 +352,26 @@ def _via_onnx_legacy(torch, module, model_file: Path, specs, examples, output_na
     shapes = {spec.name: spec.shape for spec in specs}
     dtypes = {spec.name: spec.dtype for spec in specs}
     return import_onnx(onnx_file, shapes, dtypes, log, framework="PYTORCH")
+
+
+@contextlib.contextmanager
+def _stdio_to(path: Path):
+    """Send file descriptors 1 and 2 to ``path`` meanwhile: the legacy exporter's C++ log writes the
+    whole TorchScript graph to stdout when an export fails, which would flood the job log."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    try:
+        with open(path, "ab") as sink:
+            os.dup2(sink.fileno(), 1)
+            os.dup2(sink.fileno(), 2)
+            yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd, copy in zip((1, 2), saved):
+            os.dup2(copy, fd)
+            os.close(copy)
 
 
 def _via_exported_program(torch, module, specs, examples, output_names, log: Log) -> Imported:
