@@ -1,0 +1,78 @@
+"""Real architectures compile through the local backend and match their reference (the CI subset).
+
+One member of each class of graphs the zoo (:mod:`tests.local.zoo`) covers, in a small configuration
+of the same architecture: a transformer, a CNN whose export computes shapes at run time, a
+quantized model, a recurrent model and a detection model. ``scripts/real_models.py`` runs the
+whole zoo at full size and writes ``docs/real_models.md``.
+
+The models need transformers / torchvision / timm (``scripts/setup.sh`` installs them); without
+them these tests skip, except under ``CI=true`` (``test_onnx_normalize.test_ci_has_the_real_model_packages``
+fails there instead).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from tests.local import zoo
+
+CI_SUBSET = ["t5_encoder", "swin_t", "resnet18_qdq", "lstm_forecaster"]
+
+
+def _require(*packages: str) -> None:
+    missing = [name for name in packages if importlib.util.find_spec(name) is None]
+    if missing:
+        pytest.skip(f"not installed: {', '.join(missing)} (scripts/setup.sh installs them)")
+
+
+@pytest.mark.parametrize("name", CI_SUBSET)
+def test_architecture_compiles_and_matches_its_reference(tmp_path, name):
+    _require("torch", "onnxruntime", "torchvision", "transformers")
+    lines: list[str] = []
+    result = zoo.check(zoo.ZOO[name], tmp_path, small=True, log=lines.append)
+    assert result.status == "matched", f"{result.status}: {result.reason}\n" + "\n".join(lines[-20:])
+    assert result.max_error is not None and result.max_error <= zoo.ZOO[name].tolerance
+
+
+def test_subset_covers_every_class_the_issue_names():
+    families = {zoo.ZOO[name].family for name in CI_SUBSET}
+    assert {"text", "vision", "quantized", "recurrent"} <= families
+
+
+def test_zoo_is_broad_and_every_row_says_what_it_exercises():
+    families = [arch.family for arch in zoo.ZOO.values()]
+    assert len(zoo.ZOO) >= 12
+    assert {"text", "vision", "detection", "quantized", "recurrent"} <= set(families)
+    assert {arch.route for arch in zoo.ZOO.values()} >= {"ONNX", "TorchScript", "torch.export (.pt2)"}
+
+
+def test_compare_measures_relative_error_and_rejects_shape_changes():
+    import numpy as np
+
+    want = [np.array([1.0, -4.0]), np.zeros((0, 3))]
+    assert zoo.compare([np.array([1.0, -3.0]), np.zeros((0, 3))], want) == pytest.approx(0.25)
+    with pytest.raises(AssertionError, match=r"output 0 has shape \[3\], the reference \[2\]"):
+        zoo.compare([np.zeros(3), np.zeros((0, 3))], want)
+    with pytest.raises(AssertionError, match="1 outputs, the reference has 2"):
+        zoo.compare([np.zeros(2)], want)
+
+
+def test_a_failed_compile_is_a_result_with_the_failure_reason(tmp_path):
+    """A model the compiler refuses becomes a ``failed`` row carrying the FailureReason, not an exception."""
+    _require("onnxruntime")
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("NoSuchOp", ["x"], ["y"], domain="example.invalid")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("example.invalid", 1)])
+    import numpy as np
+
+    built = zoo.Built({"model.onnx": model.SerializeToString()}, "model.onnx", "ONNX", {"x": np.ones(2, np.float32)},
+                      [np.ones(2, np.float32)], "onnxruntime")
+    arch = zoo.Architecture("unknown_op", "unknown op", "test", "ONNX", lambda small: built)
+    result = zoo.check(arch, tmp_path)
+    assert result.status == "failed" and result.compile_s is not None
+    assert "NoSuchOp" in result.reason, result.reason
