@@ -45,7 +45,7 @@ __all__ = ["MAX_FOLDED_ELEMENTS", "NormalizeReport", "normalize"]
 #: The largest value (elements) the pass folds; shape tensors and small masks are far below it.
 MAX_FOLDED_ELEMENTS = 1 << 16
 #: Shape inference and folding repeat until nothing more folds, at most this many times.
-MAX_PASSES = 8
+MAX_PASSES = 64  # one pass per block on chains like Swin's (each window's pads read the previous block's shape)
 #: Ops never folded: random or quantizing (a quantized model's weights stay quantized).
 NEVER_FOLD = frozenset({
     "RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial", "Bernoulli",
