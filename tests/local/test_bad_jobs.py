@@ -222,5 +222,5 @@ def test_killed_runner_is_reported_failed_not_stuck(hook, tmp_path):
     os.killpg(os.getpgid(pid), signal.SIGKILL)  # the runner and its compile child, like a lost worker
     payload = hook.wait_for_compilation_job("killed", check_interval=0.3, max_wait=120)
     assert payload["CompilationJobStatus"] == "FAILED"
-    assert "Compile worker lost" in payload["FailureReason"]
+    assert payload["FailureReason"].startswith("ServerError: Compile worker lost: ")
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())

@@ -223,6 +223,19 @@ def test_compile_error_fails_and_publishes_nothing(store_path, model_archive, tm
     assert files_in(store.work_dir) == []
 
 
+def test_supervisor_error_is_a_server_error(store_path, model_archive, tmp_path):
+    # A compile function the spawned child cannot receive fails in the supervisor, not the child.
+    store = JobStore(store_path)
+    store.create(make_request("unpicklable", str(model_archive), str(tmp_path / "out")))
+    final = runner.run_job(store_path, "unpicklable", compile_fn=lambda *args, **kwargs: {}, poll_interval=POLL)
+    assert final == st.FAILED
+    reason = store.describe("unpicklable")["FailureReason"]
+    assert reason.startswith("ServerError: Compile worker error: AttributeError: Can't pickle local object"), reason
+    assert "<lambda>" in reason
+    assert files_in(tmp_path / "out") == []
+    assert files_in(store.work_dir) == []
+
+
 def test_missing_input_fails_clearly(store_path, tmp_path):
     store = JobStore(store_path)
     store.create(make_request("noinput", f"file://{tmp_path}/absent.tar.gz", str(tmp_path / "out")))
@@ -339,7 +352,7 @@ def test_killed_runner_is_detected_as_worker_lost(store_path, model_archive, tmp
     job = store.describe("killed")
     assert job["CompilationJobStatus"] == st.FAILED
     assert job["FailureReason"] == (
-        f"Compile worker lost: process {proc.pid} on host {store.host} exited without recording a result"
+        f"ServerError: Compile worker lost: process {proc.pid} on host {store.host} exited without recording a result"
     )
     wait_for(lambda: not pid_alive(compiler_pid), timeout=10)  # the compiler died with its supervisor
     assert files_in(tmp_path / "out") == []
@@ -480,7 +493,7 @@ def test_sigterm_to_detached_runner_fails_the_job(store_path, model_archive, tmp
     wait_for(lambda: store.describe("term")["CompilationJobStatus"] in st.TERMINAL_STATES, timeout=30)
     job = store.describe("term")
     assert job["CompilationJobStatus"] == st.FAILED
-    assert job["FailureReason"] == "Compile worker was terminated by signal SIGTERM before the job ended"
+    assert job["FailureReason"] == "ServerError: Compile worker was terminated by signal SIGTERM before the job ended"
     wait_for(lambda: not pid_alive(compiler_pid), timeout=10)
     assert files_in(tmp_path / "out") == []
 

@@ -252,7 +252,7 @@ def test_killed_worker_is_reported_failed_by_the_other_after_its_lease(cluster):
     assert "process %d on host worker-a stopped renewing it" % info["pid"] in sensed["error"]
     job = observer.describe(name)
     assert job["CompilationJobStatus"] == st.FAILED
-    assert job["FailureReason"].startswith("Compile worker lost: lease expired at")
+    assert job["FailureReason"].startswith("ServerError: Compile worker lost: lease expired at")
     # Found through the lease (worker B cannot see worker A's processes), within a lease and a poke.
     assert reported_at - killed_at <= LEASE_SECONDS + 10
     assert "ModelDigests" not in job

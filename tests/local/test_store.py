@@ -577,7 +577,7 @@ def test_lease_expiry_marks_failed(store, clock):
     job = store.describe("lease")
     assert job["CompilationJobStatus"] == st.FAILED
     assert job["FailureReason"] == (
-        "Compile worker lost: lease expired at 2024-05-01T12:00:10+00:00 "
+        "ServerError: Compile worker lost: lease expired at 2024-05-01T12:00:10+00:00 "
         "(process 4242 on host some-other-host stopped renewing it)"
     )
     assert job["CompilationEndTime"] == "2024-05-01T12:00:11+00:00"
@@ -609,7 +609,7 @@ def test_dead_pid_on_this_host_marks_failed(store):
     job = store.describe("dead")
     assert job["CompilationJobStatus"] == st.FAILED
     assert job["FailureReason"] == (
-        f"Compile worker lost: process {proc.pid} on host {store.host} exited without recording a result"
+        f"ServerError: Compile worker lost: process {proc.pid} on host {store.host} exited without recording a result"
     )
 
 
@@ -711,7 +711,7 @@ def test_two_hosts_share_jobs_leases_and_stop_requests(store_target, store_kind,
     job = host_b.describe("lost")
     assert job["CompilationJobStatus"] == st.FAILED
     assert job["FailureReason"] == (
-        "Compile worker lost: lease expired at 2024-05-01T12:00:15+00:00 "
+        "ServerError: Compile worker lost: lease expired at 2024-05-01T12:00:15+00:00 "
         "(process 999999 on host worker-a stopped renewing it)"
     )
     with pytest.raises(CompilationJobStateError):

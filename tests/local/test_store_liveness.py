@@ -36,7 +36,7 @@ def test_a_live_runner_with_a_lease_has_no_death_reason():
 
 def test_a_dead_local_runner_is_seen_at_once():
     reason = _reaper().death_reason(_row(pid=DEAD_PID), NOW)
-    assert reason == f"Compile worker lost: process {DEAD_PID} on host here exited without recording a result"
+    assert reason == f"ServerError: Compile worker lost: process {DEAD_PID} on host here exited without recording a result"
 
 
 def test_a_runner_elsewhere_is_left_to_its_lease():
@@ -50,7 +50,7 @@ def test_a_runner_elsewhere_is_left_to_its_lease():
         assert reaper.death_reason(row, NOW) is None
         expired = reaper.death_reason({**row, "lease_expires_us": NOW - 60_000_000}, NOW)
         assert expired == (
-            f"Compile worker lost: lease expired at 2024-05-01T11:59:00+00:00 "
+            f"ServerError: Compile worker lost: lease expired at 2024-05-01T11:59:00+00:00 "
             f"(process {DEAD_PID} on host {row['owner_host']} stopped renewing it)"
         )
 
@@ -58,7 +58,7 @@ def test_a_runner_elsewhere_is_left_to_its_lease():
 def test_a_job_nobody_picked_up_dies_with_its_start_lease():
     reason = _reaper().death_reason(_row(pid=None, owner_host=None, lease_expires_us=NOW - 1), NOW)
     assert reason == (
-        "Compile worker lost: no runner picked up the job before its start lease expired at 2024-05-01T11:59:59.999999+00:00"
+        "ServerError: Compile worker lost: no runner picked up the job before its start lease expired at 2024-05-01T11:59:59.999999+00:00"
     )
 
 

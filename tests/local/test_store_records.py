@@ -115,7 +115,7 @@ def test_get_and_status_see_a_dead_runner(store):
     dead_pid = 2**22 + 12345  # above any pid_max: never a live process
     assert store.mark_inprogress("dead", store.host, dead_pid, 600)
     assert store.status("dead") == st.FAILED
-    assert store.get("dead").failure_reason.startswith(f"Compile worker lost: process {dead_pid} on host")
+    assert store.get("dead").failure_reason.startswith(f"ServerError: Compile worker lost: process {dead_pid} on host")
     with pytest.raises(CompilationJobNotFound, match="Could not find compilation job 'nope'."):
         store.status("nope")
     with pytest.raises(CompilationJobNotFound):

@@ -11,7 +11,9 @@ Invariants:
 * the artifact is published only after the compile (or a cache hit) and before COMPLETED is
   recorded; if the job cannot be recorded COMPLETED, or fails after publishing, the artifact is
   removed again, so a location never holds an artifact of a job that did not complete;
-* every ending is recorded exactly once (:mod:`.outcomes`), with the phase timings logged last.
+* every ending is recorded exactly once (:mod:`.outcomes`), with the phase timings logged last;
+  every FailureReason is in SageMaker Neo's form: a :class:`~.outcomes.Failed` carries its own, a
+  signal to the runner or an unexpected supervisor error is a ``ServerError: ...``.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from airflow_neo.core import status as st
 from airflow_neo.core.exceptions import CompilationJobNotFound
 from airflow_neo.core.validation import ValidatedRequest
 from airflow_neo.local.config import DEFAULT_LEASE_SECONDS, LocalJobConfig
+from airflow_neo.local.errors import SERVER_ERROR, neo_reason
 from airflow_neo.local.runner.child import CompileChild, CompileFn
 from airflow_neo.local.runner.outcomes import Failed, Lost, Stopped, Terminated
 from airflow_neo.local.runner.tiers import JobCache
@@ -103,12 +106,13 @@ class JobRun:
             self.log.warning("job is no longer ours (%s); leaving it %s", lost, status)
             return status
         except Terminated as term:
-            reason = f"Compile worker was terminated by signal {signal.Signals(term.signum).name} before the job ended"
+            reason = neo_reason(SERVER_ERROR, None, f"Compile worker was terminated by signal "
+                                f"{signal.Signals(term.signum).name} before the job ended")
             store.fail(name, reason)
             self.log.error("job FAILED: %s", reason)
             raise
         except BaseException as err:
-            reason = f"Compile worker error: {type(err).__name__}: {err}"
+            reason = neo_reason(SERVER_ERROR, None, f"Compile worker error: {type(err).__name__}: {err}")
             self.log.exception("unexpected supervisor error")
             self._unpublish(published)
             store.fail(name, reason)

@@ -4,8 +4,9 @@ A runner holds a *lease* on its job (``lease_expires_us``) and renews it while i
 that no runner picked up still has the start lease that ``create`` gave it. Every
 ``describe``/``list`` (and ``request_stop``/``delete``) first looks at the running jobs concerned
 (:meth:`Reaper.reap`, :meth:`Reaper.reap_rows`); one whose lease ran out is marked FAILED
-("Compile worker lost: lease expired at ...") or STOPPED when a stop had been requested, whichever
-host reads it.
+("ServerError: Compile worker lost: lease expired at ...", an internal failure in SageMaker Neo's
+form, :mod:`airflow_neo.local.errors`) or STOPPED when a stop had been requested, whichever host
+reads it.
 
 A runner on the reader's own machine is also checked by process id, so a crash is seen at once
 instead of when the lease runs out. "Own machine" means the same host name, kernel boot
@@ -29,6 +30,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from airflow_neo.core import status as st
+from airflow_neo.local.errors import SERVER_ERROR, neo_reason
 from airflow_neo.local.store.engines import read_rows, write_transaction
 from airflow_neo.local.store.records import clip_reason
 from airflow_neo.local.store.schema import JOBS
@@ -179,7 +181,11 @@ class Reaper:
         return recorded_ns is None or recorded_ns == self.pid_namespace
 
     def death_reason(self, row: Mapping[str, Any], now: int) -> str | None:
-        """Why the job's runner is gone (its FailureReason), or None while it may be alive."""
+        """Why the job's runner is gone (its FailureReason, a ``ServerError: ...``), or None while it may be alive."""
+        reason = self._death_text(row, now)
+        return neo_reason(SERVER_ERROR, None, reason) if reason is not None else None
+
+    def _death_text(self, row: Mapping[str, Any], now: int) -> str | None:
         pid, host = row["pid"], row["owner_host"]
         if pid is not None and self.same_pid_space(row) and not pid_alive(pid, row["pid_start"]):
             return f"Compile worker lost: process {pid} on host {host} exited without recording a result"
