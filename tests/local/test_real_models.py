@@ -18,7 +18,7 @@ import pytest
 
 from tests.local import zoo
 
-CI_SUBSET = ["t5_encoder", "swin_t", "resnet18_qdq", "lstm_forecaster"]
+CI_SUBSET = ["t5_encoder", "swin_t", "resnet18_qdq", "lstm_forecaster", "detr"]
 
 
 def _require(*packages: str) -> None:
@@ -38,7 +38,7 @@ def test_architecture_compiles_and_matches_its_reference(tmp_path, name):
 
 def test_subset_covers_every_class_the_issue_names():
     families = {zoo.ZOO[name].family for name in CI_SUBSET}
-    assert {"text", "vision", "quantized", "recurrent"} <= families
+    assert {"text", "vision", "quantized", "recurrent", "detection"} <= families
 
 
 def test_zoo_is_broad_and_every_row_says_what_it_exercises():
@@ -70,9 +70,19 @@ def test_a_failed_compile_is_a_result_with_the_failure_reason(tmp_path):
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("example.invalid", 1)])
     import numpy as np
 
-    built = zoo.Built({"model.onnx": model.SerializeToString()}, "model.onnx", "ONNX", {"x": np.ones(2, np.float32)},
-                      [np.ones(2, np.float32)], "onnxruntime")
+    x = np.array([1.0, 2.0], np.float32)
+    built = zoo.Built({"model.onnx": model.SerializeToString()}, "model.onnx", "ONNX", {"x": x}, [x], "onnxruntime")
     arch = zoo.Architecture("unknown_op", "unknown op", "test", "ONNX", lambda small: built)
     result = zoo.check(arch, tmp_path)
     assert result.status == "failed" and result.compile_s is not None
     assert "NoSuchOp" in result.reason, result.reason
+
+
+def test_a_constant_reference_is_refused(tmp_path):
+    """A model whose reference outputs are all equal (e.g. a zero-initialized head) would match anything."""
+    import numpy as np
+
+    built = zoo.Built({"model.onnx": b""}, "model.onnx", "ONNX", {"x": np.ones(2, np.float32)},
+                      [np.zeros((1, 10), np.float32)], "onnxruntime")
+    result = zoo.check(zoo.Architecture("flat", "flat", "test", "ONNX", lambda small: built), tmp_path)
+    assert result.status == "unbuildable" and "constant" in result.reason
