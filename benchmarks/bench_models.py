@@ -172,29 +172,10 @@ def load_avg() -> list[float]:
 
 def _import_torchvision():
     """torchvision's Python model code, without its C++ ops (PyPI's wheel is a CUDA build)."""
-    import torch
+    from airflow_neo.local.torch_import import register_torchvision_ops
 
-    try:
-        import torchvision  # noqa: F401
-    except RuntimeError:
-        for op in ("nms", "qnms"):
-            if not _op_exists(f"torchvision::{op}"):
-                torch.library.define(f"torchvision::{op}", "(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-        for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
-            del sys.modules[name]
-        import torchvision  # noqa: F401
+    register_torchvision_ops()
     return sys.modules["torchvision"]
-
-
-def _op_exists(qualname: str) -> bool:
-    import torch
-
-    namespace, name = qualname.split("::")
-    try:
-        getattr(getattr(torch.ops, namespace), name)
-        return True
-    except (AttributeError, RuntimeError):
-        return False
 
 
 def build_model(name: str):

@@ -65,37 +65,13 @@ class Architecture:
 
 
 def import_torchvision():
-    """torchvision with the CPU torch wheel, where PyPI's torchvision is a CUDA build whose C++
-    ops do not load: define the op schemas its import registers fakes for, then import."""
-    import torch
+    """torchvision's Python model code, also where its C++ ops do not load (PyPI's CUDA build next to
+    the CPU torch wheel): the import layer's own registration of its operator schemas."""
+    from airflow_neo.local.torch_import import register_torchvision_ops
 
-    try:
-        import torchvision  # noqa: F401
-    except RuntimeError:
-        for op, schema in _TORCHVISION_SCHEMAS.items():
-            if not _op_exists(f"torchvision::{op}"):
-                torch.library.define(f"torchvision::{op}", schema)
-        for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
-            del sys.modules[name]
-        import torchvision  # noqa: F401
+    if register_torchvision_ops() is None:
+        raise ImportError("torchvision is not installed")
     return sys.modules["torchvision"]
-
-
-_TORCHVISION_SCHEMAS = {
-    "nms": "(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
-    "qnms": "(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
-}
-
-
-def _op_exists(qualname: str) -> bool:
-    import torch
-
-    namespace, name = qualname.split("::")
-    try:
-        getattr(getattr(torch.ops, namespace), name)
-        return True
-    except (AttributeError, RuntimeError):
-        return False
 
 
 def _nms_for_tracing(torchvision) -> None:
