@@ -11,9 +11,13 @@ TorchScript is imported by the first of these routes that works (:data:`TORCHSCR
 
 A ``torch.export`` program is imported as given (``exported-program``), else after
 :func:`~airflow_neo.local.torch_rewrites.rewrite_program` (``exported-program-rewritten``).
-Each failed route is logged with its reason; ``versions["torch_route"]`` names the route that
-worked and ``versions["torch_routes_failed"]`` the ones before it. When every route fails the
-error names each route's failure.
+Each failed route's failure is put in SageMaker Neo's form (:func:`route_failure`: an operator the
+legacy ONNX exporter lacks is OperatorNotImplemented; anything else goes through
+:func:`~airflow_neo.local.failures.translate`, which names the node where TVM's importer failed) and
+logged; ``versions["torch_route"]`` names the route that worked and ``versions["torch_routes_failed"]``
+the ones before it. When every route fails, the error is the most informative route's failure (a
+ClientError class over a ServerError, a named node over none), in its class, followed by every
+route's failure.
 
 Before ``torch.jit.load`` torchvision is imported when installed, so that its operators
 (``torchvision::nms``, ``roi_align``, ...) are registered; where its C++ library does not load, the
@@ -35,15 +39,18 @@ import io
 import os
 import re
 import sys
+import traceback
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 from airflow_neo.local.errors import (
+    CLIENT_ERROR,
     CompilationError,
     LocalCompilationError,
     ModelArchiveError,
     ModelInputError,
     UnsupportedOperatorsError,
+    failure_reason,
 )
 from airflow_neo.local.frontend_common import Imported, InputSpec, Log, dtype_for, first_line, match_inputs, quiet
 
@@ -77,6 +84,7 @@ TORCHVISION_SCHEMAS = {
 _UNKNOWN_OP = re.compile(r"Unknown builtin op: ([A-Za-z_][\w]*)::(\w+)")
 _NO_KERNEL = re.compile(r"Could not run '([A-Za-z_][\w]*)::(\w+)' with arguments from the '(\w+)' backend")
 _TORCHVISION_NO_OPS = "Couldn't load custom C++ ops"
+_NO_ONNX_SYMBOLIC = re.compile(r"Exporting the operator '?([\w:.]+)'? to ONNX opset version (\d+) is not supported")
 
 ImportOnnx = Callable[..., Imported]
 
@@ -204,14 +212,17 @@ def import_torchscript(model_file: Path, data_input, dtype_option, log: Log, *, 
         "onnx-legacy": lambda: _via_onnx_legacy(torch, module, model_file, specs, examples, output_names, log, import_onnx),
         "exported-program": lambda: _via_exported_program(torch, module, specs, examples, output_names, log),
     }
+    errors: list[RouteFailure] = []
     for route in TORCHSCRIPT_ROUTES:
         try:
             imported = routes[route]()
         except LocalCompilationError:
             raise
         except Exception as err:  # noqa: BLE001 - a route that fails hands over to the next
-            failed.append({"route": route, "error": _short(err)})
-            log(f"TorchScript import route {route} failed ({_short(err)})" + _next_route_text(route))
+            failure = route_failure(route, err)
+            errors.append(failure)
+            failed.append({"route": route, "error": _clip(failure.reason)})
+            log(f"TorchScript import route {route} failed ({failure.reason})" + _next_route_text(route))
             continue
         versions = imported.framework_versions
         versions["torch_route"] = versions.get("torch_route", route)
@@ -219,7 +230,7 @@ def import_torchscript(model_file: Path, data_input, dtype_option, log: Log, *, 
         versions.update(_torch_versions(torch))
         log(f"TorchScript imported by route {versions['torch_route']}")
         return imported
-    raise _all_routes_failed(failed)
+    raise _all_routes_failed(errors)
 
 
 def _torch_versions(torch) -> dict:
@@ -238,19 +249,69 @@ def _short(err: Exception, limit: int = 300) -> str:
     return f"{type(err).__name__}: {first_line(err)[:limit]}"
 
 
-def _all_routes_failed(failed: list[dict]) -> LocalCompilationError:
-    text = "; ".join(f"{item['route']}: {item['error']}" for item in failed)
-    message = f"the TorchScript model could not be imported by any route ({text})"
-    operators = _unsupported_operators(failed[-1]["error"]) if failed else []
-    if operators:
-        return UnsupportedOperatorsError(f"the model uses operators that TVM cannot convert: {', '.join(operators)}; "
-                                         + message, operators)
-    return CompilationError(message)
+def _clip(text: str, limit: int = 400) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _unsupported_operators(text: str) -> list[str]:
-    match = re.search(r"Unsupported function types? \[?([^\]\n]+)", text)
-    return [op.strip(" '\"") for op in match.group(1).split(",") if op.strip(" '\"")] if match else []
+class RouteFailure(NamedTuple):
+    """One import route's failure: our error (in Neo's class) and whether it names a graph node."""
+
+    route: str
+    error: LocalCompilationError
+    at_node: bool
+
+    @property
+    def reason(self) -> str:
+        return failure_reason(self.error)
+
+    def rank(self, index: int) -> tuple:
+        """How informative the failure is: a ClientError with a Neo class over a ServerError, one at
+        a node over one that names none, then the earlier route (``index``)."""
+        return (self.error.kind == CLIENT_ERROR and self.error.neo_class is not None, self.at_node, -index)
+
+
+def route_failure(route: str, err: Exception) -> RouteFailure:
+    """A route's failure as our error in Neo's classes: an operator the legacy ONNX exporter has no
+    symbolic for is OperatorNotImplemented; anything else is
+    :func:`~airflow_neo.local.failures.translate` (the node where TVM's importer failed, named with
+    its op and shapes). The error's traceback is kept, the locals of its frames are freed."""
+    from airflow_neo.local.diagnose import locate
+    from airflow_neo.local.failures import translate
+
+    diagnosis = locate(err)
+    match = _NO_ONNX_SYMBOLIC.search(str(err))
+    if match:
+        operator, opset = match.groups()
+        error: LocalCompilationError = UnsupportedOperatorsError(
+            f"the legacy ONNX exporter (opset {opset}) cannot export the TorchScript operator {operator}", [operator]
+        )
+    else:
+        error = translate(err, "import")
+    error.__cause__ = err
+    at_node = diagnosis is not None and bool(diagnosis.nodes) and not match
+    traceback.clear_frames(err.__traceback__)
+    return RouteFailure(route, error, at_node)
+
+
+def _all_routes_failed(errors: list[RouteFailure]) -> LocalCompilationError:
+    """The most informative route's failure (:meth:`RouteFailure.rank`) in its Neo class, then
+    every route's failure."""
+    if not errors:
+        return CompilationError("the TorchScript model could not be imported: no import route was tried")
+    best_index = max(range(len(errors)), key=lambda i: errors[i].rank(i))
+    best = errors[best_index].error
+    routes = "; ".join(
+        f"{item.route}: " + ("the failure stated first" if i == best_index
+                             else _clip(f"{item.error.neo_class or item.error.kind}: {item.error}", 250))
+        for i, item in enumerate(errors)
+    )
+    message = f"{best} (the TorchScript model could not be imported by any route: {routes})"
+    if isinstance(best, UnsupportedOperatorsError):
+        final: LocalCompilationError = type(best)(message, best.operators)
+    else:
+        final = type(best)(message, kind=best.kind, neo_class=best.neo_class)
+    final.__cause__ = best.__cause__
+    return final
 
 
 def _load_torchscript(torch, model_file: Path, log: Log):
@@ -458,5 +519,5 @@ def _import_program(program, log: Log) -> tuple[Any, dict]:
         log(f"importing the rewritten torch.export program failed too ({_short(err)})")
         raise first from None
     log(f"rewritten torch.export program imported: {done}")
-    failed = [{"route": "exported-program", "error": _short(first)}]
+    failed = [{"route": "exported-program", "error": _clip(route_failure("exported-program", first).reason)}]
     return mod, {"torch_route": "exported-program-rewritten", "torch_rewrites": done, "torch_routes_failed": failed}

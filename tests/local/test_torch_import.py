@@ -8,7 +8,7 @@
 * GPT-2 (transformers) as a ``.pt2`` program, whose empty cache tensors TVM's ``concat`` refuses;
 * operators of other packages: torchvision's (registered before ``torch.jit.load``), torchaudio's
   and an unknown namespace's (named with their package, never the state_dict advice);
-* a model no route imports: the error names each route's failure.
+* a model no route imports: Neo's OperatorNotImplemented naming the node, and each route's failure.
 
 Tests that need torchvision or transformers skip without them, except under ``CI=true``.
 """
@@ -28,7 +28,7 @@ import pytest
 
 from airflow_neo import runtime
 from airflow_neo.local.compiler import compile_model
-from airflow_neo.local.errors import UnsupportedOperatorsError
+from airflow_neo.local.errors import UnsupportedOperatorsError, failure_reason
 from tests.local import models
 
 torch = pytest.importorskip("torch")
@@ -294,7 +294,9 @@ def test_operators_of_unknown_namespaces_are_named(tmp_path):
 
 
 def test_error_names_each_routes_failure(tmp_path):
-    """torch.special.i0e: no ONNX symbolic, no TVM converter."""
+    """torch.special.i0e: no legacy ONNX symbolic, no TVM converter. The FailureReason is Neo's
+    OperatorNotImplemented, from the route that names the node (exported-program: its name, op and
+    input shapes), and lists every route's failure."""
 
     class Bessel(torch.nn.Module):
         def forward(self, x):
@@ -303,7 +305,31 @@ def test_error_names_each_routes_failure(tmp_path):
     case = _torchscript_case(tmp_path / "model", Bessel(), {"x": models._randn([2, 3])})
     with pytest.raises(UnsupportedOperatorsError) as caught:
         _compile(case, tmp_path)
-    message = str(caught.value)
-    assert "onnx-legacy: " in message and "exported-program: " in message, message
-    assert "special_i0e" in message
+    reason = failure_reason(caught.value)
+    assert reason.startswith("ClientError: OperatorNotImplemented: the model uses operators that TVM "), reason
+    assert "special_i0e.default (node 'special_i0e'" in reason and "float32[2,3]" in reason, reason
+    assert "could not be imported by any route: " in reason, reason
+    assert ("onnx-legacy: OperatorNotImplemented: the legacy ONNX exporter (opset 17) cannot export the "
+            "TorchScript operator aten::special_i0e") in reason, reason
+    assert "exported-program: the failure stated first" in reason, reason
+    assert len(reason) <= 1024
     assert caught.value.operators == ["special_i0e.default"]
+
+
+def test_the_most_informative_route_failure_keeps_its_class():
+    """A ClientError class beats a ServerError whatever the route order; a ServerError alone stays one."""
+    from airflow_neo.local.errors import CompilationError, OperatorAttributeNotImplementedError
+    from airflow_neo.local.torch_import import RouteFailure, _all_routes_failed
+
+    server = RouteFailure("onnx-legacy", CompilationError("import failed: TVMError: out of luck"), False)
+    client = RouteFailure("exported-program", OperatorAttributeNotImplementedError(
+        "node 'pad' (constant_pad_nd.default; inputs: x float32[1,3,4,4]): dynamic pads", ["constant_pad_nd.default"]), True)
+    final = _all_routes_failed([server, client])
+    assert type(final) is OperatorAttributeNotImplementedError and final.operators == ["constant_pad_nd.default"]
+    assert failure_reason(final) == (
+        "ClientError: OperatorAttributeNotImplemented: node 'pad' (constant_pad_nd.default; inputs: x float32[1,3,4,4]): "
+        "dynamic pads (the TorchScript model could not be imported by any route: onnx-legacy: ServerError: import failed: "
+        "TVMError: out of luck; exported-program: the failure stated first)"
+    )
+    alone = _all_routes_failed([server])
+    assert failure_reason(alone).startswith("ServerError: import failed: TVMError: out of luck (the TorchScript model")
