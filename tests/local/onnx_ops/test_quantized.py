@@ -374,3 +374,46 @@ def test_conv_weights_computed_at_run_time_are_refused_naming_the_node():
     model = make_model([node], inputs, [helper.make_tensor_value_info("y", TensorProto.INT32, None)])
     with pytest.raises(UnsupportedOperatorsError, match=r"ConvInteger node 'convint': weights and their zero point=\['w', ''\] .*constants"):
         rewritten(model, {"x": _u8((1, 2, 4, 4)), "w": _u8((3, 2, 3, 3))})
+
+
+def test_static_qoperator_mobilenet_v2_compiles_and_matches_onnxruntime_exactly(tmp_path):
+    """A real architecture (torchvision MobileNetV2, random weights, non-trivial batch-norm statistics):
+    52 QLinearConv, 10 QLinearAdd, QLinearGlobalAveragePool and QGemm after quantize_static."""
+    from tests.local.test_onnx_normalize import _import_torchvision
+
+    torchvision = _import_torchvision()
+    torch = pytest.importorskip("torch")
+    quantization = pytest.importorskip("onnxruntime.quantization")
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    torch.manual_seed(0)
+    module = torchvision.models.mobilenet_v2(weights=None, num_classes=10).eval()
+    with torch.no_grad():
+        for layer in module.modules():
+            if isinstance(layer, torch.nn.BatchNorm2d):
+                layer.running_mean.uniform_(-0.1, 0.1)
+                layer.running_var.uniform_(0.8, 1.2)
+                layer.weight.uniform_(0.5, 1.5)
+                layer.bias.uniform_(-0.2, 0.2)
+            elif isinstance(layer, torch.nn.Linear):
+                torch.nn.init.normal_(layer.weight, 0, 0.1)
+    x = np.random.default_rng(0).standard_normal((1, 3, 64, 64)).astype(np.float32)
+    (tmp_path / "raw.onnx").write_bytes(_export(module, x))
+    quant_pre_process(str(tmp_path / "raw.onnx"), str(tmp_path / "float.onnx"))  # what onnxruntime's quantizer asks for
+
+    class Calibration(quantization.CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([{"x": np.random.default_rng(i).standard_normal(x.shape).astype(np.float32)} for i in range(1, 5)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    quantization.quantize_static(
+        str(tmp_path / "float.onnx"), str(tmp_path / "q.onnx"), Calibration(), quant_format=quantization.QuantFormat.QOperator, reduce_range=True,
+    )
+    quantized = (tmp_path / "q.onnx").read_bytes()
+    got, metadata, _ = compile_and_run(tmp_path, quantized, {"x": x})
+    want = ort_run(quantized, {"x": x})[0]
+    assert np.max(np.abs(want)) > 0.1  # a real signal, not quantized zeros
+    np.testing.assert_array_equal(got[0], want)
+    assert metadata["versions"]["onnx_normalized"]["expanded"] == {"QLinearConv": 52, "QLinearAdd": 10, "QLinearGlobalAveragePool": 1, "QGemm": 1}
