@@ -240,7 +240,9 @@ class LocalNeoHook(CompilationJobHook, BaseHook):
         try:
             pid = launch_detached(self.store, name, config=config, env=self._connection_env() if uses_s3 else None)
         except Exception as err:
-            self.store.fail(name, f"Could not start the local compile runner: {err}")
+            from airflow_neo.local.errors import SERVER_ERROR, neo_reason
+
+            self.store.fail(name, neo_reason(SERVER_ERROR, None, f"Could not start the local compile runner: {err}"))
             raise
         self.log.info("Compilation job %s started locally (runner pid %s, log %s)", name, pid, self.store.log_path(name))
         return {"CompilationJobArn": self.store.arn(name)}

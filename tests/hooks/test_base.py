@@ -354,3 +354,29 @@ def test_tasks_template_every_connection_parameter():
     ):
         assert task.template_fields[: len(CONNECTION_FIELDS)] == CONNECTION_FIELDS, task
     assert NeoCompilationOperator.template_fields[len(CONNECTION_FIELDS):] == ("config",)
+
+
+def test_a_runner_that_cannot_start_leaves_a_failed_job_in_neo_form(tmp_path, monkeypatch):
+    """The job is recorded before the runner starts; when the start fails, it ends FAILED with a ServerError."""
+    from airflow_neo.local import runner
+
+    model = tmp_path / "m.tar.gz"
+    model.write_bytes(b"model")
+    request = valid_request(
+        "nostart",
+        InputConfig={"S3Uri": model.as_uri(), "Framework": "ONNX"},
+        OutputConfig={"S3OutputLocation": str(tmp_path / "out"), "TargetDevice": "ml_c5"},
+    )
+
+    def cannot_fork(store, name, **kwargs):
+        raise OSError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(runner, "launch_detached", cannot_fork)
+    hook = get_neo_hook("local", aws_conn_id=None, local_store=str(tmp_path / "jobs.sqlite"))
+    with pytest.raises(OSError):
+        hook.create_compilation_job(request)
+    job = hook.describe_compilation_job("nostart")
+    assert job["CompilationJobStatus"] == "FAILED"
+    assert job["FailureReason"] == (
+        "ServerError: Could not start the local compile runner: [Errno 11] Resource temporarily unavailable"
+    )
