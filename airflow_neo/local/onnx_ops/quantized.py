@@ -13,7 +13,8 @@ Two classes of rewrite:
   accumulator cast to float32, multiplied, rounded half to even, plus ``y_zero_point``, saturated
   (a ``QuantizeLinear`` with scale 1);
 * **float in between** (com.microsoft ``QLinearAdd``, ``QLinearMul``, ``QLinearSigmoid``,
-  ``QLinearLeakyRelu``, ``QLinearGlobalAveragePool``, ``QLinearAveragePool``, ``QLinearConcat``):
+  ``QLinearLeakyRelu``, ``QLinearGlobalAveragePool``, ``QLinearAveragePool``, ``QLinearConcat``,
+  ``QLinearSoftmax``):
   ``DequantizeLinear`` -> the float op -> ``QuantizeLinear``, the definition of these ops;
   onnxruntime computes some of them with lookup tables or fixed-point steps, so results may
   differ by one quantization step;
@@ -250,6 +251,18 @@ def qlinear_unary(node, emit: Emitter, shapes: dict) -> None:
     _q(emit, result, ys, yzp, node.output[0])
 
 
+def qlinear_softmax(node, emit: Emitter, shapes: dict) -> None:
+    """com.microsoft QLinearSoftmax: ``opset`` says whose Softmax (before 13: over the flattened trailing
+    axes); the model's Softmax is used where the two agree (same era, or the last axis)."""
+    attrs = attributes(node)
+    axis, era = int(attrs.get("axis", -1)), int(attrs.get("opset", emit.opset))
+    rank = len(shapes.get(node.input[0]) or [])
+    if (era >= 13) != (emit.opset >= 13) and axis not in (-1, rank - 1):
+        raise unsupported(node, "axis", axis, f"the last axis when the node's opset ({era}) and the model's ({emit.opset}) differ about 13")
+    x, xs, xzp, ys, yzp = (_input(node, k) for k in range(5))
+    _q(emit, emit.op("Softmax", [_dq(emit, x, xs, xzp)], axis=axis), ys, yzp, node.output[0])
+
+
 def qlinear_concat(node, emit: Emitter, shapes: dict) -> None:
     """com.microsoft QLinearConcat: Y_scale, Y_zero_point, then (X, X_scale, X_zero_point) per input."""
     ys, yzp = node.input[0], node.input[1]
@@ -286,7 +299,7 @@ def dynamic_quantize_lstm(node, emit: Emitter, shapes: dict) -> None:
 STANDARD_OPS = ("QLinearConv", "QLinearMatMul", "ConvInteger")
 CONTRIB_OPS = (
     "QGemm", "QLinearAdd", "QLinearMul", "QLinearSigmoid", "QLinearLeakyRelu", "QLinearGlobalAveragePool",
-    "QLinearAveragePool", "QLinearConcat", "DynamicQuantizeLSTM",
+    "QLinearAveragePool", "QLinearConcat", "QLinearSoftmax", "DynamicQuantizeLSTM",
 )
 REWRITES = {
     "QLinearConv": qlinear_conv,
@@ -300,5 +313,6 @@ REWRITES = {
     "QLinearGlobalAveragePool": qlinear_unary,
     "QLinearAveragePool": qlinear_unary,
     "QLinearConcat": qlinear_concat,
+    "QLinearSoftmax": qlinear_softmax,
     "DynamicQuantizeLSTM": dynamic_quantize_lstm,
 }

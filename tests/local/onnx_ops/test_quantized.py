@@ -197,6 +197,8 @@ def _ms_unary(op, x_shape, **attrs):
         ("QLinearLeakyRelu", {"alpha": 0.2}),
         ("QLinearGlobalAveragePool", {"channels_last": 0}),
         ("QLinearAveragePool", {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1], "count_include_pad": 1}),
+        ("QLinearSoftmax", {"axis": -1, "opset": 13}),
+        ("QLinearSoftmax", {"axis": 1, "opset": 17}),
     ],
 )
 def test_float_in_between_unary_ops_within_one_step(op, attrs):
@@ -218,6 +220,15 @@ def test_qlinear_concat_within_one_step():
     inputs = [helper.make_tensor_value_info("a", U8, [1, 2, 3]), helper.make_tensor_value_info("b", U8, [1, 4, 3])]
     model = make_model([node], inputs, [helper.make_tensor_value_info("y", U8, None)], inits, ms=True)
     _check(model, {"a": _u8((1, 2, 3)), "b": _u8((1, 4, 3))}, steps=1)
+
+
+def test_softmax_of_another_era_on_an_inner_axis_is_refused():
+    """QLinearSoftmax opset 11 flattens the trailing axes; a model of opset 17 has no such Softmax."""
+    from airflow_neo.local.errors import UnsupportedOperatorsError
+
+    model, inputs = _ms_unary("QLinearSoftmax", [1, 3, 7, 7], axis=1, opset=11)
+    with pytest.raises(UnsupportedOperatorsError, match=r"QLinearSoftmax node 'q': axis=1 is not supported .*allowed: the last axis"):
+        rewritten(model, inputs)
 
 
 def test_channels_last_pooling_is_refused_naming_node_and_attribute():
@@ -417,3 +428,36 @@ def test_static_qoperator_mobilenet_v2_compiles_and_matches_onnxruntime_exactly(
     assert np.max(np.abs(want)) > 0.1  # a real signal, not quantized zeros
     np.testing.assert_array_equal(got[0], want)
     assert metadata["versions"]["onnx_normalized"]["expanded"] == {"QLinearConv": 52, "QLinearAdd": 10, "QLinearGlobalAveragePool": 1, "QGemm": 1}
+
+
+def test_static_qoperator_transformer_block_compiles_and_matches_onnxruntime_exactly(tmp_path):
+    """An encoder block (tests.local.models: attention, GELU, layer norm) quantized to QOperator:
+    QGemm, QLinearMatMul with int8 activations, QLinearAdd, QLinearMul, QLinearSoftmax."""
+    import tarfile
+
+    from tests.local import models
+
+    quantization = pytest.importorskip("onnxruntime.quantization")
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    case = models.onnx_transformer(tmp_path / "source")
+    with tarfile.open(case.archive) as archive:
+        (tmp_path / "raw.onnx").write_bytes(archive.extractfile(case.model_file).read())
+    quant_pre_process(str(tmp_path / "raw.onnx"), str(tmp_path / "float.onnx"))
+    (name, x), = case.inputs.items()
+
+    class Calibration(quantization.CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([{name: np.random.default_rng(i).standard_normal(x.shape).astype(np.float32)} for i in range(1, 5)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    quantization.quantize_static(
+        str(tmp_path / "float.onnx"), str(tmp_path / "q.onnx"), Calibration(), quant_format=quantization.QuantFormat.QOperator, reduce_range=True,
+    )
+    quantized = (tmp_path / "q.onnx").read_bytes()
+    got, metadata, _ = compile_and_run(tmp_path, quantized, {name: x})
+    np.testing.assert_array_equal(got[0], ort_run(quantized, {name: x})[0])  # measured: identical
+    expanded = metadata["versions"]["onnx_normalized"]["expanded"]
+    assert {"QGemm", "QLinearMatMul", "QLinearSoftmax", "QLinearAdd", "QLinearMul"} <= set(expanded), expanded
