@@ -11,7 +11,7 @@ determine, evaluated with onnx's reference evaluator (numpy).
 Invariants:
 
 * it changes only ``model`` (in place; a caller that needs the original loads it again), and
-  raises on anything it cannot handle: the caller imports the original graph then;
+  raises on anything it cannot handle (see the contract with the caller below);
 * graph inputs and outputs keep their names, types and order; a dimension given as None stays
   as the model declares it (symbolic), so genuinely dynamic dimensions stay dynamic;
 * a node is folded only if it is in the default ONNX domain, carries no subgraph, is
