@@ -22,7 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from airflow_neo.local.errors import ModelArchiveError, ModelInputError
+from airflow_neo.local.errors import LocalCompilationError, ModelArchiveError, ModelInputError
 from airflow_neo.local.frontend_common import (
     DEFAULT_DTYPE,
     Imported,
@@ -101,7 +101,9 @@ def _from_onnx(model, shapes: dict, dtypes: dict):
 def _normalize_onnx(model, model_file: Path, shapes: dict, log: Log) -> tuple[Any, dict]:
     """The graph normalized for ``shapes`` (:mod:`~airflow_neo.local.onnx_normalize`) and what was done.
 
-    Never raises: where the normalization fails, the log says why and the graph is imported as given.
+    Raises only the import layer's own verdicts (:class:`LocalCompilationError`, e.g. an LSTM
+    attribute its rewrite cannot express, where TVM would only say "LSTM not supported"); any
+    other failure is logged and the graph is imported as given.
     """
     import onnx
 
@@ -110,6 +112,8 @@ def _normalize_onnx(model, model_file: Path, shapes: dict, log: Log) -> tuple[An
     try:
         with quiet():
             report = normalize(model, shapes)
+    except LocalCompilationError:
+        raise
     except Exception as err:  # noqa: BLE001 - any failure here only means "import the graph as given"
         log(f"onnx normalization skipped ({type(err).__name__}: {first_line(err)}); importing the graph as given")
         return onnx.load(str(model_file)), {"applied": False, "skipped": f"{type(err).__name__}: {first_line(err)}"}

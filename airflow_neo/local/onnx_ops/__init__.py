@@ -13,7 +13,7 @@ inference found. Invariants:
   those outputs and graph outputs are unchanged; the new nodes are default-domain ops valid in the
   model's opset; their constants become initializers;
 * a node whose attributes or inputs the rewrite cannot express raises
-  :class:`~airflow_neo.local.errors.UnsupportedOperatorsError` naming the node, the attribute, its
+  :class:`~airflow_neo.local.errors.OperatorAttributeNotImplementedError` naming the node, the attribute, its
   value and what is allowed (the caller must let it through, not import the graph as given);
 * it returns the count of rewritten nodes by op type (empty when nothing matched, and then the
   model is untouched).

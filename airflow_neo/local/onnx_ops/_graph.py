@@ -11,16 +11,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow_neo.local.errors import UnsupportedOperatorsError
+from airflow_neo.local.errors import OperatorAttributeNotImplementedError
 
 
 def node_label(node) -> str:
     return f"{node.op_type} node {node.name or '(unnamed)'!r}"
 
 
-def unsupported(node, attribute: str, value, allowed: str) -> UnsupportedOperatorsError:
-    """The error for an attribute value (or input) the rewrite cannot express."""
-    return UnsupportedOperatorsError(
+def unsupported(node, attribute: str, value, allowed: str) -> OperatorAttributeNotImplementedError:
+    """The error for an attribute value (or input) the rewrite cannot express (Neo: OperatorAttributeNotImplemented)."""
+    return OperatorAttributeNotImplementedError(
         f"{node_label(node)}: {attribute}={value!r} is not supported by the local backend; allowed: {allowed}",
         [node.op_type],
     )

@@ -24,7 +24,7 @@ Two classes of rewrite:
 
 Unsupported forms (a ``channels_last`` pooling, non-constant scales, or convolution weights that
 are not constants)
-raise :class:`~airflow_neo.local.errors.UnsupportedOperatorsError` naming node and attribute.
+raise :class:`~airflow_neo.local.errors.OperatorAttributeNotImplementedError` naming node and attribute.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ Invariants:
   ``P``, GRU ``linear_before_reset``; optional inputs ``B``, ``sequence_lens`` (padded steps keep
   the state and output zeros, as onnxruntime does), ``initial_h``, ``initial_c``;
 * anything else (an unknown activation, a direction or layout outside the spec) raises
-  :class:`~airflow_neo.local.errors.UnsupportedOperatorsError` naming the node, the attribute and
+  :class:`~airflow_neo.local.errors.OperatorAttributeNotImplementedError` naming the node, the attribute and
   its value and what is allowed;
 * numerics: the same float ops in the same dtype as the reference definition: the input
   projection of all steps is one MatMul, each step one MatMul with R, biases summed in numpy

@@ -211,14 +211,12 @@ def test_sequence_lens_peepholes_and_clip_compile_and_match_onnxruntime(tmp_path
     assert metadata["versions"]["onnx_normalized"]["expanded"] == {"LSTM": 1}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="frontends._normalize_onnx catches every exception and imports the graph as given; "
-    "it must re-raise LocalCompilationError (then TVM's 'LSTM not supported' stops hiding this message)",
-)
 def test_unsupported_attribute_fails_the_compile_with_the_rewrite_message(tmp_path):
-    from airflow_neo.local.errors import LocalCompilationError
+    from airflow_neo.local.errors import LocalCompilationError, failure_reason
 
     model, inputs = _graph("LSTM", activations=["Sigmoid", "Gelu", "Tanh"], seq=2)
-    with pytest.raises(LocalCompilationError, match=r"LSTM node 'cell': activations='Gelu' is not supported"):
+    with pytest.raises(LocalCompilationError, match=r"LSTM node 'cell': activations='Gelu' is not supported") as caught:
         compile_and_run(tmp_path, model.SerializeToString(), inputs)
+    assert failure_reason(caught.value).startswith(
+        "ClientError: OperatorAttributeNotImplemented: LSTM node 'cell': activations='Gelu' is not supported"
+    )
