@@ -86,3 +86,46 @@ def test_a_constant_reference_is_refused(tmp_path):
                       [np.zeros((1, 10), np.float32)], "onnxruntime")
     result = zoo.check(zoo.Architecture("flat", "flat", "test", "ONNX", lambda small: built), tmp_path)
     assert result.status == "unbuildable" and "constant" in result.reason
+
+
+def _script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "real_models.py"
+    spec = importlib.util.spec_from_file_location("real_models_script", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_script_writes_the_table_between_the_markers_of_its_page(tmp_path, monkeypatch):
+    script = _script()
+    page = tmp_path / "real_models.md"
+    page.write_text(f"# Real models\n\nintro\n\n{script.BEGIN_MARK}\nold table\n{script.END_MARK}\n\nafter\n")
+    monkeypatch.setattr(script, "DOC", page)
+    results = [
+        zoo.Result("bert", "matched", compile_s=12.3, max_error=1.7e-6, route="ONNX"),
+        zoo.Result("ssdlite", "failed", "ServerError: import failed at node '/inner/ReduceMin' | x", 9.1, route="ONNX"),
+    ]
+    script.write_doc(results, {"date": "2026-12-02", "small": False, "tvm": "0.27", "torch": "2.13", "onnxruntime": "1.23"})
+    text = page.read_text()
+    assert "old table" not in text and text.startswith("# Real models\n\nintro") and text.endswith("after\n")
+    assert "2 architectures tried, 1 compiled, 1 matched their reference (50%)." in text
+    assert "| BERT-base (transformers) | text | ONNX | matched | 12 | 1.7e-06 |  |" in text
+    assert "| failed | 9 | - | ServerError: import failed at node '/inner/ReduceMin' \\| x |" in text
+
+
+def test_script_runs_an_architecture_in_its_own_process(tmp_path):
+    """The script's path end to end for one small architecture: a child process, its result, the table."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    _require("torch", "onnxruntime")
+    script = Path(__file__).resolve().parents[2] / "scripts" / "real_models.py"
+    proc = subprocess.run([sys.executable, str(script), "--only", "lstm_forecaster", "--small", "--no-write"],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "1 architectures tried, 1 compiled, 1 matched their reference (100%)." in proc.stdout
+    assert "| 2-layer LSTM forecaster | recurrent | ONNX | matched |" in proc.stdout
