@@ -21,7 +21,7 @@ the first rule that matches wins. Nothing here imports TVM at module level.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from airflow_neo.local.errors import (
@@ -33,7 +33,7 @@ from airflow_neo.local.errors import (
     SERVER_ERROR,
 )
 
-__all__ = ["RULES", "Diagnosis", "NodeContext", "classify", "locate"]
+__all__ = ["DATA_DEPENDENT_OPS", "RULES", "Diagnosis", "NodeContext", "classify", "locate"]
 
 _ONNX_MODULE = "tvm.relax.frontend.onnx"
 _TORCH_MODULE = "tvm.relax.frontend.torch"
@@ -54,6 +54,8 @@ class NodeContext:
     position: int | None = None
     output: str | None = None
     module: str | None = None
+    #: upstream nodes whose output size the data decides (NonZero, NonMaxSuppression, ...): ``(name, op)``
+    data_dependent: tuple[tuple[str, str], ...] = ()
 
     def label(self) -> str:
         """``node 'name'``; an unnamed node by its position and first output."""
@@ -134,7 +136,10 @@ def _onnx_frame(frame) -> Diagnosis | None:
         if inputs is None:  # the failure came before the inputs were gathered
             known = getattr(local.get("self"), "_nodes", {})
             inputs = [known.get(i) if i else None for i in node.input]
-        return Diagnosis("onnx", "convert", (_onnx_node(node, list(inputs), position),))
+        context = _onnx_node(node, list(inputs), position)
+        if graph is not None:
+            context = replace(context, data_dependent=_data_dependent_sources(graph, node))
+        return Diagnosis("onnx", "convert", (context,))
     if name == "_check_for_unsupported_ops" and "unsupported_ops" in local and local.get("graph") is not None:
         unsupported = tuple(sorted(local["unsupported_ops"]))
         graph = local["graph"]
@@ -165,6 +170,27 @@ def _inferred_shapes(graph, opset: int | None, declared: dict) -> dict:
     except Exception:  # noqa: BLE001 - shapes are a description only
         return {}
     return {value.name: value for value in inferred if value.name not in declared}
+
+
+#: ONNX operators whose output size depends on the values of their inputs, not only on shapes.
+DATA_DEPENDENT_OPS = frozenset({"NonZero", "NonMaxSuppression", "Unique", "Compress"})
+
+
+def _data_dependent_sources(graph, node) -> tuple[tuple[str, str], ...]:
+    """The nearest nodes upstream of ``node`` that are :data:`DATA_DEPENDENT_OPS` (at most a few)."""
+    producers = {output: candidate for candidate in graph.node for output in candidate.output}
+    found, seen, queue = [], set(), [name for name in node.input if name]
+    while queue and len(found) < _MAX_ITEMS:
+        name = queue.pop(0)
+        if name in seen or name not in producers:
+            continue
+        seen.add(name)
+        producer = producers[name]
+        if producer.op_type in DATA_DEPENDENT_OPS:
+            found.append((producer.name or producer.output[0], producer.op_type))
+        else:
+            queue.extend(i for i in producer.input if i)
+    return tuple(dict.fromkeys(found))
 
 
 def _position(graph, node) -> int | None:
@@ -415,6 +441,8 @@ RULES: tuple[Rule, ...] = (
          _matches(r"Unsupported function types?\b")),
     Rule("opset version N of Op not implemented", CLIENT_ERROR, OPERATOR_NOT_IMPLEMENTED,
          _matches(r"opset version \d+ of \w+ not implemented")),
+    Rule("inputs sized by the data upstream (NonZero, NonMaxSuppression, ...)", CLIENT_ERROR,
+         OPERATOR_ATTRIBUTE_NOT_IMPLEMENTED, lambda _err, _text, node: node is not None and bool(node.data_dependent)),
     Rule("tvm.error.OpAttributeRequired", CLIENT_ERROR, OPERATOR_ATTRIBUTE_REQUIRED, _tvm_error("OpAttributeRequired")),
     Rule("tvm.error.OpAttributeInvalid", CLIENT_ERROR, OPERATOR_ATTRIBUTE_VALUE_NOT_VALID, _tvm_error("OpAttributeInvalid")),
     Rule("tvm.error.OpAttributeUnImplemented", CLIENT_ERROR, OPERATOR_ATTRIBUTE_NOT_IMPLEMENTED,

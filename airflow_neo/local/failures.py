@@ -77,7 +77,7 @@ def translate(err: BaseException, phase: str) -> LocalCompilationError:
 
 def _at_node(err: BaseException, phase: str, node: NodeContext, neo_class: str | None) -> LocalCompilationError:
     """``node '...' (Op; inputs: ...): <TVM's first line>. <what to do>`` in the node's Neo class."""
-    advice = _advice(neo_class, node.op_type)
+    advice = _data_dependent_advice(node) if node.data_dependent else _advice(neo_class, node.op_type)
     what = _first_line(err) or type(err).__name__
     if isinstance(err, KeyError) and neo_class == OPERATOR_ATTRIBUTE_REQUIRED:
         what = f"TVM's {node.op_type} converter needs the attribute {err.args[0]!r}, which the node does not set"
@@ -101,6 +101,16 @@ def _unsupported_operators(err: BaseException, diagnosis: Diagnosis | None, node
     else:
         operators = [op.strip() for op in text.rsplit(":", 1)[-1].split(",") if op.strip()] if ":" in text else []
     return UnsupportedOperatorsError(f"{prefix}: {', '.join(operators) or text}. {advice}", operators)
+
+
+def _data_dependent_advice(node: NodeContext) -> str:
+    sources = ", ".join(f"{name!r} ({op})" for name, op in node.data_dependent)
+    return (
+        f"Its inputs depend on how many elements {sources} finds at run time, and TVM {_tvm_version()} compiles "
+        f"{node.op_type} only for sizes that DataInputConfig fixes: export the model without that data-dependent "
+        "post-processing (score filtering, NMS) and run it outside the compiled model, or use an architecture "
+        "with a fixed number of outputs (e.g. DETR)"
+    )
 
 
 def _advice(neo_class: str | None, op: str) -> str:

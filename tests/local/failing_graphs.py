@@ -116,3 +116,27 @@ def constant_of_shape_scalar(directory: str | Path) -> ModelCase:
         [empty],
     )
     return _case(directory, model, {"x": [1, 16]})
+
+
+def topk_of_data_dependent_count(directory: str | Path) -> ModelCase:
+    """torchvision detection's ``_topk_min`` idiom: k = min(K, number of candidates), where the count
+    comes from NonZero (data-dependent). TVM's ReduceMin converter cannot take the shape value."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = _model(
+        [
+            helper.make_node("Greater", ["scores", "threshold"], ["keep"], name="/post/Greater"),
+            helper.make_node("NonZero", ["keep"], ["where"], name="/post/NonZero"),
+            helper.make_node("Shape", ["where"], ["where_shape"], name="/post/Shape"),
+            helper.make_node("Gather", ["where_shape", "one"], ["count"], name="/post/Gather", axis=0),
+            helper.make_node("Concat", ["limit", "count"], ["candidates"], name="/post/Concat", axis=0),
+            helper.make_node("ReduceMin", ["candidates"], ["k"], name="/post/ReduceMin", keepdims=1),
+            helper.make_node("TopK", ["scores", "k"], ["top", "index"], name="/post/TopK"),
+        ],
+        [_tensor("scores", TensorProto.FLOAT, [64])],
+        [_tensor("top", TensorProto.FLOAT, ["k"])],
+        [numpy_helper.from_array(np.array(0.5, np.float32), "threshold"),
+         numpy_helper.from_array(np.array([1], np.int64), "one"),
+         numpy_helper.from_array(np.array([10], np.int64), "limit")],
+    )
+    return _case(directory, model, {"scores": [64]})

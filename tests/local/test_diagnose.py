@@ -119,7 +119,8 @@ def test_rules_have_unique_names_and_neo_classes():
     from airflow_neo.local.errors import NEO_CLASSES
 
     assert len({rule.name for rule in RULES}) == len(RULES)
-    assert {rule.neo_class for rule in RULES} == set(NEO_CLASSES) - {"InputConfiguration"}
+    # InputConfiguration (requests) and AccuracyCheckFailed (verification) are never TVM importer failures
+    assert {rule.neo_class for rule in RULES} == set(NEO_CLASSES) - {"InputConfiguration", "AccuracyCheckFailed"}
 
 
 def test_a_tvm_failure_inside_a_converter_is_a_server_error_at_its_node(tmp_path):
@@ -139,3 +140,23 @@ def test_a_tvm_failure_inside_a_converter_is_a_server_error_at_its_node(tmp_path
         "attributes: value=float32[1]=[1.0]): ValueError: broadcast_to expects the input shape"
     ), reason
     assert reason.endswith("if it persists, report it with the model")
+
+
+def test_a_node_fed_by_a_data_dependent_count_names_its_source_and_what_to_do(tmp_path):
+    """Detection post-processing (torchvision's ``_topk_min``: k from NonZero's count): the reason names
+    the upstream NonZero and says to move the data-dependent step out, as a ClientError."""
+    from airflow_neo.local.failures import translate
+
+    err = _onnx_failure(failing_graphs.topk_of_data_dependent_count, tmp_path)
+    node = locate(err).node
+    assert node.name == "/post/TopK" and node.data_dependent == (("/post/NonZero", "NonZero"),)
+    assert classify(err, node)[:2] == ("ClientError", "OperatorAttributeNotImplemented")
+    reason = translate(err, "import").failure_reason
+    assert reason.startswith("ClientError: OperatorAttributeNotImplemented: node '/post/TopK' (TopK; "), reason
+    assert "depend on how many elements '/post/NonZero' (NonZero) finds at run time" in reason
+    assert "run it outside the compiled model" in reason
+
+
+def test_a_node_with_only_static_ancestors_has_no_data_dependent_sources(tmp_path):
+    err = _onnx_failure(failing_graphs.constant_of_shape_scalar, tmp_path)
+    assert locate(err).node.data_dependent == ()
