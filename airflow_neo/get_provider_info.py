@@ -154,6 +154,41 @@ def get_provider_info() -> dict:
                         "example": "False",
                         "default": "True",
                     },
+                    "verify": {
+                        "description": (
+                            "What every local compile does with the check of its artifact against the source "
+                            "framework on the same inputs (onnxruntime, torch, xgboost, a TFLite interpreter): gate "
+                            "(outputs beyond tolerance fail the job with ClientError: AccuracyCheckFailed and nothing "
+                            "is published), report (the comparison is recorded in metadata.json only) or off. The "
+                            "operator's verify= overrides it (docs/local_backend.rst)."
+                        ),
+                        "version_added": "0.2.0",
+                        "type": "string",
+                        "example": "report",
+                        "default": "gate",
+                    },
+                    "verify_rtol": {
+                        "description": (
+                            "Relative tolerance of the verification's float outputs, of the output's largest "
+                            "absolute reference value (plus 1e-5 absolute). Empty: per output dtype (float32 1e-3, "
+                            "float16 1e-2, bfloat16 5e-2; float outputs of quantized graphs 2e-2)."
+                        ),
+                        "version_added": "0.2.0",
+                        "type": "float",
+                        "example": "0.01",
+                        "default": "",
+                    },
+                    "profile_seconds": {
+                        "description": (
+                            "Seconds the latency profile of each local compile's artifact may take: p50/p90/p99 "
+                            "after a warm-up run, the thread count, the load time, and for ONNX models the same "
+                            "latency in onnxruntime and the speedup, in the artifact's metadata.json. 0: no profile."
+                        ),
+                        "version_added": "0.2.0",
+                        "type": "float",
+                        "example": "0",
+                        "default": "2.0",
+                    },
                     "rpc_tracker": {
                         "description": (
                             "host:port of a TVM RPC tracker (python -m tvm.exec.rpc_tracker) whose devices measure "

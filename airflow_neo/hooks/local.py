@@ -41,12 +41,18 @@ def local_job_config(
     * ``memory_limit_bytes``: ``[neo] local_memory_limit_mb`` (0: no cap);
     * ``lease_seconds``: ``[neo] local_lease_seconds`` (0: 30);
     * ``compile``: ``[neo] tuning_trials``, ``tuning_database``, ``cache_dir``, ``cache_max_bytes``,
-      ``rpc_tracker``, ``rpc_keys``, ``tuning_pack``.
+      ``rpc_tracker``, ``rpc_keys``, ``tuning_pack``, ``verify``, ``verify_rtol``, ``profile_seconds``.
     """
     from airflow.sdk.configuration import conf
 
     from airflow_neo.local.config import DEFAULT_LEASE_SECONDS, LocalJobConfig
-    from airflow_neo.local.settings import DEFAULT_CACHE_MAX_BYTES, DEFAULT_TUNING_TRIALS, CompileSettings
+    from airflow_neo.local.settings import (
+        DEFAULT_CACHE_MAX_BYTES,
+        DEFAULT_PROFILE_SECONDS,
+        DEFAULT_TUNING_TRIALS,
+        DEFAULT_VERIFY,
+        CompileSettings,
+    )
 
     def text(option: str) -> str | None:
         value = (conf.get("neo", option, fallback="") or "").strip()
@@ -81,8 +87,22 @@ def local_job_config(
             rpc_tracker=text("rpc_tracker"),
             rpc_keys=text("rpc_keys"),
             tuning_pack=conf.getboolean("neo", "tuning_pack", fallback=True),
+            verify=text("verify") or DEFAULT_VERIFY,
+            verify_rtol=_float_option("verify_rtol", text("verify_rtol")),
+            profile_seconds=_float_option("profile_seconds", text("profile_seconds")) if text("profile_seconds")
+            else DEFAULT_PROFILE_SECONDS,
         ),
     )
+
+
+def _float_option(option: str, value: str | None) -> float | None:
+    """``[neo] option`` as a float (None when empty); else a ValueError naming it and the value."""
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"[neo] {option} must be a number (or empty); got {value!r}") from None
 
 
 STORE_CONN_TYPES = {"postgres": "postgresql", "postgresql": "postgresql"}
@@ -217,7 +237,8 @@ class LocalNeoHook(CompilationJobHook, BaseHook):
         ``[neo]`` options, read once (see :func:`local_job_config`)."""
         return local_job_config(store=self.store_path, work_dir=self.work_dir, memory_limit_bytes=self.memory_limit_bytes)
 
-    def create_compilation_job(self, request: dict | ValidatedRequest, *, tuning_trials: int | None = None) -> dict:
+    def create_compilation_job(self, request: dict | ValidatedRequest, *, tuning_trials: int | None = None,
+                               verify: str | None = None) -> dict:
         """Validate, record the job (STARTING) and start its runner; return the create response.
 
         Raises InvalidCompilationRequest, with nothing recorded, for a bad request and for what
@@ -227,10 +248,16 @@ class LocalNeoHook(CompilationJobHook, BaseHook):
         :param tuning_trials: MetaSchedule trials the model may get (default ``[neo] tuning_trials``;
             0: no tuning, records already in the tuning database are still applied). See
             :mod:`airflow_neo.local.tuning`.
+        :param verify: ``"gate"``, ``"report"`` or ``"off"`` (default ``[neo] verify``): the check of
+            the artifact against the source framework (:mod:`airflow_neo.local.verify`).
         """
+        import dataclasses
+
         from airflow_neo.local.runner import launch_detached
 
         config = self.job_config.with_tuning_trials(tuning_trials)
+        if verify is not None:
+            config = config.replace(compile=dataclasses.replace(config.compile, verify=verify))
         request = self.validate(request)
         name = request.name
         uses_s3 = _uses_s3(request.payload)

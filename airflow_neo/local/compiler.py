@@ -80,6 +80,9 @@ def compile_model(
     rpc_tracker: str | None = None,
     rpc_keys: dict | None = None,
     tuning_pack: bool = True,
+    verify: str = "gate",
+    verify_rtol: float | None = None,
+    profile_seconds: float = 0.0,
 ) -> dict:
     """Compile the model in ``archive_path`` as ``request`` says, and write the artifact to ``artifact_path``.
 
@@ -99,6 +102,12 @@ def compile_model(
         on the tracker's devices of its key (:mod:`airflow_neo.local.tuning_rpc`); None: here.
     :param tuning_pack: ``[neo] tuning_pack``: apply the shipped tuning pack (see
         :mod:`airflow_neo.local.configs.pack`).
+    :param verify, verify_rtol: ``[neo] verify``/``verify_rtol``: run the artifact against the source
+        framework before it is written (:mod:`airflow_neo.local.verify`; ``metadata["verification"]``);
+        under ``"gate"`` outputs beyond tolerance raise AccuracyCheckError and nothing is written.
+    :param profile_seconds: ``[neo] profile_seconds``: the artifact's latency profile, and
+        onnxruntime's for ONNX, may take this long (:mod:`airflow_neo.local.profile`;
+        ``metadata["profile"]``); 0 (this function's default; the runner passes the setting): none.
     :param work_dir: where the model is extracted and built; it belongs to the caller, who removes
         it (the runner gives a directory inside the job's work dir, which it removes whatever
         happens to this process). None: a temporary directory removed on return.
@@ -174,9 +183,24 @@ def compile_model(
             metadata["tuning"] = tuning_report
         if schedules_report is not None:
             metadata["schedules"] = schedules_report
+        with _phase("check", timings, log):
+            metadata.update(_check(metadata, library, model_file, work / "model", log, verify=verify,
+                                   rtol=verify_rtol, profile_seconds=profile_seconds))
         _write_artifact(artifact_path, library, metadata)
     log(f"artifact: {artifact_path} ({os.path.getsize(artifact_path)} bytes) in {time.monotonic() - started:.2f} s")
     return metadata
+
+
+def _check(metadata: dict, library: Path, model_file: Path, model_dir: Path, log: Log, *, verify: str, rtol,
+           profile_seconds: float) -> dict:
+    """``{"profile": ..., "verification": ...}`` of the built library, those that ran (the profile
+    first: it times the library's first load in this process)."""
+    from airflow_neo.local.profile import profile_build
+    from airflow_neo.local.verify import verify_build
+
+    found = {"profile": profile_build(metadata, library, model_file, model_dir, profile_seconds, log=log)}
+    found["verification"] = verify_build(metadata, library, model_file, model_dir, mode=verify, rtol=rtol, log=log)
+    return {key: value for key, value in found.items() if value is not None}
 
 
 @contextlib.contextmanager

@@ -23,6 +23,7 @@ OPERATOR_NOT_IMPLEMENTED = "OperatorNotImplemented"
 OPERATOR_ATTRIBUTE_NOT_IMPLEMENTED = "OperatorAttributeNotImplemented"
 OPERATOR_ATTRIBUTE_REQUIRED = "OperatorAttributeRequired"
 OPERATOR_ATTRIBUTE_VALUE_NOT_VALID = "OperatorAttributeValueNotValid"
+ACCURACY_CHECK_FAILED = "AccuracyCheckFailed"
 
 #: Neo's classes of client errors and what each means (docs/troubleshooting.rst catalogues them).
 NEO_CLASSES = {
@@ -31,6 +32,8 @@ NEO_CLASSES = {
     OPERATOR_ATTRIBUTE_NOT_IMPLEMENTED: "an operator is used with an attribute (or input form) the compiler does not implement",
     OPERATOR_ATTRIBUTE_REQUIRED: "an operator lacks an attribute that the compiler needs",
     OPERATOR_ATTRIBUTE_VALUE_NOT_VALID: "an attribute of an operator has a value that is not valid",
+    ACCURACY_CHECK_FAILED: "the compiled model's outputs differ from the source framework's beyond tolerance "
+                           "(the local backend's verification; not one of Neo's classes)",
 }
 
 _PREFIXES = (CLIENT_ERROR + ": ", SERVER_ERROR + ": ")
@@ -131,6 +134,12 @@ class IncompatibleArtifactError(LocalCompilationError):
     """A compiled artifact that cannot run on this machine (another CPU architecture or features)."""
 
 
+class AccuracyCheckError(LocalCompilationError):
+    """The artifact's outputs differ from the source framework's beyond tolerance (``[neo] verify = gate``)."""
+
+    neo_class = ACCURACY_CHECK_FAILED
+
+
 #: Our classes and their Neo form (kind, neo_class); docs/troubleshooting.rst lists every one.
 NEO_FORMS = {
     cls.__name__: (cls.kind, cls.neo_class)
@@ -145,6 +154,7 @@ NEO_FORMS = {
         OperatorAttributeRequiredError,
         OperatorAttributeValueNotValidError,
         IncompatibleArtifactError,
+        AccuracyCheckError,
     )
 }
 
@@ -196,6 +206,7 @@ __all__ = [
     "NEO_CLASSES",
     "NEO_FORMS",
     "SERVER_ERROR",
+    "AccuracyCheckError",
     "CompilationError",
     "IncompatibleArtifactError",
     "LocalCompilationError",

@@ -29,9 +29,13 @@ from airflow_neo.local.files import split_s3_url
 
 __all__ = [
     "DEFAULT_CACHE_MAX_BYTES",
+    "DEFAULT_PROFILE_SECONDS",
+    "DEFAULT_VERIFY",
+    "VERIFY_MODES",
     "DEFAULT_TUNING_TRIALS",
     "CompileSettings",
     "check_count",
+    "check_verify",
     "neo_home",
     "parse_rpc_keys",
     "parse_rpc_tracker",
@@ -42,6 +46,21 @@ __all__ = [
 DEFAULT_TUNING_TRIALS = 0
 #: ``[neo] cache_max_bytes`` default: 2 GiB of cached artifacts (0 turns the cache off).
 DEFAULT_CACHE_MAX_BYTES = 2 * 1024**3
+#: ``[neo] verify`` modes (:mod:`airflow_neo.local.verify`) and the default: an artifact whose
+#: outputs differ from the framework's fails its job and is never published
+VERIFY_MODES = ("gate", "report", "off")
+DEFAULT_VERIFY = "gate"
+#: ``[neo] profile_seconds`` default: the artifact's latency profile (:mod:`airflow_neo.local.profile`)
+#: may take this long per compile (0: no profile); read when a CompileSettings is made
+DEFAULT_PROFILE_SECONDS = 2.0
+
+
+def check_verify(value) -> str:
+    """``value`` when it is a verification mode (``gate``, ``report``, ``off``); else a ValueError
+    naming it and the modes."""
+    if not isinstance(value, str) or value.strip().lower() not in VERIFY_MODES:
+        raise ValueError(f"verify must be one of {', '.join(VERIFY_MODES)}; got {value!r}")
+    return value.strip().lower()
 
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
@@ -109,6 +128,12 @@ class CompileSettings:
         ``[neo] rpc_keys``. Normalized to ``{target label: key}``.
     :param tuning_pack: apply the shipped tuning pack's knobs for the target's CPU family (False:
         every kernel without a tuned config gets its default plan).
+    :param verify: ``gate``, ``report`` or ``off``: what the compile does with the verification
+        of its artifact against the source framework (:mod:`airflow_neo.local.verify`).
+    :param verify_rtol: the relative tolerance of float outputs (of their largest |reference|
+        value); None: the default per dtype.
+    :param profile_seconds: the time the artifact's latency profile may take (0: no profile;
+        default :data:`DEFAULT_PROFILE_SECONDS`).
     """
 
     tuning_trials: int = DEFAULT_TUNING_TRIALS
@@ -120,10 +145,21 @@ class CompileSettings:
     rpc_tracker: str | None = None
     rpc_keys: dict[str, str] = field(default_factory=dict)
     tuning_pack: bool = True
+    verify: str = DEFAULT_VERIFY
+    verify_rtol: float | None = None
+    profile_seconds: float = field(default_factory=lambda: DEFAULT_PROFILE_SECONDS)
 
     def __post_init__(self) -> None:
         for name in ("tuning_trials", "cache_max_bytes"):
             check_count(name, getattr(self, name))
+        object.__setattr__(self, "verify", check_verify(self.verify))
+        rtol = self.verify_rtol
+        if rtol is not None and (isinstance(rtol, bool) or not isinstance(rtol, (int, float)) or not rtol > 0):
+            raise ValueError(f"verify_rtol must be a number > 0 (or empty: the default per dtype); got {self.verify_rtol!r}")
+        seconds = self.profile_seconds
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds >= 0:
+            raise ValueError(f"profile_seconds must be a number of seconds >= 0 (0: no profile); got {seconds!r}")
+        object.__setattr__(self, "profile_seconds", float(seconds))
         if not isinstance(self.tuning_pack, bool):
             raise ValueError(f"tuning_pack must be true or false; got {self.tuning_pack!r}")
         _check_location("tuning_database", self.tuning_database)
@@ -162,6 +198,19 @@ class CompileSettings:
         """The compile function's pack argument: empty with the pack on (the default), so compile
         functions that know nothing of it keep working."""
         return {} if self.tuning_pack else {"tuning_pack": False}
+
+    def verify_arguments(self) -> dict[str, Any]:
+        """The compile function's verification and profile arguments: only those that differ from
+        the compile function's defaults (verify ``gate``, no profile), so compile functions that
+        know nothing of them keep working."""
+        arguments: dict[str, Any] = {}
+        if self.verify != DEFAULT_VERIFY:
+            arguments["verify"] = self.verify
+        if self.verify_rtol is not None:
+            arguments["verify_rtol"] = self.verify_rtol
+        if self.profile_seconds > 0:
+            arguments["profile_seconds"] = self.profile_seconds
+        return arguments
 
     @property
     def cache_enabled(self) -> bool:

@@ -78,6 +78,10 @@ class NeoCompilationOperator(NeoBaseOperator):
         ``[neo] tuning_trials``; 0: no tuning, records already in the tuning database are still
         applied; trials already spent on the model's kernels count towards it, so a repeat compile
         runs none). Ignored by the SageMaker backend.
+    :param verify: local backend only: ``"gate"`` (fail the job, publishing nothing, when the
+        compiled model's outputs differ from the source framework's beyond tolerance), ``"report"``
+        (record the comparison in the artifact's metadata.json only) or ``"off"``; default
+        ``[neo] verify`` (``gate``). Ignored by the SageMaker backend.
     """
 
     template_fields: Sequence[str] = neo_template_fields("config")
@@ -95,6 +99,7 @@ class NeoCompilationOperator(NeoBaseOperator):
         action_if_job_exists: str = "fail",
         stop_on_kill: bool = True,
         tuning_trials: int | None = None,
+        verify: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -112,6 +117,11 @@ class NeoCompilationOperator(NeoBaseOperator):
 
             check_count("tuning_trials", tuning_trials)
         self.tuning_trials = tuning_trials
+        if verify is not None:  # at DAG-parse time, as the job's config checks it
+            from airflow_neo.local.settings import check_verify
+
+            verify = check_verify(verify)
+        self.verify = verify
         self.compilation_job_name: str | None = None
 
     def execute(self, context: Context) -> dict:
@@ -168,7 +178,13 @@ class NeoCompilationOperator(NeoBaseOperator):
             return decision.name
         if decision.name != base:
             self.log.info("Compilation job %s exists; creating %s instead", base, decision.name)
-        self.hook.create_compilation_job(_renamed(request, decision.name), tuning_trials=self.tuning_trials)
+        extra = {}
+        if self.verify is not None:
+            if self.is_sagemaker:
+                self.log.warning("verify applies to the local backend only; SageMaker Neo ignores it")
+            else:
+                extra["verify"] = self.verify
+        self.hook.create_compilation_job(_renamed(request, decision.name), tuning_trials=self.tuning_trials, **extra)
         return decision.name
 
     def _wait(self, name: str) -> dict:

@@ -86,6 +86,7 @@ def test_inputs_are_input_configuration_and_compiler_failures_server_errors():
     assert set(errors.NEO_CLASSES) == {
         "InputConfiguration", "OperatorNotImplemented", "OperatorAttributeNotImplemented",
         "OperatorAttributeRequired", "OperatorAttributeValueNotValid",
+        "AccuracyCheckFailed",  # the local backend's own: the verification's gate (airflow_neo.local.verify)
     }
 
 

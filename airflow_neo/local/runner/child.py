@@ -137,6 +137,7 @@ def _compile_child(conn, compile_fn, request: ValidatedRequest, archive_path: st
             tuning_trials=config.compile.tuning_trials, tuning_database=config.compile.tuning_root,
             **config.compile.rpc_arguments(),
             **config.compile.pack_arguments(),
+            **config.compile.verify_arguments(),
         )
         send(("ok", _jsonable(metadata if metadata is not None else {})))
     except MemoryError as err:

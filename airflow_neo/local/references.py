@@ -1,0 +1,217 @@
+"""Reference runners: the source framework runs the model file on the verification's inputs.
+
+:func:`reference_for` picks the runner of a job's framework and model file: onnxruntime for ONNX,
+torch eager for PYTORCH (``torch.jit.load`` for TorchScript, ``torch.export.load(...).module()``
+for ``.pt2`` programs), xgboost for XGBOOST, a TFLite interpreter (``ai_edge_litert``,
+``tflite_runtime`` or ``tensorflow.lite``) for TFLITE. A runner takes ``{input name: array}`` in
+the order of the compiled model's inputs and returns the outputs as numpy arrays, flattened in the
+order the framework returns them.
+
+Invariants: a framework that is not installed, or a file the framework cannot load, raises
+:class:`NotVerifiable` with the reason (the job is then "not verified: <why>", never failed by
+this module); the frameworks are imported inside the functions only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+__all__ = ["NotVerifiable", "Reference", "reference_for"]
+
+#: ONNX op types whose presence makes a graph "quantized": its float outputs pass through integer
+#: rounding, where a tie may land one step apart between two correct implementations
+QUANTIZED_ONNX_OPS = frozenset({
+    "QuantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul", "QLinearAdd", "QLinearMul",
+    "QLinearSoftmax", "QGemm", "MatMulInteger", "ConvInteger", "QLinearGlobalAveragePool", "QLinearSigmoid",
+    "QLinearLeakyRelu", "QLinearConcat", "QLinearAveragePool",
+})
+
+
+class NotVerifiable(Exception):
+    """The reference cannot run here; ``str(err)`` says why."""
+
+
+@dataclass
+class Reference:
+    """A loaded reference: ``name`` says which framework and version ran it (e.g.
+    ``onnxruntime 1.20.1``); ``quantized``: the graph rounds to integers inside."""
+
+    name: str
+    run: Callable[[dict], list]
+    quantized: bool = False
+
+
+def reference_for(framework: str, model_file: Path) -> Reference:
+    """The reference runner of ``framework`` for ``model_file``; :class:`NotVerifiable` when none runs here."""
+    loaders: dict[str, Callable[[Path], Reference]] = {
+        "ONNX": _onnxruntime,
+        "PYTORCH": _torch,
+        "XGBOOST": _xgboost,
+        "TFLITE": _tflite,
+    }
+    loader = loaders.get(framework)
+    if loader is None:
+        raise NotVerifiable(f"no reference runner for the framework {framework}")
+    try:
+        return loader(model_file)
+    except NotVerifiable:
+        raise
+    except Exception as err:  # noqa: BLE001 - a reference that cannot load leaves the job unverified
+        raise NotVerifiable(f"the reference could not load {model_file.name}: {type(err).__name__}: {_short(err)}") from err
+
+
+def _short(err: BaseException, limit: int = 300) -> str:
+    text = str(err).strip().splitlines()
+    return (text[0] if text else "")[:limit]
+
+
+def _require(module: str, install: str) -> Any:
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        raise NotVerifiable(f"{module} is not installed ({install})") from err
+
+
+# ----------------------------------------------------------------------------- ONNX
+
+
+def _onnxruntime(model_file: Path) -> Reference:
+    ort = _require("onnxruntime", "pip install onnxruntime")
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
+    declared = {value.name: value.type for value in session.get_inputs()}
+
+    def run(inputs: dict) -> list:
+        feeds = {name: _as_onnx_type(array, declared.get(name)) for name, array in inputs.items()}
+        return [_numpy(value) for value in session.run(None, feeds)]
+
+    return Reference(f"onnxruntime {ort.__version__}", run, quantized=_onnx_quantized(model_file))
+
+
+_ONNX_TYPES = {
+    "tensor(float)": "float32", "tensor(double)": "float64", "tensor(float16)": "float16", "tensor(int64)": "int64",
+    "tensor(int32)": "int32", "tensor(int16)": "int16", "tensor(int8)": "int8", "tensor(uint8)": "uint8",
+    "tensor(bool)": "bool",
+}
+
+
+def _as_onnx_type(array, onnx_type: str | None):
+    import numpy as np
+
+    dtype = _ONNX_TYPES.get(onnx_type or "")
+    return np.asarray(array).astype(dtype) if dtype and str(np.asarray(array).dtype) != dtype else np.asarray(array)
+
+
+def _onnx_quantized(model_file: Path) -> bool:
+    import onnx
+
+    model = onnx.load(str(model_file), load_external_data=False)
+    graphs = [model.graph]
+    seen = set()
+    while graphs:
+        graph = graphs.pop()
+        for node in graph.node:
+            seen.add(node.op_type)
+            graphs.extend(attr.g for attr in node.attribute if attr.HasField("g"))
+    return bool(seen & QUANTIZED_ONNX_OPS)
+
+
+def _numpy(value):
+    import numpy as np
+
+    return np.asarray(value)
+
+
+# ----------------------------------------------------------------------------- PyTorch
+
+
+def _torch(model_file: Path) -> Reference:
+    torch = _require("torch", "pip install torch")
+    from airflow_neo.local.torch_import import register_torchvision_ops
+
+    register_torchvision_ops()
+    if model_file.suffix.lower() == ".pt2":
+        module = torch.export.load(str(model_file)).module()
+        route = "torch.export program"
+    else:
+        try:
+            module = torch.jit.load(str(model_file), map_location="cpu")
+            module.eval()
+            route = "TorchScript"
+        except Exception:  # noqa: BLE001 - a torch.export program saved as .pt (the importer does the same)
+            module = torch.export.load(str(model_file)).module()
+            route = "torch.export program"
+
+    def run(inputs: dict) -> list:
+        tensors = [torch.from_numpy(_writable(array)) for array in inputs.values()]
+        with torch.no_grad():
+            result = module(*tensors)
+        return [leaf.detach().cpu().numpy() for leaf in _flatten(result)]
+
+    return Reference(f"torch {torch.__version__} ({route}, eager)", run)
+
+
+def _writable(array):
+    import numpy as np
+
+    return np.array(array, copy=True)
+
+
+def _flatten(value) -> list:
+    if isinstance(value, (list, tuple)):
+        return [leaf for item in value for leaf in _flatten(item)]
+    if isinstance(value, dict):
+        return [leaf for item in value.values() for leaf in _flatten(item)]
+    return [value]
+
+
+# ----------------------------------------------------------------------------- XGBoost
+
+
+def _xgboost(model_file: Path) -> Reference:
+    xgb = _require("xgboost", "pip install xgboost")
+    booster = xgb.Booster()
+    booster.load_model(str(model_file))
+
+    def run(inputs: dict) -> list:
+        (data,) = inputs.values()
+        return [booster.predict(xgb.DMatrix(data))]
+
+    return Reference(f"xgboost {xgb.__version__}", run)
+
+
+# ----------------------------------------------------------------------------- TFLite
+
+
+def _tflite(model_file: Path) -> Reference:
+    interpreter_cls, name = _tflite_interpreter()
+    interpreter = interpreter_cls(model_path=str(model_file))
+    interpreter.allocate_tensors()
+    inputs_detail = interpreter.get_input_details()
+    outputs_detail = interpreter.get_output_details()
+
+    def run(inputs: dict) -> list:
+        for detail, array in zip(inputs_detail, inputs.values()):
+            interpreter.set_tensor(detail["index"], array.astype(detail["dtype"]))
+        interpreter.invoke()
+        return [interpreter.get_tensor(detail["index"]) for detail in outputs_detail]
+
+    return Reference(name, run)
+
+
+def _tflite_interpreter():
+    import importlib
+
+    for module, label in (("ai_edge_litert.interpreter", "ai-edge-litert"), ("tflite_runtime.interpreter", "tflite-runtime"),
+                          ("tensorflow.lite", "tensorflow")):
+        try:
+            found = importlib.import_module(module)
+        except ImportError:
+            continue
+        return found.Interpreter, f"TFLite interpreter ({label})"
+    raise NotVerifiable("no TFLite interpreter is installed (pip install ai-edge-litert, or tflite-runtime or tensorflow)")

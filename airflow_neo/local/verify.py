@@ -1,0 +1,225 @@
+"""Verification of a local compile: the built artifact against the source framework, same inputs.
+
+:func:`verify_build` runs in the compile child after the library is built and before the
+artifact is written: it loads the library (:class:`airflow_neo.runtime.CompiledModel`), runs it on
+sample inputs (the user's ``.npz`` in the model archive when there is one, else random inputs per
+input shape and dtype, seeded), runs the reference (:mod:`airflow_neo.local.references`) on the
+same inputs and compares each output.
+
+Modes (``[neo] verify``, the operator's and hook's ``verify=``): ``"gate"`` (the default: an
+output beyond its tolerance fails the job with :class:`~airflow_neo.local.errors.AccuracyCheckError`,
+so nothing is written or published), ``"report"`` (the result goes into ``metadata.json`` only),
+``"off"``.
+
+Tolerance of an output (absolute): ``atol + rtol * max|reference|``; defaults per output dtype
+(:data:`DEFAULT_RTOL`; integer outputs: one quantization step, ``atol = 1``); float outputs of a
+quantized graph get :data:`QUANTIZED_RTOL` (a rounding tie inside may land one step apart);
+``[neo] verify_rtol`` overrides the float default.
+
+Invariants: verification never fails a job for its own reasons: a reference that cannot run here,
+a target this machine cannot run, an artifact or reference that raises on the sample inputs, or
+outputs that do not pair up are "not verified: <why>" (``passed`` is None); only a comparison
+beyond tolerance under ``"gate"`` raises. The result is a JSON-able dict (:func:`verify_build`).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from airflow_neo.local.errors import AccuracyCheckError, IncompatibleArtifactError, ModelInputError
+from airflow_neo.local.references import NotVerifiable, reference_for
+from airflow_neo.local.settings import DEFAULT_VERIFY, VERIFY_MODES, check_verify
+
+__all__ = [
+    "DEFAULT_RTOL", "QUANTIZED_RTOL", "SEED", "VERIFY_MODES", "inputs_for", "sample_inputs", "tolerance_for", "verify_build",
+]
+
+SEED = 0
+#: relative tolerance (of the output's largest |reference| value) per float output dtype
+DEFAULT_RTOL = {"float64": 1e-6, "float32": 1e-3, "float16": 1e-2, "bfloat16": 5e-2}
+#: relative tolerance of the float outputs of a quantized graph
+QUANTIZED_RTOL = 2e-2
+FLOAT_ATOL = 1e-5
+
+Log = Callable[[str], Any]
+
+
+def verify_build(metadata: dict, library: Path, model_file: Path, model_dir: Path, *, mode: str = DEFAULT_VERIFY,
+                 rtol: float | None = None, log: Log = print) -> dict | None:
+    """Verify the built ``library`` (described by ``metadata``) against ``model_file``'s framework.
+
+    :param model_dir: the extracted model archive, searched for a ``.npz`` of sample inputs.
+    :return: the ``verification`` entry of ``metadata.json``; None when ``mode`` is ``"off"``.
+    :raises AccuracyCheckError: under ``"gate"``, the first output beyond its tolerance.
+    :raises ModelInputError: the archive's ``.npz`` does not match the model's inputs.
+    """
+    mode = check_verify(mode)
+    if mode == "off":
+        log("verification: off ([neo] verify)")
+        return None
+    started = time.monotonic()
+    result: dict[str, Any] = {"mode": mode, "inputs": None, "reference": None, "passed": None}
+    try:
+        inputs, result["inputs"] = inputs_for(metadata["inputs"], model_dir)
+        outputs, reference = _run_both(metadata, library, model_file, inputs)
+        result["reference"] = reference.name
+        result["outputs"] = _compare(metadata, outputs, reference, rtol)
+        result["passed"] = all(item["passed"] for item in result["outputs"])
+    except NotVerifiable as err:
+        result["not_verified"] = str(err)
+    result["seconds"] = round(time.monotonic() - started, 3)
+    log(summary(result))
+    failed = [item for item in result.get("outputs", []) if not item["passed"]]
+    if mode == "gate" and failed:
+        item = failed[0]
+        raise AccuracyCheckError(
+            f"output {item['name']}: {item.get('problem') or _diff_text(item)} (reference: {result['reference']}; "
+            f"inputs: {result['inputs']}). The compiled model's outputs differ from the framework's: nothing was "
+            "published; report it with the model, or set verify='report' to publish it with the figures"
+        )
+    return result
+
+
+def summary(result: dict) -> str:
+    """One log line for a verification result."""
+    if result.get("not_verified"):
+        return f"verification: not verified: {result['not_verified']}"
+    worst = max(result["outputs"], key=lambda item: item["max_abs_diff"] / max(item["tolerance"], 1e-30))
+    verdict = "passed" if result["passed"] else "FAILED"
+    return (f"verification ({result['mode']}): {verdict} against {result['reference']} on {result['inputs']}; "
+            f"{len(result['outputs'])} output(s), worst {worst['name']}: {_diff_text(worst)} in {result['seconds']:.2f} s")
+
+
+def _diff_text(item: dict) -> str:
+    if item.get("problem"):
+        return item["problem"]
+    relation = "<=" if item["passed"] else ">"
+    return f"max abs diff {item['max_abs_diff']:.3g} {relation} tolerance {item['tolerance']:.3g}"
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def sample_inputs(specs: list[dict], seed: int = SEED) -> dict:
+    """Random inputs for ``specs`` (``name``, ``shape``, ``dtype``; a None dimension is 1): floats
+    standard normal, 8-bit integers over their range, wider integers 0 or 1 (valid as indices and
+    masks alike), bools random."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    inputs = {}
+    for spec in specs:
+        shape = [1 if dim is None else int(dim) for dim in (spec.get("shape") or [])]
+        dtype = np.dtype(spec.get("dtype") or "float32") if spec.get("dtype") != "bfloat16" else None
+        if dtype is None:
+            raise NotVerifiable(f"input {spec['name']!r} is bfloat16, which numpy cannot hold")
+        if dtype.kind == "f":
+            value = rng.standard_normal(shape).astype(dtype)
+        elif dtype.kind == "b":
+            value = rng.integers(0, 2, shape).astype(bool)
+        elif dtype.itemsize == 1:
+            info = np.iinfo(dtype)
+            value = rng.integers(int(info.min), int(info.max) + 1, shape).astype(dtype)
+        else:
+            value = rng.integers(0, 2, shape).astype(dtype)
+        inputs[spec["name"]] = value
+    return inputs
+
+
+def inputs_for(specs: list[dict], model_dir: Path) -> tuple[dict, str]:
+    """The inputs and where they came from: the archive's ``.npz``, else random (seeded)."""
+    found = sorted(path for path in model_dir.rglob("*.npz") if not path.name.startswith("."))
+    if not found:
+        return sample_inputs(specs), f"random (seed {SEED})"
+    return _npz_inputs(found[0], specs, model_dir), found[0].relative_to(model_dir).as_posix()
+
+
+def _npz_inputs(path: Path, specs: list[dict], model_dir: Path) -> dict:
+    """The ``.npz``'s arrays by input name (or ``arr_0``, ``arr_1``... in input order)."""
+    import numpy as np
+
+    names = [spec["name"] for spec in specs]
+    rel = path.relative_to(model_dir).as_posix()
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+    except (OSError, ValueError) as err:
+        raise ModelInputError(f"the sample inputs {rel} in the model archive are not a readable .npz: {err}") from err
+    positional = [f"arr_{index}" for index in range(len(names))]
+    if sorted(arrays) == sorted(positional) and sorted(arrays) != sorted(names):
+        arrays = {name: arrays[key] for name, key in zip(names, positional)}
+    if sorted(arrays) != sorted(names):
+        raise ModelInputError(
+            f"the sample inputs {rel} in the model archive hold arrays {sorted(arrays)}; the model's inputs are "
+            f"{names} (save them with numpy.savez(path, **{{input name: array}}))"
+        )
+    for spec in specs:
+        array, shape = arrays[spec["name"]], spec.get("shape")
+        if shape is not None and (array.ndim != len(shape) or any(w is not None and w != g for w, g in zip(shape, array.shape))):
+            raise ModelInputError(
+                f"the sample input {spec['name']!r} in {rel} has shape {list(array.shape)}; the model's input is {shape}"
+            )
+    return {name: arrays[name] for name in names}
+
+
+# ----------------------------------------------------------------------------- running and comparing
+
+
+def _run_both(metadata: dict, library: Path, model_file: Path, inputs: dict):
+    from airflow_neo.runtime import CompiledModel, check_host_compatible
+
+    try:
+        check_host_compatible(metadata)
+    except IncompatibleArtifactError as err:
+        raise NotVerifiable(str(err)) from err
+    reference = reference_for(metadata["framework"], model_file)
+    try:
+        outputs = CompiledModel(metadata, library).run(dict(inputs))
+    except Exception as err:  # noqa: BLE001 - see the module docstring
+        raise NotVerifiable(f"the artifact raised on the sample inputs: {type(err).__name__}: {str(err)[:300]}") from err
+    try:
+        expected = reference.run(dict(inputs))
+    except Exception as err:  # noqa: BLE001
+        raise NotVerifiable(f"{reference.name} raised on the sample inputs: {type(err).__name__}: {str(err)[:300]}") from err
+    if len(outputs) != len(expected):
+        raise NotVerifiable(f"the artifact has {len(outputs)} output(s), {reference.name} {len(expected)}: they do not pair up")
+    return list(zip(outputs, expected)), reference
+
+
+def tolerance_for(dtype: str, scale: float, *, quantized: bool = False, rtol: float | None = None) -> float:
+    """The absolute tolerance of an output of ``dtype`` whose largest |reference| value is ``scale``."""
+    if dtype in DEFAULT_RTOL:
+        relative = rtol if rtol is not None else (QUANTIZED_RTOL if quantized else DEFAULT_RTOL[dtype])
+        return FLOAT_ATOL + relative * scale
+    return 1.0  # integer and bool outputs: one quantization step
+
+
+def _compare(metadata: dict, pairs: list, reference, rtol: float | None) -> list[dict]:
+    import numpy as np
+
+    names = [spec.get("name") or f"output{index}" for index, spec in enumerate(metadata.get("outputs") or [])]
+    results = []
+    for index, (got, want) in enumerate(pairs):
+        got, want = np.asarray(got), np.asarray(want)
+        name = names[index] if index < len(names) else f"output{index}"
+        item: dict[str, Any] = {"name": name, "dtype": str(got.dtype), "shape": list(got.shape)}
+        if got.size != want.size:
+            item.update(passed=False, max_abs_diff=float("inf"), max_rel_diff=float("inf"), tolerance=0.0,
+                        problem=f"shape {list(got.shape)} differs from the reference's {list(want.shape)}")
+            results.append(item)
+            continue
+        g = got.astype(np.float64).reshape(-1)
+        w = want.astype(np.float64).reshape(-1)
+        both_nan = np.isnan(g) & np.isnan(w)
+        diff = np.where(both_nan, 0.0, np.abs(g - w))
+        diff = np.where(np.isnan(diff), np.inf, diff)
+        finite = w[np.isfinite(w)]
+        scale = float(np.max(np.abs(finite))) if finite.size else 0.0
+        max_abs = float(np.max(diff)) if diff.size else 0.0
+        tolerance = tolerance_for(str(got.dtype), scale, quantized=reference.quantized, rtol=rtol)
+        item.update(max_abs_diff=max_abs, max_rel_diff=max_abs / max(scale, 1e-12), tolerance=tolerance,
+                    reference_scale=scale, passed=bool(max_abs <= tolerance))
+        results.append(item)
+    return results

@@ -1,0 +1,265 @@
+"""Verification of local compiles (airflow_neo.local.verify, airflow_neo.local.references).
+
+Real models (tests/local/models.py) go through the real compiler and, for the job-level tests,
+through real local jobs (the runner and its spawn compile child). A wrong reference is made by
+scaling a weight of the ONNX graph the reference runs (:func:`compile_with_tampered_reference`, a
+module-level compile function that the compile child imports by reference): the artifact is right,
+the reference is not, so the outputs differ well beyond tolerance and the gate must see it.
+"""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from airflow_neo import runtime
+from airflow_neo.core import status as st
+from airflow_neo.local import errors, runner
+from airflow_neo.local.compiler import compile_model
+from airflow_neo.local.settings import CompileSettings, check_verify
+from airflow_neo.local.store import JobStore
+from airflow_neo.local.verify import sample_inputs, tolerance_for, verify_build
+from tests.local import models
+
+LINUX_X86_64 = {"Os": "LINUX", "Arch": "X86_64"}
+POLL = 0.1
+
+
+def _tampered_onnx(model_file: Path) -> Path:
+    """A copy of the ONNX model with its largest initializer scaled by 1.5."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(model_file))
+    largest = max(model.graph.initializer, key=lambda init: int(np.prod(init.dims)))
+    scaled = numpy_helper.to_array(largest) * np.float32(1.5)
+    largest.CopyFrom(numpy_helper.from_array(scaled.astype(np.float32), largest.name))
+    path = model_file.with_name("tampered-" + model_file.name)
+    onnx.save(model, str(path))
+    return path
+
+
+def compile_with_tampered_reference(request, archive_path, artifact_path, **kwargs):
+    """The real compiler, with onnxruntime running a tampered copy of the model as the reference."""
+    from airflow_neo.local import references
+
+    original = references._onnxruntime
+    references._onnxruntime = lambda model_file: original(_tampered_onnx(model_file))
+    return compile_model(request, archive_path, artifact_path, **kwargs)
+
+
+def _compile(case, tmp_path: Path, lines: list | None = None, **kwargs) -> dict:
+    request = models.make_request(case, target_platform=kwargs.pop("target_platform", LINUX_X86_64))
+    log = lines.append if lines is not None else (lambda line: None)
+    return compile_model(request, str(case.archive), str(tmp_path / "artifact.tar.gz"), log=log, **kwargs)
+
+
+def _job(store_path, case, out: Path, name: str, settings: CompileSettings | None = None) -> tuple[str, dict]:
+    store = JobStore(store_path)
+    request = models.make_request(case, target_platform=LINUX_X86_64, output_dir=out, job_name=name)
+    store.create(request)
+    final = runner.run_job(store_path, name, compile_fn="tests.local.test_verify:compile_with_tampered_reference",
+                           poll_interval=POLL, settings=settings)
+    return final, store.describe(name)
+
+
+# ----------------------------------------------------------------------------- jobs: gate and report
+
+
+def test_gate_fails_the_job_and_publishes_nothing(tmp_path):
+    case = models.onnx_cnn(tmp_path / "model")
+    out = tmp_path / "out"
+    store_path = tmp_path / "state" / "jobs.db"
+    final, job = _job(store_path, case, out, "gated")
+    assert final == st.FAILED
+    reason = job["FailureReason"]
+    assert reason.startswith("ClientError: AccuracyCheckFailed: output output0: max abs diff "), reason
+    assert "> tolerance " in reason and "(reference: onnxruntime " in reason and "inputs: random (seed 0)" in reason
+    assert "ModelDigests" not in job and "DerivedInformation" not in job
+    assert not out.exists() or list(out.iterdir()) == []
+    assert "verification (gate): FAILED against onnxruntime" in JobStore(store_path).log_path("gated").read_text()
+
+
+def test_report_mode_publishes_with_the_failed_comparison(tmp_path):
+    case = models.onnx_cnn(tmp_path / "model")
+    out = tmp_path / "out"
+    store_path = tmp_path / "state" / "jobs.db"
+    final, job = _job(store_path, case, out, "reported", CompileSettings(verify="report"))
+    assert final == st.COMPLETED, job.get("FailureReason")
+    [artifact] = list(out.iterdir())
+    verification = runtime.read_metadata(artifact)["verification"]
+    assert verification["mode"] == "report" and verification["passed"] is False
+    [output] = verification["outputs"]
+    assert output["name"] == "output0" and output["passed"] is False
+    assert output["max_abs_diff"] > output["tolerance"] > 0
+    assert verification["reference"].startswith("onnxruntime ")
+    assert JobStore(store_path).compile_metadata("reported")["verification"]["passed"] is False
+
+
+# ----------------------------------------------------------------------------- the compiler
+
+
+def test_default_compile_verifies_onnx_against_onnxruntime(tmp_path):
+    lines: list[str] = []
+    metadata = _compile(models.onnx_cnn(tmp_path / "model"), tmp_path, lines)
+    verification = metadata["verification"]
+    assert verification["mode"] == "gate" and verification["passed"] is True
+    assert verification["inputs"] == "random (seed 0)"
+    assert verification["reference"].startswith("onnxruntime ")
+    [output] = verification["outputs"]
+    assert output["name"] == "output0" and output["shape"] == [1, 10]
+    assert 0 <= output["max_abs_diff"] <= output["tolerance"]
+    assert output["max_rel_diff"] == pytest.approx(output["max_abs_diff"] / output["reference_scale"])
+    assert any(line.startswith("verification (gate): passed against onnxruntime") for line in lines)
+    with tarfile.open(tmp_path / "artifact.tar.gz") as tar:
+        written = json.loads(tar.extractfile("metadata.json").read())
+    assert written["verification"] == verification
+    assert "check" in written["timings_s"] and "profile" not in written  # profile_seconds is 0 in the tests
+
+
+def test_off_does_not_verify(tmp_path):
+    lines: list[str] = []
+    metadata = _compile(models.onnx_cnn(tmp_path / "model"), tmp_path, lines, verify="off")
+    assert "verification" not in metadata
+    assert "verification: off ([neo] verify)" in lines
+
+
+def test_torchscript_is_verified_against_torch(tmp_path):
+    metadata = _compile(models.torchscript_cnn(tmp_path / "model"), tmp_path)
+    verification = metadata["verification"]
+    assert verification["passed"] is True
+    assert verification["reference"].startswith("torch ") and "(TorchScript, eager)" in verification["reference"]
+
+
+def test_xgboost_is_verified_against_xgboost(tmp_path):
+    metadata = _compile(models.xgboost_classifier(tmp_path / "model"), tmp_path)
+    verification = metadata["verification"]
+    assert verification["passed"] is True and verification["reference"].startswith("xgboost ")
+
+
+def test_tflite_without_an_interpreter_is_not_verified(tmp_path):
+    import importlib.util
+
+    if any(importlib.util.find_spec(m) for m in ("ai_edge_litert", "tflite_runtime", "tensorflow")):
+        pytest.skip("a TFLite interpreter is installed here")
+    metadata = _compile(models.tflite_cnn(tmp_path / "model"), tmp_path)
+    verification = metadata["verification"]
+    assert verification["passed"] is None
+    assert verification["not_verified"].startswith("no TFLite interpreter is installed")
+
+
+def test_arm_target_is_not_verified_here(tmp_path):
+    import shutil
+
+    if shutil.which("aarch64-linux-gnu-gcc") is None:
+        pytest.skip("no aarch64 cross compiler (gcc-aarch64-linux-gnu)")
+    lines: list[str] = []
+    metadata = _compile(models.onnx_cnn(tmp_path / "model"), tmp_path, lines,
+                        target_platform={"Os": "LINUX", "Arch": "ARM64"})
+    verification = metadata["verification"]
+    assert verification["passed"] is None and "outputs" not in verification
+    assert "this machine is x86_64: run it on the target device" in verification["not_verified"]
+    assert any(line.startswith("verification: not verified: the artifact was compiled for") for line in lines)
+
+
+def test_the_archives_npz_inputs_are_used(tmp_path):
+    case = models.onnx_cnn(tmp_path / "model")
+    onnx_bytes = _member(case.archive, "model.onnx")
+    data = np.full(models.CNN_SHAPE, 3.0, dtype=np.float32)
+    buffer = _npz(input0=data)
+    archive = models.write_archive(tmp_path / "with-npz", {"model.onnx": onnx_bytes, "samples/inputs.npz": buffer})
+    case = models.ModelCase(archive, case.reference, framework="ONNX", data_input_config=case.data_input_config,
+                            inputs=case.inputs, model_file="model.onnx")
+    verification = _compile(case, tmp_path)["verification"]
+    assert verification["inputs"] == "samples/inputs.npz" and verification["passed"] is True
+    expected_scale = float(np.max(np.abs(case.reference({"input0": data})[0])))
+    assert verification["outputs"][0]["reference_scale"] == pytest.approx(expected_scale, rel=1e-6)
+
+
+def test_an_npz_that_does_not_match_the_inputs_fails_naming_both(tmp_path):
+    case = models.onnx_cnn(tmp_path / "model")
+    archive = models.write_archive(tmp_path / "bad-npz", {
+        "model.onnx": _member(case.archive, "model.onnx"),
+        "inputs.npz": _npz(image=np.zeros(models.CNN_SHAPE, np.float32)),
+    })
+    case = models.ModelCase(archive, case.reference, framework="ONNX", data_input_config=case.data_input_config,
+                            inputs=case.inputs, model_file="model.onnx")
+    with pytest.raises(errors.ModelInputError, match=r"inputs.npz in the model archive hold arrays \['image'\]; "
+                                                      r"the model's inputs are \['input0'\]"):
+        _compile(case, tmp_path)
+
+
+def _member(archive: Path, name: str) -> bytes:
+    with tarfile.open(archive) as tar:
+        return tar.extractfile(name).read()
+
+
+def _npz(**arrays) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+# ----------------------------------------------------------------------------- verify_build on a wrong reference
+
+
+def test_verify_build_against_another_models_reference(tmp_path):
+    case = models.onnx_cnn(tmp_path / "model")
+    _compile(case, tmp_path, verify="off")
+    extracted = tmp_path / "extracted"
+    loaded = runtime.load(tmp_path / "artifact.tar.gz", workdir=extracted)
+    model_dir = tmp_path / "model-files"
+    model_dir.mkdir()
+    (model_dir / "model.onnx").write_bytes(_member(case.archive, "model.onnx"))
+    wrong = _tampered_onnx(model_dir / "model.onnx")
+    with pytest.raises(errors.AccuracyCheckError) as info:
+        verify_build(loaded.metadata, loaded.library_path, wrong, model_dir, mode="gate", log=lambda line: None)
+    assert errors.failure_reason(info.value).startswith("ClientError: AccuracyCheckFailed: output output0: max abs diff ")
+    report = verify_build(loaded.metadata, loaded.library_path, wrong, model_dir, mode="report", log=lambda line: None)
+    assert report["passed"] is False
+    right = verify_build(loaded.metadata, loaded.library_path, model_dir / "model.onnx", model_dir, mode="gate",
+                         log=lambda line: None)
+    assert right["passed"] is True
+    # a looser tolerance, as [neo] verify_rtol gives, lets the same difference pass
+    loose = verify_build(loaded.metadata, loaded.library_path, wrong, model_dir, mode="gate", rtol=10.0,
+                         log=lambda line: None)
+    assert loose["passed"] is True
+
+
+# ----------------------------------------------------------------------------- units
+
+
+def test_sample_inputs_are_seeded_and_follow_the_dtypes():
+    specs = [{"name": "x", "shape": [2, None], "dtype": "float32"}, {"name": "ids", "shape": [4], "dtype": "int64"},
+             {"name": "q", "shape": [3], "dtype": "uint8"}, {"name": "m", "shape": [2], "dtype": "bool"}]
+    first, second = sample_inputs(specs), sample_inputs(specs)
+    assert all(np.array_equal(first[name], second[name]) for name in first)
+    assert first["x"].shape == (2, 1) and first["x"].dtype == np.float32
+    assert first["ids"].dtype == np.int64 and set(first["ids"].tolist()) <= {0, 1}
+    assert first["q"].dtype == np.uint8 and first["m"].dtype == np.bool_
+
+
+def test_tolerances_per_dtype():
+    assert tolerance_for("float32", 10.0) == pytest.approx(1e-5 + 1e-2)
+    assert tolerance_for("float16", 1.0) > tolerance_for("float32", 1.0)
+    assert tolerance_for("float32", 1.0, quantized=True) == pytest.approx(1e-5 + 2e-2)
+    assert tolerance_for("int8", 100.0) == 1.0 and tolerance_for("uint8", 0.0) == 1.0
+    assert tolerance_for("float32", 1.0, rtol=0.5) == pytest.approx(0.5 + 1e-5)
+
+
+def test_modes_are_checked_naming_the_value():
+    assert check_verify("Report") == "report"
+    with pytest.raises(ValueError, match=r"verify must be one of gate, report, off; got 'strict'"):
+        check_verify("strict")
+    with pytest.raises(ValueError, match="verify must be one of"):
+        CompileSettings(verify="yes")
+    with pytest.raises(ValueError, match=r"verify_rtol must be a number > 0"):
+        CompileSettings(verify_rtol=-1.0)
+    assert CompileSettings().verify_arguments() == {}
+    assert CompileSettings(verify="off", verify_rtol=0.1).verify_arguments() == {"verify": "off", "verify_rtol": 0.1}
