@@ -160,7 +160,7 @@ def get_provider_info() -> dict:
                             "framework on the same inputs (onnxruntime, torch, xgboost, a TFLite interpreter): gate "
                             "(outputs beyond tolerance fail the job with ClientError: AccuracyCheckFailed and nothing "
                             "is published), report (the comparison is recorded in metadata.json only) or off. The "
-                            "operator's verify= overrides it (docs/local_backend.rst)."
+                            "operator's verify_mode= overrides it (docs/local_backend.rst)."
                         ),
                         "version_added": "0.2.0",
                         "type": "string",

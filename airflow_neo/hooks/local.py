@@ -238,7 +238,7 @@ class LocalNeoHook(CompilationJobHook, BaseHook):
         return local_job_config(store=self.store_path, work_dir=self.work_dir, memory_limit_bytes=self.memory_limit_bytes)
 
     def create_compilation_job(self, request: dict | ValidatedRequest, *, tuning_trials: int | None = None,
-                               verify: str | None = None) -> dict:
+                               verify_mode: str | None = None) -> dict:
         """Validate, record the job (STARTING) and start its runner; return the create response.
 
         Raises InvalidCompilationRequest, with nothing recorded, for a bad request and for what
@@ -248,7 +248,7 @@ class LocalNeoHook(CompilationJobHook, BaseHook):
         :param tuning_trials: MetaSchedule trials the model may get (default ``[neo] tuning_trials``;
             0: no tuning, records already in the tuning database are still applied). See
             :mod:`airflow_neo.local.tuning`.
-        :param verify: ``"gate"``, ``"report"`` or ``"off"`` (default ``[neo] verify``): the check of
+        :param verify_mode: ``"gate"``, ``"report"`` or ``"off"`` (default ``[neo] verify``): the check of
             the artifact against the source framework (:mod:`airflow_neo.local.verify`).
         """
         import dataclasses
@@ -256,8 +256,8 @@ class LocalNeoHook(CompilationJobHook, BaseHook):
         from airflow_neo.local.runner import launch_detached
 
         config = self.job_config.with_tuning_trials(tuning_trials)
-        if verify is not None:
-            config = config.replace(compile=dataclasses.replace(config.compile, verify=verify))
+        if verify_mode is not None:
+            config = config.replace(compile=dataclasses.replace(config.compile, verify=verify_mode))
         request = self.validate(request)
         name = request.name
         uses_s3 = _uses_s3(request.payload)

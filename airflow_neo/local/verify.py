@@ -6,7 +6,7 @@ sample inputs (the user's ``.npz`` in the model archive when there is one, else 
 input shape and dtype, seeded), runs the reference (:mod:`airflow_neo.local.references`) on the
 same inputs and compares each output.
 
-Modes (``[neo] verify``, the operator's and hook's ``verify=``): ``"gate"`` (the default: an
+Modes (``[neo] verify``, the operator's and hook's ``verify_mode=``): ``"gate"`` (the default: an
 output beyond its tolerance fails the job with :class:`~airflow_neo.local.errors.AccuracyCheckError`,
 so nothing is written or published), ``"report"`` (the result goes into ``metadata.json`` only),
 ``"off"``.
@@ -77,7 +77,7 @@ def verify_build(metadata: dict, library: Path, model_file: Path, model_dir: Pat
         raise AccuracyCheckError(
             f"output {item['name']}: {item.get('problem') or _diff_text(item)} (reference: {result['reference']}; "
             f"inputs: {result['inputs']}). The compiled model's outputs differ from the framework's: nothing was "
-            "published; report it with the model, or set verify='report' to publish it with the figures"
+            "published; report it with the model, or set verify_mode='report' to publish it with the figures"
         )
     return result
 
@@ -104,8 +104,9 @@ def _diff_text(item: dict) -> str:
 
 def sample_inputs(specs: list[dict], seed: int = SEED) -> dict:
     """Random inputs for ``specs`` (``name``, ``shape``, ``dtype``; a None dimension is 1): floats
-    standard normal, 8-bit integers over their range, wider integers 0 or 1 (valid as indices and
-    masks alike), bools random."""
+    standard normal, 8-bit integers over their range, bools random; wider integers are 1, the one
+    value valid whatever they mean (an index, a mask that attends, a sequence length: 0 would be
+    an empty sequence, an edge frameworks disagree on)."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
@@ -123,7 +124,7 @@ def sample_inputs(specs: list[dict], seed: int = SEED) -> dict:
             info = np.iinfo(dtype)
             value = rng.integers(int(info.min), int(info.max) + 1, shape).astype(dtype)
         else:
-            value = rng.integers(0, 2, shape).astype(dtype)
+            value = np.ones(shape, dtype=dtype)
         inputs[spec["name"]] = value
     return inputs
 

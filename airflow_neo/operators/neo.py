@@ -78,10 +78,11 @@ class NeoCompilationOperator(NeoBaseOperator):
         ``[neo] tuning_trials``; 0: no tuning, records already in the tuning database are still
         applied; trials already spent on the model's kernels count towards it, so a repeat compile
         runs none). Ignored by the SageMaker backend.
-    :param verify: local backend only: ``"gate"`` (fail the job, publishing nothing, when the
-        compiled model's outputs differ from the source framework's beyond tolerance), ``"report"``
-        (record the comparison in the artifact's metadata.json only) or ``"off"``; default
-        ``[neo] verify`` (``gate``). Ignored by the SageMaker backend.
+    :param verify_mode: local backend only (``verify`` stays the AWS connection's SSL setting):
+        ``"gate"`` (fail the job, publishing nothing, when the compiled model's outputs differ from
+        the source framework's beyond tolerance), ``"report"`` (record the comparison in the
+        artifact's metadata.json only) or ``"off"``; default ``[neo] verify`` (``gate``). Ignored
+        by the SageMaker backend.
     """
 
     template_fields: Sequence[str] = neo_template_fields("config")
@@ -99,7 +100,7 @@ class NeoCompilationOperator(NeoBaseOperator):
         action_if_job_exists: str = "fail",
         stop_on_kill: bool = True,
         tuning_trials: int | None = None,
-        verify: str | None = None,
+        verify_mode: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -117,11 +118,11 @@ class NeoCompilationOperator(NeoBaseOperator):
 
             check_count("tuning_trials", tuning_trials)
         self.tuning_trials = tuning_trials
-        if verify is not None:  # at DAG-parse time, as the job's config checks it
+        if verify_mode is not None:  # at DAG-parse time, as the job's config checks it
             from airflow_neo.local.settings import check_verify
 
-            verify = check_verify(verify)
-        self.verify = verify
+            verify_mode = check_verify(verify_mode)
+        self.verify_mode = verify_mode
         self.compilation_job_name: str | None = None
 
     def execute(self, context: Context) -> dict:
@@ -179,11 +180,11 @@ class NeoCompilationOperator(NeoBaseOperator):
         if decision.name != base:
             self.log.info("Compilation job %s exists; creating %s instead", base, decision.name)
         extra = {}
-        if self.verify is not None:
+        if self.verify_mode is not None:
             if self.is_sagemaker:
-                self.log.warning("verify applies to the local backend only; SageMaker Neo ignores it")
+                self.log.warning("verify_mode applies to the local backend only; SageMaker Neo ignores it")
             else:
-                extra["verify"] = self.verify
+                extra["verify_mode"] = self.verify_mode
         self.hook.create_compilation_job(_renamed(request, decision.name), tuning_trials=self.tuning_trials, **extra)
         return decision.name
 

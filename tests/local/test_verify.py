@@ -241,7 +241,7 @@ def test_sample_inputs_are_seeded_and_follow_the_dtypes():
     first, second = sample_inputs(specs), sample_inputs(specs)
     assert all(np.array_equal(first[name], second[name]) for name in first)
     assert first["x"].shape == (2, 1) and first["x"].dtype == np.float32
-    assert first["ids"].dtype == np.int64 and set(first["ids"].tolist()) <= {0, 1}
+    assert first["ids"].dtype == np.int64 and set(first["ids"].tolist()) == {1}
     assert first["q"].dtype == np.uint8 and first["m"].dtype == np.bool_
 
 
@@ -263,3 +263,35 @@ def test_modes_are_checked_naming_the_value():
         CompileSettings(verify_rtol=-1.0)
     assert CompileSettings().verify_arguments() == {}
     assert CompileSettings(verify="off", verify_rtol=0.1).verify_arguments() == {"verify": "off", "verify_rtol": 0.1}
+
+
+# ----------------------------------------------------------------------------- the operator's verify_mode
+
+
+def test_the_operators_verify_mode_reaches_the_compile(tmp_path):
+    from airflow_neo.operators.neo import NeoCompilationOperator
+    from airflow_neo.samples import write_sample_archive
+    from tests.support.context import make_context
+    from tests.support.requests import ROLE_ARN
+
+    archive = write_sample_archive(tmp_path / "models" / "model.tar.gz")
+    store = str(tmp_path / "store" / "jobs.sqlite")
+    config = {
+        "CompilationJobName": "verify-off",
+        "RoleArn": ROLE_ARN,
+        "InputConfig": {"S3Uri": archive.as_uri(), "Framework": "ONNX", "DataInputConfig": {"data": [1, 3, 32, 32]}},
+        "OutputConfig": {"S3OutputLocation": (tmp_path / "out").as_uri(), "TargetPlatform": LINUX_X86_64},
+        "StoppingCondition": {"MaxRuntimeInSeconds": 600},
+    }
+
+    def operator(**kwargs):
+        return NeoCompilationOperator(task_id="compile", backend="local", local_store=store, config=config,
+                                      aws_conn_id=None, check_interval=0.5, **kwargs)
+
+    with pytest.raises(ValueError, match=r"verify must be one of gate, report, off; got 'strict'"):
+        operator(verify_mode="strict")
+    assert operator(verify_mode="Report").verify_mode == "report"
+    payload = operator(verify_mode="off").execute(make_context())
+    assert payload["CompilationJobStatus"] == "COMPLETED"
+    metadata = runtime.read_metadata(payload["ModelArtifacts"]["S3ModelArtifacts"])
+    assert "verification" not in metadata and "profile" not in metadata  # off; tests/conftest.py: profile_seconds 0
