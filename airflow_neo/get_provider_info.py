@@ -171,7 +171,7 @@ def get_provider_info() -> dict:
                         "description": (
                             "Relative tolerance of the verification's float outputs, of the output's largest "
                             "absolute reference value (plus 1e-5 absolute). Empty: per output dtype (float32 1e-3, "
-                            "float16 1e-2, bfloat16 5e-2; float outputs of quantized graphs 2e-2)."
+                            "float16 1e-2, bfloat16 5e-2; float outputs of quantized graphs 5e-2)."
                         ),
                         "version_added": "0.2.0",
                         "type": "float",
