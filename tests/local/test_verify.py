@@ -295,3 +295,15 @@ def test_the_operators_verify_mode_reaches_the_compile(tmp_path):
     assert payload["CompilationJobStatus"] == "COMPLETED"
     metadata = runtime.read_metadata(payload["ModelArtifacts"]["S3ModelArtifacts"])
     assert "verification" not in metadata and "profile" not in metadata  # off; tests/conftest.py: profile_seconds 0
+
+
+def test_an_artifact_that_failed_verification_is_never_a_cache_hit(tmp_path):
+    """Published under "report", not cached: a later identical job under "gate" compiles and is refused."""
+    case = models.onnx_cnn(tmp_path / "model")
+    store_path = tmp_path / "state" / "jobs.db"
+    cache = str(tmp_path / "cache")
+    final, _ = _job(store_path, case, tmp_path / "out1", "reported", CompileSettings(verify="report", cache_dir=cache))
+    assert final == st.COMPLETED
+    assert "not cached: the artifact failed verification" in JobStore(store_path).log_path("reported").read_text()
+    final, job = _job(store_path, case, tmp_path / "out2", "gated-later", CompileSettings(verify="gate", cache_dir=cache))
+    assert final == st.FAILED and job["FailureReason"].startswith("ClientError: AccuracyCheckFailed: ")

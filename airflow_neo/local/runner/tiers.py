@@ -212,6 +212,12 @@ class JobCache:
             # a later identical job must tune, not hit this artifact
             self.log.info("not cached: tuning was skipped (%s)", tuning["skipped"])
             return
+        verification = metadata.get("verification") if isinstance(metadata, dict) else None
+        if isinstance(verification, dict) and verification.get("passed") is False:
+            # an artifact that failed verification (published under "report") must never be a cache
+            # hit for a later job, whose mode may be "gate"
+            self.log.info("not cached: the artifact failed verification")
+            return
         try:
             self._union().store(base, artifact, metadata if isinstance(metadata, dict) else {})
         except Exception as err:  # the cache must never fail a job
