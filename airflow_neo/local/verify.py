@@ -39,10 +39,11 @@ __all__ = [
 SEED = 0
 #: relative tolerance (of the output's largest |reference| value) per float output dtype
 DEFAULT_RTOL = {"float64": 1e-6, "float32": 1e-3, "float16": 1e-2, "bfloat16": 5e-2}
-#: relative tolerance of the float outputs of a quantized graph: a rounding tie inside that lands
-#: one step apart moves later layers by whole steps (torchvision ResNet-18 QDQ, random inputs: 2.9%
-#: of the largest output between onnxruntime and a correct artifact)
-QUANTIZED_RTOL = 5e-2
+#: relative tolerance of the float outputs of a quantized graph (compared with onnxruntime running
+#: each node as written): a rounding tie inside that lands one step apart moves later layers by whole
+#: steps (torchvision ResNet-18 QDQ: 0.74% of the output range; int8 models of docs/real_models.md
+#: up to 1.3%)
+QUANTIZED_RTOL = 3e-2
 FLOAT_ATOL = 1e-5
 
 Log = Callable[[str], Any]
