@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from airflow_neo.local.errors import ModelInputError
 
-__all__ = ["DEFAULT_DTYPE", "Imported", "InputSpec", "Log", "dtype_for", "first_line", "match_inputs", "quiet"]
+__all__ = ["DEFAULT_DTYPE", "Imported", "InputSpec", "Log", "dtype_for", "first_line", "flatten", "match_inputs", "quiet"]
 
 DEFAULT_DTYPE = "float32"
 
@@ -165,3 +165,12 @@ def first_line(err: Exception) -> str:
         return ""
     # TorchScript errors put the real message last, after the traceback of the scripted code.
     return (lines[-1] if len(lines) > 1 and "Traceback" in text else lines[0])[:500]
+
+
+def flatten(value) -> list:
+    """The leaves of nested lists, tuples and dicts (a model's outputs), in order."""
+    if isinstance(value, (list, tuple)):
+        return [leaf for item in value for leaf in flatten(item)]
+    if isinstance(value, dict):
+        return [leaf for item in value.values() for leaf in flatten(item)]
+    return [value]

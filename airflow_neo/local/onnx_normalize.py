@@ -177,9 +177,14 @@ def _infer(model) -> tuple[dict[str, list[int] | None], dict[str, int]]:
             graph.input.append(onnx.helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
     light.ir_version = max(light.ir_version, 4)  # graph inputs need not list initializers
     inferred = onnx.shape_inference.infer_shapes(light, data_prop=True).graph
+    return _static_shapes_and_types([*inferred.input, *inferred.value_info, *inferred.output], model.graph.initializer)
+
+
+def _static_shapes_and_types(values, initializers) -> tuple[dict, dict]:
+    """``({name: static shape}, {name: ONNX elem type})`` of tensor ``values`` and ``initializers``."""
     shapes: dict[str, list[int] | None] = {}
     types: dict[str, int] = {}
-    for value in [*inferred.input, *inferred.value_info, *inferred.output]:
+    for value in values:
         tensor = value.type.tensor_type
         if not value.type.HasField("tensor_type"):
             continue
@@ -187,7 +192,7 @@ def _infer(model) -> tuple[dict[str, list[int] | None], dict[str, int]]:
             types[value.name] = tensor.elem_type
         if tensor.HasField("shape") and all(dim.HasField("dim_value") for dim in tensor.shape.dim):
             shapes[value.name] = [int(dim.dim_value) for dim in tensor.shape.dim]
-    for init in model.graph.initializer:
+    for init in initializers:
         shapes[init.name], types[init.name] = [int(d) for d in init.dims], init.data_type
     return shapes, types
 
@@ -197,16 +202,7 @@ def _infer_or_declared(model) -> tuple[dict, dict]:
     try:
         return _infer(model)
     except Exception:  # noqa: BLE001 - the rewrites say what they miss
-        shapes, types = {}, {}
-        for value in [*model.graph.input, *model.graph.value_info]:
-            tensor = value.type.tensor_type
-            if tensor.elem_type:
-                types[value.name] = tensor.elem_type
-            if tensor.HasField("shape") and all(dim.HasField("dim_value") for dim in tensor.shape.dim):
-                shapes[value.name] = [int(dim.dim_value) for dim in tensor.shape.dim]
-        for init in model.graph.initializer:
-            shapes[init.name], types[init.name] = [int(d) for d in init.dims], init.data_type
-        return shapes, types
+        return _static_shapes_and_types([*model.graph.input, *model.graph.value_info], model.graph.initializer)
 
 
 def _elements(dims) -> int:

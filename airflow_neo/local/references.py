@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from airflow_neo.local.frontend_common import flatten
+
 __all__ = ["NotVerifiable", "Reference", "reference_for"]
 
 #: ONNX op types whose presence makes a graph "quantized": its float outputs pass through integer
@@ -158,7 +160,7 @@ def _torch(model_file: Path) -> Reference:
         tensors = [torch.from_numpy(_writable(array)) for array in inputs.values()]
         with torch.no_grad():
             result = module(*tensors)
-        return [leaf.detach().cpu().numpy() for leaf in _flatten(result)]
+        return [leaf.detach().cpu().numpy() for leaf in flatten(result)]
 
     return Reference(f"torch {torch.__version__} ({route}, eager)", run)
 
@@ -167,14 +169,6 @@ def _writable(array):
     import numpy as np
 
     return np.array(array, copy=True)
-
-
-def _flatten(value) -> list:
-    if isinstance(value, (list, tuple)):
-        return [leaf for item in value for leaf in _flatten(item)]
-    if isinstance(value, dict):
-        return [leaf for item in value.values() for leaf in _flatten(item)]
-    return [value]
 
 
 # ----------------------------------------------------------------------------- XGBoost

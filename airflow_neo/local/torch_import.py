@@ -52,7 +52,7 @@ from airflow_neo.local.errors import (
     UnsupportedOperatorsError,
     failure_reason,
 )
-from airflow_neo.local.frontend_common import Imported, InputSpec, Log, dtype_for, first_line, match_inputs, quiet
+from airflow_neo.local.frontend_common import Imported, InputSpec, Log, dtype_for, first_line, flatten, match_inputs, quiet
 
 __all__ = ["ONNX_EXPORT_OPSET", "TORCHSCRIPT_ROUTES", "import_pt2", "import_torchscript", "register_torchvision_ops"]
 
@@ -391,7 +391,7 @@ def _run_example(torch, module, model_file: Path, specs: list[InputSpec], exampl
                 f"({'; '.join(spec.describe() for spec in specs)}) failed, so the shapes (rank, sizes) or dtypes do not "
                 f"fit forward({', '.join(arg_names)}): {type(err).__name__}: {first_line(err)}"
             ) from err
-    return len(_flatten(result))
+    return len(flatten(result))
 
 
 def _via_onnx_legacy(torch, module, model_file: Path, specs, examples, output_names, log: Log,
@@ -454,14 +454,6 @@ def _example_tensor(torch, spec: InputSpec):
     if dtype == torch.bool:
         return torch.zeros(spec.shape, dtype=torch.bool)
     return torch.zeros(spec.shape, dtype=dtype)
-
-
-def _flatten(value) -> list:
-    if isinstance(value, (list, tuple)):
-        return [leaf for item in value for leaf in _flatten(item)]
-    if isinstance(value, dict):
-        return [leaf for item in value.values() for leaf in _flatten(item)]
-    return [value]
 
 
 # --------------------------------------------------------------------------------------------

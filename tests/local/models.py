@@ -54,12 +54,13 @@ class ModelCase(tuple):
         return self[1]
 
 
-def write_archive(directory: str | Path, files: dict[str, bytes], name: str = "model.tar.gz") -> Path:
+def write_archive(directory: str | Path, files: dict[str, bytes], name: str = "model.tar.gz", *,
+                  compresslevel: int = 9) -> Path:
     """A ``.tar.gz`` holding ``files`` ({archive path: content}) at ``directory/name``."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / name
-    with tarfile.open(path, "w:gz") as tar:
+    with tarfile.open(path, "w:gz", compresslevel=compresslevel) as tar:
         for member, data in files.items():
             info = tarfile.TarInfo(member)
             info.size = len(data)

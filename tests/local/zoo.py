@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import io
 import sys
-import tarfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -530,14 +529,10 @@ class Result:
 
 
 def write_archive(directory: Path, files: dict[str, bytes]) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "model.tar.gz"
-    with tarfile.open(path, "w:gz", compresslevel=1) as tar:
-        for member, data in files.items():
-            info = tarfile.TarInfo(member)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return path
+    """The model archive; fast compression, since full-size models are hundreds of MB."""
+    from tests.local.models import write_archive as write
+
+    return write(directory, files, compresslevel=1)
 
 
 def request_for(built: Built, archive: Path, output_dir: Path) -> dict:
@@ -558,13 +553,9 @@ def request_for(built: Built, archive: Path, output_dir: Path) -> dict:
 
 def failure_reason(err: Exception) -> str:
     """The FailureReason a job would carry for ``err``."""
-    from airflow_neo.local import errors
+    from airflow_neo.local.errors import failure_reason as reason
 
-    render = getattr(errors, "failure_reason", None)
-    if render is not None:
-        return render(err)
-    kind = getattr(err, "kind", type(err).__name__)
-    return f"{kind}: {err}"
+    return reason(err)
 
 
 def compare(got: list, want: list) -> float:
