@@ -10,7 +10,8 @@ tuning database to the compiler as arguments.
 Invariants: frozen; validated on construction (a bad value names the field and the value:
 :func:`check_count` is the one check of a trial budget or a byte count, also used by the operator
 at DAG-parse time); ``s3://`` locations are checked for a bucket name and a clean prefix, other
-URL schemes are refused; ``rpc_tracker`` is ``host:port`` and ``rpc_keys`` maps names of the
+URL schemes are refused; ``verify_inputs`` is an ``s3://bucket/key``, ``file://`` URI or absolute
+path ending in ``.npz`` (:func:`check_verify_inputs`); ``rpc_tracker`` is ``host:port`` and ``rpc_keys`` maps names of the
 target table (:mod:`airflow_neo.local.targets`) to tracker keys, normalized on construction to
 ``{target label: key}`` (:func:`parse_rpc_keys`). Pure: nothing here imports Airflow or TVM.
 """
@@ -36,6 +37,7 @@ __all__ = [
     "CompileSettings",
     "check_count",
     "check_verify",
+    "check_verify_inputs",
     "neo_home",
     "parse_rpc_keys",
     "parse_rpc_tracker",
@@ -61,6 +63,26 @@ def check_verify(value) -> str:
     if not isinstance(value, str) or value.strip().lower() not in VERIFY_MODES:
         raise ValueError(f"verify must be one of {', '.join(VERIFY_MODES)}; got {value!r}")
     return value.strip().lower()
+
+
+def check_verify_inputs(value, name: str = "verify_inputs") -> str | None:
+    """``value`` when it is None or the location of a ``.npz`` of sample inputs: ``s3://bucket/key``,
+    a ``file://`` URI or an absolute path; else a ValueError naming ``name``, the value and the forms."""
+    if value is None:
+        return None
+    forms = "give an s3://bucket/key.npz URI, a file:///absolute/path.npz URI or an absolute path ending in .npz"
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{name} must be the location of a .npz of sample inputs; got {value!r}; {forms}")
+    if value.startswith("s3://"):
+        bucket, key = split_s3_url(value)
+        if not _BUCKET.match(bucket) or not key.strip("/") or key.endswith("/"):
+            raise ValueError(f"{name} {value!r} is not an s3://bucket/key URI of one object; {forms}")
+    elif not (value.startswith("file:///") or value.startswith("file://localhost/") or value.startswith("/")):
+        raise ValueError(f"{name} {value!r}: only s3://, file:// URIs and absolute paths are read; {forms}")
+    if not value.lower().endswith(".npz"):
+        raise ValueError(f"{name} {value!r} does not end in .npz; save the inputs with numpy.savez(path, "
+                         f"**{{input name: array}}) and {forms}")
+    return value
 
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
@@ -134,6 +156,11 @@ class CompileSettings:
         value); None: the default per dtype.
     :param profile_seconds: the time the artifact's latency profile may take (0: no profile;
         default :data:`DEFAULT_PROFILE_SECONDS`).
+    :param verify_inputs: the user's sample inputs for the verification: a ``.npz`` (arrays by
+        input name) at an ``s3://bucket/key``, a ``file://`` URI or an absolute path; the runner
+        fetches it into the job's work dir and the verification uses it in preference to the
+        archive's ``.npz`` (None: the archive's, else random inputs). Part of the compile cache key
+        (by content), so an artifact verified on other inputs is never a hit.
     """
 
     tuning_trials: int = DEFAULT_TUNING_TRIALS
@@ -148,6 +175,7 @@ class CompileSettings:
     verify: str = DEFAULT_VERIFY
     verify_rtol: float | None = None
     profile_seconds: float = field(default_factory=lambda: DEFAULT_PROFILE_SECONDS)
+    verify_inputs: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("tuning_trials", "cache_max_bytes"):
@@ -160,6 +188,7 @@ class CompileSettings:
         if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds >= 0:
             raise ValueError(f"profile_seconds must be a number of seconds >= 0 (0: no profile); got {seconds!r}")
         object.__setattr__(self, "profile_seconds", float(seconds))
+        check_verify_inputs(self.verify_inputs)
         if not isinstance(self.tuning_pack, bool):
             raise ValueError(f"tuning_pack must be true or false; got {self.tuning_pack!r}")
         _check_location("tuning_database", self.tuning_database)
@@ -210,6 +239,8 @@ class CompileSettings:
             arguments["verify_rtol"] = self.verify_rtol
         if self.profile_seconds > 0:
             arguments["profile_seconds"] = self.profile_seconds
+        if self.verify_inputs:
+            arguments["verify_inputs"] = self.verify_inputs
         return arguments
 
     @property
