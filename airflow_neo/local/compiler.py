@@ -9,6 +9,10 @@ Artifact layout (a gzip'ed tar, members at the top level)::
     model.so        the compiled library: a TVM Relax VM executable (ONNX, PYTORCH, TFLITE)
                     or a tl2cgen tree-ensemble library (XGBOOST)
     metadata.json   see METADATA_SCHEMA_VERSION and compile_model()
+    verification.npz  when the verification compared outputs and they fit its size cap: the sample
+                    inputs (``input:<name>``) and the reference's outputs (``output:<index>``),
+                    named by ``metadata["verification"]["record"]``
+                    (:mod:`airflow_neo.local.verify_artifact` checks an artifact against it)
 """
 
 from __future__ import annotations
@@ -83,6 +87,8 @@ def compile_model(
     verify: str = "gate",
     verify_rtol: float | None = None,
     profile_seconds: float = 0.0,
+    verify_inputs: str | None = None,
+    verify_inputs_file: str | os.PathLike | None = None,
 ) -> dict:
     """Compile the model in ``archive_path`` as ``request`` says, and write the artifact to ``artifact_path``.
 
@@ -108,6 +114,11 @@ def compile_model(
     :param profile_seconds: ``[neo] profile_seconds``: the artifact's latency profile, and
         onnxruntime's for ONNX, may take this long (:mod:`airflow_neo.local.profile`;
         ``metadata["profile"]``); 0 (this function's default; the runner passes the setting): none.
+    :param verify_inputs: the job's ``verify_inputs``: the URI of the user's sample inputs (a ``.npz``),
+        verified on in preference to the archive's ``.npz`` (``verification["inputs"]`` names it).
+    :param verify_inputs_file: the local copy of ``verify_inputs`` (the runner fetches it into the
+        job's work dir); None: ``verify_inputs`` itself, which must then be a ``file://`` URI or
+        an absolute path.
     :param work_dir: where the model is extracted and built; it belongs to the caller, who removes
         it (the runner gives a directory inside the job's work dir, which it removes whatever
         happens to this process). None: a temporary directory removed on return.
@@ -183,24 +194,44 @@ def compile_model(
             metadata["tuning"] = tuning_report
         if schedules_report is not None:
             metadata["schedules"] = schedules_report
+        user_inputs = _user_inputs(verify_inputs, verify_inputs_file) if verify != "off" else None
         with _phase("check", timings, log):
-            metadata.update(_check(metadata, library, model_file, work / "model", log, verify=verify,
-                                   rtol=verify_rtol, profile_seconds=profile_seconds))
-        _write_artifact(artifact_path, library, metadata)
+            checks, record = _check(metadata, library, model_file, work / "model", log, verify=verify,
+                                    rtol=verify_rtol, profile_seconds=profile_seconds, user_inputs=user_inputs)
+            metadata.update(checks)
+        _write_artifact(artifact_path, library, metadata, record=record)
     log(f"artifact: {artifact_path} ({os.path.getsize(artifact_path)} bytes) in {time.monotonic() - started:.2f} s")
     return metadata
 
 
 def _check(metadata: dict, library: Path, model_file: Path, model_dir: Path, log: Log, *, verify: str, rtol,
-           profile_seconds: float) -> dict:
+           profile_seconds: float, user_inputs: tuple[Path, str] | None = None) -> tuple[dict, dict | None]:
     """``{"profile": ..., "verification": ...}`` of the built library, those that ran (the profile
-    first: it times the library's first load in this process)."""
+    first: it times the library's first load in this process), and the verification record
+    (arrays for ``verification.npz``; None when there is none)."""
     from airflow_neo.local.profile import profile_build
-    from airflow_neo.local.verify import verify_build
+    from airflow_neo.local.verify import check_build
 
     found = {"profile": profile_build(metadata, library, model_file, model_dir, profile_seconds, log=log)}
-    found["verification"] = verify_build(metadata, library, model_file, model_dir, mode=verify, rtol=rtol, log=log)
-    return {key: value for key, value in found.items() if value is not None}
+    found["verification"], record = check_build(metadata, library, model_file, model_dir, mode=verify, rtol=rtol,
+                                                log=log, user_inputs=user_inputs)
+    return {key: value for key, value in found.items() if value is not None}, record
+
+
+def _user_inputs(uri: str | None, local: str | os.PathLike | None) -> tuple[Path, str] | None:
+    """``(local .npz, URI)`` of the job's ``verify_inputs``; ModelInputError naming the parameter
+    when there is no readable local copy."""
+    from airflow_neo.local.preflight import local_path
+
+    if not uri:
+        return None
+    path = Path(local) if local is not None else (Path(local_path(uri)) if local_path(uri) else None)
+    if path is None:
+        raise ModelInputError(f"verify_inputs {uri}: an s3:// URI must be fetched first (the runner does it); "
+                              "give verify_inputs_file, or a file:// URI or an absolute path")
+    if not path.is_file():
+        raise ModelInputError(f"verify_inputs {uri}: the sample inputs file {path} does not exist")
+    return path, uri
 
 
 @contextlib.contextmanager
@@ -502,14 +533,27 @@ def _metadata(*, request, framework, model_file, runtime, inputs, outputs, targe
     }
 
 
-def _write_artifact(artifact_path: str | os.PathLike, library: Path, metadata: dict) -> None:
+def _write_artifact(artifact_path: str | os.PathLike, library: Path, metadata: dict, *, record: dict | None = None) -> None:
+    """The artifact: the library, metadata.json and, with a ``record`` (arrays by name), the
+    verification record under the name ``metadata["verification"]["record"]``."""
     import gzip
 
     payload = json.dumps(metadata, indent=2, sort_keys=True).encode("utf-8")
+    record_name = (metadata.get("verification") or {}).get("record") if record is not None else None
     with atomic_file(artifact_path) as raw:
         with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz, tarfile.open(fileobj=gz, mode="w") as tar:
             _add_file(tar, LIBRARY_NAME, library.read_bytes(), 0o755)
             _add_file(tar, METADATA_NAME, payload, 0o644)
+            if record_name:
+                _add_file(tar, record_name, _npz_bytes(record), 0o644)
+
+
+def _npz_bytes(arrays: dict) -> bytes:
+    import numpy as np
+
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
 
 
 def _add_file(tar: tarfile.TarFile, name: str, data: bytes, mode: int) -> None:

@@ -2,9 +2,12 @@
 
 :func:`verify_build` runs in the compile child after the library is built and before the
 artifact is written: it loads the library (:class:`airflow_neo.runtime.CompiledModel`), runs it on
-sample inputs (the user's ``.npz`` in the model archive when there is one, else random inputs per
-input shape and dtype, seeded), runs the reference (:mod:`airflow_neo.local.references`) on the
-same inputs and compares each output.
+sample inputs (the user's ``.npz`` given as ``verify_inputs``, else the ``.npz`` in the model
+archive when there is one, else random inputs per input shape and dtype, seeded), runs the
+reference (:mod:`airflow_neo.local.references`) on the same inputs and compares each output.
+When the outputs were compared, :func:`check_build` also hands back the record the artifact keeps
+(``verification.npz``: the inputs and the reference's outputs, at most :data:`RECORD_MAX_BYTES`),
+from which :mod:`airflow_neo.local.verify_artifact` checks the artifact again on a deploy host.
 
 Modes (``[neo] verify``, the operator's and hook's ``verify_mode=``): ``"gate"`` (the default: an
 output beyond its tolerance fails the job with :class:`~airflow_neo.local.errors.AccuracyCheckError`,
@@ -33,7 +36,9 @@ from airflow_neo.local.references import NotVerifiable, reference_for
 from airflow_neo.local.settings import DEFAULT_VERIFY, VERIFY_MODES, check_verify
 
 __all__ = [
-    "DEFAULT_RTOL", "QUANTIZED_RTOL", "SEED", "VERIFY_MODES", "inputs_for", "sample_inputs", "tolerance_for", "verify_build",
+    "DEFAULT_RTOL", "QUANTIZED_RTOL", "RECORD_MAX_BYTES", "RECORD_NAME", "SEED", "VERIFY_MODES", "check_build",
+    "compare_outputs", "inputs_for", "raise_if_failed", "read_npz", "sample_inputs", "tolerance_for", "verification_record",
+    "verify_build",
 ]
 
 SEED = 0
@@ -45,44 +50,88 @@ DEFAULT_RTOL = {"float64": 1e-6, "float32": 1e-3, "float16": 1e-2, "bfloat16": 5
 #: up to 1.3%)
 QUANTIZED_RTOL = 3e-2
 FLOAT_ATOL = 1e-5
+#: the artifact's verification record (:func:`check_build`): sample inputs and reference outputs
+RECORD_NAME = "verification.npz"
+RECORD_MAX_BYTES = 16 * 2**20
 
 Log = Callable[[str], Any]
 
 
 def verify_build(metadata: dict, library: Path, model_file: Path, model_dir: Path, *, mode: str = DEFAULT_VERIFY,
-                 rtol: float | None = None, log: Log = print) -> dict | None:
+                 rtol: float | None = None, log: Log = print, user_inputs: tuple[Path, str] | None = None) -> dict | None:
     """Verify the built ``library`` (described by ``metadata``) against ``model_file``'s framework.
 
     :param model_dir: the extracted model archive, searched for a ``.npz`` of sample inputs.
+    :param user_inputs: ``(local .npz, URI)`` of the user's sample inputs (``verify_inputs``), used
+        in preference to the archive's ``.npz``; ``inputs`` in the result names the URI.
     :return: the ``verification`` entry of ``metadata.json``; None when ``mode`` is ``"off"``.
     :raises AccuracyCheckError: under ``"gate"``, the first output beyond its tolerance.
-    :raises ModelInputError: the archive's ``.npz`` does not match the model's inputs.
+    :raises ModelInputError: the archive's (or the user's) ``.npz`` does not match the model's inputs.
     """
+    return check_build(metadata, library, model_file, model_dir, mode=mode, rtol=rtol, log=log,
+                       user_inputs=user_inputs)[0]
+
+
+def check_build(metadata: dict, library: Path, model_file: Path, model_dir: Path, *, mode: str = DEFAULT_VERIFY,
+                rtol: float | None = None, log: Log = print,
+                user_inputs: tuple[Path, str] | None = None) -> tuple[dict | None, dict | None]:
+    """:func:`verify_build`'s result and the verification record to write into the artifact as
+    :data:`RECORD_NAME` (``{"input:<name>": array, "output:<index>": reference array}``; None when
+    the outputs were not compared or the arrays take more than :data:`RECORD_MAX_BYTES`: the
+    result's ``record`` is then None and ``record_skipped`` says why, if it was compared)."""
     mode = check_verify(mode)
     if mode == "off":
         log("verification: off ([neo] verify)")
-        return None
+        return None, None
     started = time.monotonic()
     result: dict[str, Any] = {"mode": mode, "inputs": None, "reference": None, "passed": None}
+    record = None
     try:
-        inputs, result["inputs"] = inputs_for(metadata["inputs"], model_dir)
+        inputs, result["inputs"] = inputs_for(metadata["inputs"], model_dir, user_inputs=user_inputs)
         outputs, reference = _run_both(metadata, library, model_file, inputs)
-        result["reference"] = reference.name
-        result["outputs"] = _compare(metadata, outputs, reference, rtol)
+        result.update(reference=reference.name, quantized=bool(reference.quantized))
+        if rtol is not None:
+            result["rtol"] = rtol
+        result["outputs"] = compare_outputs(metadata, outputs, quantized=reference.quantized, rtol=rtol)
         result["passed"] = all(item["passed"] for item in result["outputs"])
+        record, result["record"], skipped = verification_record(inputs, [want for _, want in outputs])
+        if skipped:
+            result["record_skipped"] = skipped
     except NotVerifiable as err:
         result["not_verified"] = str(err)
     result["seconds"] = round(time.monotonic() - started, 3)
     log(summary(result))
+    if mode == "gate":
+        raise_if_failed(result, advice="nothing was published; report it with the model, or set "
+                                       "verify_mode='report' to publish it with the figures")
+    return result, record
+
+
+def raise_if_failed(result: dict, *, advice: str) -> None:
+    """Raise AccuracyCheckError naming the first output of ``result`` beyond its tolerance (if any)."""
     failed = [item for item in result.get("outputs", []) if not item["passed"]]
-    if mode == "gate" and failed:
+    if failed:
         item = failed[0]
         raise AccuracyCheckError(
             f"output {item['name']}: {item.get('problem') or _diff_text(item)} (reference: {result['reference']}; "
-            f"inputs: {result['inputs']}). The compiled model's outputs differ from the framework's: nothing was "
-            "published; report it with the model, or set verify_mode='report' to publish it with the figures"
+            f"inputs: {result['inputs']}). The compiled model's outputs differ from the framework's: {advice}"
         )
-    return result
+
+
+def verification_record(inputs: dict, expected: list) -> tuple[dict | None, str | None, str | None]:
+    """``(arrays, record name, why skipped)``: the sample inputs and the reference's outputs as
+    the artifact's record, when they take at most :data:`RECORD_MAX_BYTES`."""
+    import numpy as np
+
+    arrays = {f"input:{name}": np.asarray(value) for name, value in inputs.items()}
+    arrays.update({f"output:{index}": np.asarray(value) for index, value in enumerate(expected)})
+    size = sum(array.nbytes for array in arrays.values())
+    if size > RECORD_MAX_BYTES:
+        return None, None, (f"the sample inputs and reference outputs take {size / 2**20:.1f} MiB, more than the "
+                            f"{RECORD_MAX_BYTES // 2**20} MiB a record may take")
+    if any(array.dtype.kind not in "biuf" for array in arrays.values()):
+        return None, None, "an input or output is not a numeric array numpy can save without pickling"
+    return arrays, RECORD_NAME, None
 
 
 def summary(result: dict) -> str:
@@ -132,38 +181,48 @@ def sample_inputs(specs: list[dict], seed: int = SEED) -> dict:
     return inputs
 
 
-def inputs_for(specs: list[dict], model_dir: Path) -> tuple[dict, str]:
-    """The inputs and where they came from: the archive's ``.npz``, else random (seeded)."""
+def inputs_for(specs: list[dict], model_dir: Path, *, user_inputs: tuple[Path, str] | None = None) -> tuple[dict, str]:
+    """The inputs and where they came from: the user's ``.npz`` (``(local path, URI)``: named by
+    its URI), else the archive's ``.npz``, else random (seeded)."""
+    if user_inputs is not None:
+        path, uri = user_inputs
+        return npz_inputs(Path(path), specs, f"verify_inputs {uri}", uri), uri
     found = sorted(path for path in model_dir.rglob("*.npz") if not path.name.startswith("."))
     if not found:
         return sample_inputs(specs), f"random (seed {SEED})"
-    return _npz_inputs(found[0], specs, model_dir), found[0].relative_to(model_dir).as_posix()
+    rel = found[0].relative_to(model_dir).as_posix()
+    return npz_inputs(found[0], specs, f"{rel} in the model archive", rel), rel
 
 
-def _npz_inputs(path: Path, specs: list[dict], model_dir: Path) -> dict:
-    """The ``.npz``'s arrays by input name (or ``arr_0``, ``arr_1``... in input order)."""
+def read_npz(path: Path, label: str) -> dict:
+    """The arrays of the ``.npz`` at ``path`` (no pickles); ModelInputError naming ``label`` if unreadable."""
     import numpy as np
 
-    names = [spec["name"] for spec in specs]
-    rel = path.relative_to(model_dir).as_posix()
     try:
         with np.load(path, allow_pickle=False) as data:
-            arrays = {key: data[key] for key in data.files}
-    except (OSError, ValueError) as err:
-        raise ModelInputError(f"the sample inputs {rel} in the model archive are not a readable .npz: {err}") from err
+            return {key: data[key] for key in data.files}
+    except (OSError, ValueError, EOFError) as err:
+        raise ModelInputError(f"the sample inputs {label} are not a readable .npz: {err}") from err
+
+
+def npz_inputs(path: Path, specs: list[dict], label: str, short: str) -> dict:
+    """The ``.npz``'s arrays by input name (or ``arr_0``, ``arr_1``... in input order); errors name
+    the file as ``label`` (``x.npz in the model archive``) or ``short``."""
+    names = [spec["name"] for spec in specs]
+    arrays = read_npz(path, label)
     positional = [f"arr_{index}" for index in range(len(names))]
     if sorted(arrays) == sorted(positional) and sorted(arrays) != sorted(names):
         arrays = {name: arrays[key] for name, key in zip(names, positional)}
     if sorted(arrays) != sorted(names):
         raise ModelInputError(
-            f"the sample inputs {rel} in the model archive hold arrays {sorted(arrays)}; the model's inputs are "
+            f"the sample inputs {label} hold arrays {sorted(arrays)}; the model's inputs are "
             f"{names} (save them with numpy.savez(path, **{{input name: array}}))"
         )
     for spec in specs:
         array, shape = arrays[spec["name"]], spec.get("shape")
         if shape is not None and (array.ndim != len(shape) or any(w is not None and w != g for w, g in zip(shape, array.shape))):
             raise ModelInputError(
-                f"the sample input {spec['name']!r} in {rel} has shape {list(array.shape)}; the model's input is {shape}"
+                f"the sample input {spec['name']!r} in {short} has shape {list(array.shape)}; the model's input is {shape}"
             )
     return {name: arrays[name] for name in names}
 
@@ -200,7 +259,9 @@ def tolerance_for(dtype: str, scale: float, *, quantized: bool = False, rtol: fl
     return 1.0  # integer and bool outputs: one quantization step
 
 
-def _compare(metadata: dict, pairs: list, reference, rtol: float | None) -> list[dict]:
+def compare_outputs(metadata: dict, pairs: list, *, quantized: bool = False, rtol: float | None = None) -> list[dict]:
+    """Each ``(artifact output, reference output)`` pair compared within :func:`tolerance_for`;
+    one dict per output (``name``, ``dtype``, ``shape``, ``max_abs_diff``, ``tolerance``, ``passed``...)."""
     import numpy as np
 
     names = [spec.get("name") or f"output{index}" for index, spec in enumerate(metadata.get("outputs") or [])]
@@ -222,7 +283,7 @@ def _compare(metadata: dict, pairs: list, reference, rtol: float | None) -> list
         finite = w[np.isfinite(w)]
         scale = float(np.max(np.abs(finite))) if finite.size else 0.0
         max_abs = float(np.max(diff)) if diff.size else 0.0
-        tolerance = tolerance_for(str(got.dtype), scale, quantized=reference.quantized, rtol=rtol)
+        tolerance = tolerance_for(str(got.dtype), scale, quantized=quantized, rtol=rtol)
         item.update(max_abs_diff=max_abs, max_rel_diff=max_abs / max(scale, 1e-12), tolerance=tolerance,
                     reference_scale=scale, passed=bool(max_abs <= tolerance))
         results.append(item)

@@ -48,7 +48,7 @@ def compile_with_tampered_reference(request, archive_path, artifact_path, **kwar
     from airflow_neo.local import references
 
     original = references._onnxruntime
-    references._onnxruntime = lambda model_file: original(_tampered_onnx(model_file))
+    references._onnxruntime = lambda model_file, *args: original(_tampered_onnx(model_file), *args)
     return compile_model(request, archive_path, artifact_path, **kwargs)
 
 
