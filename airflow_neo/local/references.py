@@ -5,7 +5,10 @@ torch eager for PYTORCH (``torch.jit.load`` for TorchScript, ``torch.export.load
 for ``.pt2`` programs), xgboost for XGBOOST, a TFLite interpreter (``ai_edge_litert``,
 ``tflite_runtime`` or ``tensorflow.lite``) for TFLITE. A runner takes ``{input name: array}`` in
 the order of the compiled model's inputs and returns the outputs as numpy arrays, flattened in the
-order the framework returns them.
+order the framework returns them. ``threads`` (the profile's baseline) pins the runner's thread
+count where the framework sets it at load (onnxruntime ``intra_op_num_threads``, xgboost
+``nthread``, TFLite ``num_threads``); torch's is process-wide and left to the caller; None (the
+verification): the framework's defaults.
 
 Invariants: a framework that is not installed, or a file the framework cannot load, raises
 :class:`NotVerifiable` with the reason (the job is then "not verified: <why>", never failed by
@@ -43,11 +46,13 @@ class Reference:
     name: str
     run: Callable[[dict], list]
     quantized: bool = False
+    #: the thread count the runner was pinned to; None: the framework's default
+    threads: int | None = None
 
 
-def reference_for(framework: str, model_file: Path) -> Reference:
+def reference_for(framework: str, model_file: Path, *, threads: int | None = None) -> Reference:
     """The reference runner of ``framework`` for ``model_file``; :class:`NotVerifiable` when none runs here."""
-    loaders: dict[str, Callable[[Path], Reference]] = {
+    loaders: dict[str, Callable[[Path, int | None], Reference]] = {
         "ONNX": _onnxruntime,
         "PYTORCH": _torch,
         "XGBOOST": _xgboost,
@@ -57,7 +62,7 @@ def reference_for(framework: str, model_file: Path) -> Reference:
     if loader is None:
         raise NotVerifiable(f"no reference runner for the framework {framework}")
     try:
-        return loader(model_file)
+        return loader(model_file, threads)
     except NotVerifiable:
         raise
     except Exception as err:  # noqa: BLE001 - a reference that cannot load leaves the job unverified
@@ -81,7 +86,7 @@ def _require(module: str, install: str) -> Any:
 # ----------------------------------------------------------------------------- ONNX
 
 
-def _onnxruntime(model_file: Path) -> Reference:
+def _onnxruntime(model_file: Path, threads: int | None = None) -> Reference:
     ort = _require("onnxruntime", "pip install onnxruntime")
     quantized = _onnx_quantized(model_file)
     options = ort.SessionOptions()
@@ -91,6 +96,8 @@ def _onnxruntime(model_file: Path) -> Reference:
         # into integer kernels that round differently (torchvision ResNet-18 QDQ: 2.9% of the output
         # range between its own two runs); the graph's semantics are what a compile must reproduce.
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    if threads:
+        options.intra_op_num_threads = threads
     session = ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
     declared = {value.name: value.type for value in session.get_inputs()}
 
@@ -99,7 +106,7 @@ def _onnxruntime(model_file: Path) -> Reference:
         return [_numpy(value) for value in session.run(None, feeds)]
 
     name = f"onnxruntime {ort.__version__}" + (" (graph optimizations off)" if quantized else "")
-    return Reference(name, run, quantized=quantized)
+    return Reference(name, run, quantized=quantized, threads=threads or None)
 
 
 _ONNX_TYPES = {
@@ -139,7 +146,7 @@ def _numpy(value):
 # ----------------------------------------------------------------------------- PyTorch
 
 
-def _torch(model_file: Path) -> Reference:
+def _torch(model_file: Path, threads: int | None = None) -> Reference:
     torch = _require("torch", "pip install torch")
     from airflow_neo.local.torch_import import register_torchvision_ops
 
@@ -174,24 +181,26 @@ def _writable(array):
 # ----------------------------------------------------------------------------- XGBoost
 
 
-def _xgboost(model_file: Path) -> Reference:
+def _xgboost(model_file: Path, threads: int | None = None) -> Reference:
     xgb = _require("xgboost", "pip install xgboost")
     booster = xgb.Booster()
     booster.load_model(str(model_file))
+    if threads:
+        booster.set_param({"nthread": threads})
 
     def run(inputs: dict) -> list:
         (data,) = inputs.values()
         return [booster.predict(xgb.DMatrix(data))]
 
-    return Reference(f"xgboost {xgb.__version__}", run)
+    return Reference(f"xgboost {xgb.__version__}", run, threads=threads or None)
 
 
 # ----------------------------------------------------------------------------- TFLite
 
 
-def _tflite(model_file: Path) -> Reference:
+def _tflite(model_file: Path, threads: int | None = None) -> Reference:
     interpreter_cls, name = _tflite_interpreter()
-    interpreter = interpreter_cls(model_path=str(model_file))
+    interpreter = interpreter_cls(model_path=str(model_file), **({"num_threads": threads} if threads else {}))
     interpreter.allocate_tensors()
     inputs_detail = interpreter.get_input_details()
     outputs_detail = interpreter.get_output_details()
@@ -202,7 +211,7 @@ def _tflite(model_file: Path) -> Reference:
         interpreter.invoke()
         return [interpreter.get_tensor(detail["index"]) for detail in outputs_detail]
 
-    return Reference(name, run)
+    return Reference(name, run, threads=threads or None)
 
 
 def _tflite_interpreter():
