@@ -7,7 +7,8 @@ Key (BLAKE2b) of a compile, in two parts:
   CompilerOptions; parsed from JSON and re-serialized with sorted keys, so formatting does not
   matter), the TVM and tvm-ffi versions (read from the installed distributions, without importing
   TVM), the airflow-neo version, the compile function, the tuning trial budget and the tuning
-  database root;
+  database root, and the BLAKE2b of the user's sample inputs (``verify_inputs``) when a job gives
+  them: an artifact whose verification (and record) used other inputs is never a hit;
 * the *records digest*: the best tuning record of each of the model's tuning workloads, as in the
   tuning database now (:func:`airflow_neo.local.tuning_db.records_digest`). "The tuning records
   used" is thus exact and cheap: a new record that does not beat the best one for a workload, or
@@ -114,8 +115,12 @@ def base_key(
     tuning_database: str | None,
     versions: dict | None = None,
     tuning_pack: bool = True,
+    sample_inputs: str | None = None,
 ) -> str:
-    """The BLAKE2b key of everything but the tuning records (see the module docstring)."""
+    """The BLAKE2b key of everything but the tuning records (see the module docstring).
+
+    :param sample_inputs: the BLAKE2b of the job's ``verify_inputs`` file, if it gives one.
+    """
     parts = {
         "format": CACHE_FORMAT,
         "archive_blake2b": archive_digest,
@@ -127,6 +132,8 @@ def base_key(
     }
     if not tuning_pack:  # (absent when on: the keys of default settings are unchanged)
         parts["tuning_pack"] = False
+    if sample_inputs:  # (absent without verify_inputs: those keys are unchanged)
+        parts["sample_inputs_blake2b"] = sample_inputs
     canonical = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.blake2b(canonical.encode("utf-8"), digest_size=32).hexdigest()
 

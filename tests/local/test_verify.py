@@ -307,3 +307,122 @@ def test_an_artifact_that_failed_verification_is_never_a_cache_hit(tmp_path):
     assert "not cached: the artifact failed verification" in JobStore(store_path).log_path("reported").read_text()
     final, job = _job(store_path, case, tmp_path / "out2", "gated-later", CompileSettings(verify="gate", cache_dir=cache))
     assert final == st.FAILED and job["FailureReason"].startswith("ClientError: AccuracyCheckFailed: ")
+
+
+# ----------------------------------------------------------------------------- the user's sample inputs (verify_inputs)
+
+
+def _real_job(store_path, case, out: Path, name: str, settings: CompileSettings, **kwargs) -> tuple[str, dict]:
+    """A real local job (the TVM compiler in its spawn child)."""
+    store = JobStore(store_path)
+    store.create(models.make_request(case, target_platform=LINUX_X86_64, output_dir=out, job_name=name))
+    final = runner.run_job(store_path, name, poll_interval=POLL, settings=settings, **kwargs)
+    return final, store.describe(name)
+
+
+def _record(artifact: Path) -> dict:
+    import io
+
+    with tarfile.open(artifact) as tar:
+        with np.load(io.BytesIO(tar.extractfile("verification.npz").read())) as data:
+            return {key: data[key] for key in data.files}
+
+
+def test_verify_inputs_from_a_file_uri_are_used_recorded_and_part_of_the_cache_key(tmp_path):
+    case = models.onnx_cnn(tmp_path / "model")
+    store_path = tmp_path / "state" / "jobs.db"
+    first, second = tmp_path / "first.npz", tmp_path / "second.npz"
+    np.savez(first, input0=np.full(models.CNN_SHAPE, 2.0, np.float32))
+    np.savez(second, input0=np.full(models.CNN_SHAPE, -1.0, np.float32))
+    cache = str(tmp_path / "cache")
+    final, _ = _real_job(store_path, case, tmp_path / "out1", "user-inputs",
+                         CompileSettings(verify_inputs=first.as_uri(), cache_dir=cache))
+    assert final == st.COMPLETED
+    [artifact] = list((tmp_path / "out1").iterdir())
+    verification = runtime.read_metadata(artifact)["verification"]
+    assert verification["inputs"] == first.as_uri() and verification["passed"] is True
+    assert verification["record"] == "verification.npz"
+    record = _record(artifact)
+    assert sorted(record) == ["input:input0", "output:0"]
+    assert np.array_equal(record["input:input0"], np.full(models.CNN_SHAPE, 2.0, np.float32))
+    np.testing.assert_allclose(record["output:0"], case.reference({"input0": record["input:input0"]})[0], rtol=1e-6)
+    # other sample inputs: not the artifact verified (and recorded) on the first ones
+    final, _ = _real_job(store_path, case, tmp_path / "out2", "other-inputs",
+                         CompileSettings(verify_inputs=str(second), cache_dir=cache))
+    assert final == st.COMPLETED
+    assert "compile cache miss" in JobStore(store_path).log_path("other-inputs").read_text()
+    [artifact] = list((tmp_path / "out2").iterdir())
+    assert runtime.read_metadata(artifact)["verification"]["inputs"] == str(second)
+    # the same inputs again: a hit
+    final, _ = _real_job(store_path, case, tmp_path / "out3", "same-inputs",
+                         CompileSettings(verify_inputs=first.as_uri(), cache_dir=cache))
+    assert final == st.COMPLETED
+    assert "compile cache hit" in JobStore(store_path).log_path("same-inputs").read_text()
+
+
+def test_verify_inputs_from_s3_and_a_uri_that_cannot_be_fetched(tmp_path):
+    import boto3
+    from moto import mock_aws
+
+    case = models.onnx_cnn(tmp_path / "model")
+    store_path = tmp_path / "state" / "jobs.db"
+    local = tmp_path / "samples.npz"
+    np.savez(local, input0=np.full(models.CNN_SHAPE, 0.5, np.float32))
+    with mock_aws():
+        client = boto3.client("s3", region_name="us-east-1")
+        client.create_bucket(Bucket="samples")
+        client.upload_file(str(local), "samples", "cnn/inputs.npz")
+        missing = "s3://samples/cnn/missing.npz"
+        final, job = _real_job(store_path, case, tmp_path / "out-missing", "missing-inputs",
+                               CompileSettings(verify_inputs=missing), s3_client_factory=lambda: client)
+        assert final == st.FAILED
+        assert job["FailureReason"].startswith(f"ClientError: verify_inputs: could not download {missing}: "), job
+        final, job = _real_job(store_path, case, tmp_path / "out", "s3-inputs",
+                               CompileSettings(verify_inputs="s3://samples/cnn/inputs.npz"), s3_client_factory=lambda: client)
+    assert final == st.COMPLETED, job.get("FailureReason")
+    [artifact] = list((tmp_path / "out").iterdir())
+    verification = runtime.read_metadata(artifact)["verification"]
+    assert verification["inputs"] == "s3://samples/cnn/inputs.npz" and verification["passed"] is True
+    assert np.array_equal(_record(artifact)["input:input0"], np.full(models.CNN_SHAPE, 0.5, np.float32))
+
+
+def test_a_local_verify_inputs_uri_that_does_not_exist_fails_the_job(tmp_path):
+    case = models.onnx_cnn(tmp_path / "model")
+    store_path = tmp_path / "state" / "jobs.db"
+    uri = (tmp_path / "nowhere.npz").as_uri()
+    final, job = _real_job(store_path, case, tmp_path / "out", "no-inputs", CompileSettings(verify_inputs=uri))
+    assert final == st.FAILED
+    assert job["FailureReason"] == f"ClientError: verify_inputs: {uri} does not exist"
+    assert not (tmp_path / "out").exists()
+
+
+def test_verify_inputs_that_do_not_match_the_model_fail_naming_the_uri(tmp_path):
+    case = models.onnx_cnn(tmp_path / "model")
+    wrong = tmp_path / "wrong.npz"
+    np.savez(wrong, input0=np.zeros([1, 3, 8, 8], np.float32))
+    with pytest.raises(errors.ModelInputError, match=r"the sample input 'input0' in /.*/wrong.npz has shape \[1, 3, 8, 8\]; "
+                                                      r"the model's input is \[1, 3, 16, 16\]"):
+        _compile(case, tmp_path, verify_inputs=str(wrong))
+    np.savez(wrong, image=np.zeros(models.CNN_SHAPE, np.float32))
+    with pytest.raises(errors.ModelInputError, match=r"the sample inputs verify_inputs /.*/wrong.npz hold arrays \['image'\]"):
+        _compile(case, tmp_path, verify_inputs=str(wrong))
+
+
+def test_the_record_is_skipped_over_its_size_cap():
+    from airflow_neo.local.verify import RECORD_MAX_BYTES, verification_record
+
+    small = {"x": np.zeros(4, np.float32)}
+    arrays, name, skipped = verification_record(small, [np.ones(2, np.float32)])
+    assert name == "verification.npz" and skipped is None and sorted(arrays) == ["input:x", "output:0"]
+    big = {"x": np.zeros(RECORD_MAX_BYTES // 4, np.float32)}
+    arrays, name, skipped = verification_record(big, [np.ones(2, np.float32)])
+    assert arrays is None and name is None
+    assert skipped.startswith("the sample inputs and reference outputs take 16.0 MiB, more than the 16 MiB")
+
+
+def test_verify_inputs_are_checked_naming_the_field():
+    assert CompileSettings(verify_inputs="s3://samples/a/b.npz").verify_arguments() == {"verify_inputs": "s3://samples/a/b.npz"}
+    for bad, why in (("inputs.npz", "only s3://, file:// URIs and absolute paths"), ("s3://samples/", "not an s3://bucket/key"),
+                     ("/data/inputs.json", "does not end in .npz"), ("https://x/a.npz", "only s3://")):
+        with pytest.raises(ValueError, match=rf"verify_inputs '{bad}'.*{why}"):
+            CompileSettings(verify_inputs=bad)

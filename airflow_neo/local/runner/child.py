@@ -7,8 +7,9 @@ Invariants:
 * everything the child needs arrives as arguments of its spawn target: the validated request,
   the paths, its work dir and the job's :class:`~airflow_neo.local.config.LocalJobConfig` (the
   compile function gets ``work_dir``, ``tuning_trials`` and ``tuning_database`` from it as
-  arguments, and ``rpc_tracker``/``rpc_keys`` when a tracker is set); the child reads no
-  configuration from its environment;
+  arguments, and ``rpc_tracker``/``rpc_keys`` when a tracker is set, ``verify_inputs`` with
+  ``verify_inputs_file``, the copy the runner fetched next to the archive, when the job gives
+  sample inputs); the child reads no configuration from its environment;
 * the child's scratch files stay inside the work dir the runner gave it (its temporary directory
   is ``<work dir>/tmp``); :meth:`CompileChild.run` removes that dir once the child is gone, and
   the job removes its whole work dir in ``finally`` whatever happens;
@@ -42,6 +43,7 @@ from airflow_neo.core.validation import ValidatedRequest
 from airflow_neo.local.config import LocalJobConfig
 from airflow_neo.local.errors import CLIENT_ERROR, SERVER_ERROR, failure_reason, is_neo_reason, neo_reason
 from airflow_neo.local.runner.outcomes import Failed
+from airflow_neo.local.runner.transfer import verify_inputs_copy
 
 __all__ = ["DEFAULT_COMPILE_FN", "KILL_GRACE_SECONDS", "CompileChild", "CompileFn", "kill_process_tree"]
 
@@ -108,6 +110,17 @@ def _jsonable(value: Any) -> Any:
         return {"repr": repr(value)}
 
 
+def _verify_arguments(config: LocalJobConfig, archive_path: str) -> dict[str, Any]:
+    """The compile function's verification arguments; with ``verify_inputs``, also the local copy
+    the runner fetched (:func:`~.transfer.verify_inputs_copy`)."""
+    arguments = config.compile.verify_arguments()
+    if arguments.get("verify_inputs") and arguments.get("verify") != "off":
+        arguments["verify_inputs_file"] = str(verify_inputs_copy(Path(archive_path)))
+    else:
+        arguments.pop("verify_inputs", None)
+    return arguments
+
+
 def _compile_child(conn, compile_fn, request: ValidatedRequest, archive_path: str, artifact_path: str,
                    work_dir: str, config: LocalJobConfig, parent_pid: int) -> None:
     """Entry point of the compile child (a ``spawn`` process): compile, report over ``conn``."""
@@ -137,7 +150,7 @@ def _compile_child(conn, compile_fn, request: ValidatedRequest, archive_path: st
             tuning_trials=config.compile.tuning_trials, tuning_database=config.compile.tuning_root,
             **config.compile.rpc_arguments(),
             **config.compile.pack_arguments(),
-            **config.compile.verify_arguments(),
+            **_verify_arguments(config, archive_path),
         )
         send(("ok", _jsonable(metadata if metadata is not None else {})))
     except MemoryError as err:

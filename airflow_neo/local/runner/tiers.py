@@ -9,7 +9,10 @@ a shared ``s3://`` cache (:class:`SharedTier`) is a second one. Adding a tier is
 not a branch.
 
 :class:`JobCache` is what a job uses: the job's key (:func:`~airflow_neo.local.cache.base_key`),
-a lookup and a store that log what they do and never fail a job.
+a lookup and a store that log what they do and never fail a job. The key holds the digest of the
+job's sample inputs (``verify_inputs``), so the lookup first fetches them (through the job's
+:class:`~.transfer.Transfer` client), next to the archive where the compile child reads them, even
+with the cache off; a fetch that fails fails the job (a ClientError naming ``verify_inputs``).
 
 Invariants:
 
@@ -34,6 +37,7 @@ from typing import Any
 from airflow_neo.core.validation import ValidatedRequest
 from airflow_neo.local.cache import CacheHit, CompileCache, base_key, compiler_id
 from airflow_neo.local.files import blake2b_file
+from airflow_neo.local.runner.transfer import Transfer, verify_inputs_copy
 from airflow_neo.local.settings import CompileSettings
 
 __all__ = ["CacheTier", "JobCache", "LocalTier", "OrderedUnion", "SharedTier"]
@@ -165,6 +169,7 @@ class JobCache:
         return OrderedUnion(LocalTier(local), *others, log=self.log)
 
     def key(self, request: ValidatedRequest, archive: Path) -> str:
+        inputs = verify_inputs_copy(archive) if self._uses_verify_inputs else None
         return base_key(
             blake2b_file(archive),
             request,
@@ -172,10 +177,29 @@ class JobCache:
             tuning_trials=self.settings.tuning_trials,
             tuning_database=self.settings.tuning_database,
             tuning_pack=self.settings.tuning_pack,
+            sample_inputs=blake2b_file(inputs) if inputs is not None else None,
         )
 
+    @property
+    def _uses_verify_inputs(self) -> bool:
+        return bool(self.settings.verify_inputs) and self.settings.verify != "off"
+
+    def fetch_verify_inputs(self, archive: Path) -> None:
+        """The job's ``verify_inputs`` fetched next to ``archive`` (nothing without them, or with
+        the verification off); raises Failed (a ClientError) when they cannot be fetched."""
+        if not self.settings.verify_inputs:
+            return
+        if self.settings.verify == "off":
+            self.log.info("verify_inputs %s not fetched: the verification is off", self.settings.verify_inputs)
+            return
+        started = time.monotonic()
+        Transfer(self.log, self.s3_client).fetch_verify_inputs(self.settings.verify_inputs, archive)
+        self.timings["fetch_inputs"] = time.monotonic() - started
+
     def lookup(self, request: ValidatedRequest, archive: Path, artifact: Path) -> tuple[dict | None, str | None]:
-        """``(metadata, base key)`` of a cached artifact copied to ``artifact``, or ``(None, base key)``."""
+        """``(metadata, base key)`` of a cached artifact copied to ``artifact``, or ``(None, base key)``;
+        the job's ``verify_inputs`` are fetched first (:meth:`fetch_verify_inputs`)."""
+        self.fetch_verify_inputs(archive)
         if not self.enabled:
             return None, None
         started = time.monotonic()

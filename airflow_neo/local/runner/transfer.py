@@ -1,4 +1,5 @@
-"""The job's file transfers: the input archive in, the artifact out (``s3://``, ``file://``, absolute paths).
+"""The job's file transfers: the input archive (and the user's sample inputs) in, the artifact out
+(``s3://``, ``file://``, absolute paths).
 
 Invariants:
 
@@ -9,7 +10,10 @@ Invariants:
   :func:`~airflow_neo.local.files.atomic_copy`, an S3 object through one PUT (or a completed
   multipart upload), optionally SSE-KMS encrypted with the job's KmsKeyId;
 * the digest :meth:`Transfer.publish` returns is the BLAKE2b of the bytes published;
-* a transfer that fails raises :class:`~.outcomes.Failed` naming the location and the cause;
+* a transfer that fails raises :class:`~.outcomes.Failed` naming the field (``InputConfig.S3Uri``,
+  ``verify_inputs``), the location and the cause;
+* the user's sample inputs (``verify_inputs``) land at :func:`verify_inputs_copy` of the fetched
+  archive, where the compile child finds them;
   :meth:`Transfer.unpublish` never raises (best effort, logged).
 """
 
@@ -21,11 +25,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from airflow_neo.local.errors import CLIENT_ERROR
 from airflow_neo.local.files import atomic_copy, blake2b_file, split_s3_url
 from airflow_neo.local.preflight import local_path
 from airflow_neo.local.runner.outcomes import Failed
 
-__all__ = ["Transfer", "aws_error", "s3_client_factory_for"]
+__all__ = ["Transfer", "aws_error", "s3_client_factory_for", "verify_inputs_copy"]
+
+
+def verify_inputs_copy(archive: Path) -> Path:
+    """Where a job's ``verify_inputs`` are fetched to: next to its fetched model ``archive``."""
+    return archive.with_name(archive.name + ".verify_inputs.npz")
 
 
 def s3_client_factory_for(aws_conn_id: str | None) -> Callable[[], Any]:
@@ -77,27 +87,35 @@ class Transfer:
     def fetch(self, uri: str, into: Path) -> Path:
         """Copy the input archive at ``uri`` into the directory ``into``; returns its path there."""
         into.mkdir(parents=True, exist_ok=True)
+        name = Path(split_s3_url(uri)[1]).name if uri.startswith("s3://") else Path(local_path(uri) or uri).name
+        return self._copy(uri, into / (name or "model.tar.gz"), "InputConfig.S3Uri", "a single .tar.gz model archive")
+
+    def fetch_verify_inputs(self, uri: str, archive: Path) -> Path:
+        """Copy the user's sample inputs at ``uri`` (``verify_inputs``) to :func:`verify_inputs_copy`
+        of the fetched ``archive``; a failure is a ClientError naming ``verify_inputs`` and ``uri``."""
+        return self._copy(uri, verify_inputs_copy(archive), "verify_inputs", "a .npz of sample inputs", kind=CLIENT_ERROR)
+
+    def _copy(self, uri: str, target: Path, field: str, what: str, kind: str | None = None) -> Path:
+        """``uri`` copied to ``target``; Failed naming ``field``, ``uri`` and the cause."""
         if uri.startswith("s3://"):
             bucket, key = split_s3_url(uri)
-            target = into / (Path(key).name or "model.tar.gz")
             try:
                 self.s3_client().download_file(bucket, key, str(target))
             except Exception as err:
-                raise Failed(f"InputConfig.S3Uri: could not download {uri}: {aws_error(err)}") from None
+                raise Failed(f"{field}: could not download {uri}: {aws_error(err)}", kind=kind) from None
         else:
             path = local_path(uri)
             if path is None:
-                raise Failed(f"InputConfig.S3Uri: {uri}: the local backend reads s3://, file:// URIs and absolute paths only")
+                raise Failed(f"{field}: {uri}: the local backend reads s3://, file:// URIs and absolute paths only", kind=kind)
             source = Path(path)
             if not source.exists():
-                raise Failed(f"InputConfig.S3Uri: {uri} does not exist")
+                raise Failed(f"{field}: {uri} does not exist", kind=kind)
             if not source.is_file():
-                raise Failed(f"InputConfig.S3Uri: {uri} is not a file; it must point to a single .tar.gz model archive")
-            target = into / source.name
+                raise Failed(f"{field}: {uri} is not a file; it must point to {what}", kind=kind)
             try:
                 shutil.copyfile(source, target)
             except OSError as err:
-                raise Failed(f"InputConfig.S3Uri: could not read {uri}: {err}") from None
+                raise Failed(f"{field}: could not read {uri}: {err}", kind=kind) from None
         self.log.info("fetched %s (%d bytes)", uri, target.stat().st_size)
         return target
 
