@@ -181,8 +181,9 @@ def get_provider_info() -> dict:
                     "profile_seconds": {
                         "description": (
                             "Seconds the latency profile of each local compile's artifact may take: p50/p90/p99 "
-                            "after a warm-up run, the thread count, the load time, and for ONNX models the same "
-                            "latency in onnxruntime and the speedup, in the artifact's metadata.json. 0: no profile."
+                            "after a warm-up run, the thread count, the load time, and the same latency in the "
+                            "source framework (onnxruntime, torch, xgboost, TFLite) and the speedup, in the "
+                            "artifact's metadata.json (with peak RSS and time per kernel). 0: no profile."
                         ),
                         "version_added": "0.2.0",
                         "type": "float",

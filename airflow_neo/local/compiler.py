@@ -111,8 +111,8 @@ def compile_model(
     :param verify, verify_rtol: ``[neo] verify``/``verify_rtol``: run the artifact against the source
         framework before it is written (:mod:`airflow_neo.local.verify`; ``metadata["verification"]``);
         under ``"gate"`` outputs beyond tolerance raise AccuracyCheckError and nothing is written.
-    :param profile_seconds: ``[neo] profile_seconds``: the artifact's latency profile, and
-        onnxruntime's for ONNX, may take this long (:mod:`airflow_neo.local.profile`;
+    :param profile_seconds: ``[neo] profile_seconds``: the artifact's profile, and the source
+        framework's baseline, may take this long (:mod:`airflow_neo.local.profile`;
         ``metadata["profile"]``); 0 (this function's default; the runner passes the setting): none.
     :param verify_inputs: the job's ``verify_inputs``: the URI of the user's sample inputs (a ``.npz``),
         verified on in preference to the archive's ``.npz`` (``verification["inputs"]`` names it).
