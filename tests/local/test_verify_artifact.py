@@ -1,0 +1,174 @@
+"""Verifying an existing artifact on this host (airflow_neo.local.verify_artifact).
+
+Two real compiles of the small CNN (tests/local/models.py): the model, and the same model with its
+largest weight scaled by 1.5 (same inputs and outputs). A wrong artifact is the first artifact's
+metadata and recorded verification with the second's library swapped in, or with a recorded
+reference output tampered with: both must be caught.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from airflow_neo.local import errors
+from airflow_neo.local.compiler import compile_model
+from airflow_neo.local.verify_artifact import verify_artifact
+from tests.local import models
+from tests.local.test_verify import _member, _tampered_onnx
+
+LINUX_X86_64 = {"Os": "LINUX", "Arch": "X86_64"}
+QUIET = {"log": lambda line: None}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("verify-artifact")
+    case = models.onnx_cnn(root / "model")
+    good = root / "good.tar.gz"
+    compile_model(models.make_request(case, target_platform=LINUX_X86_64), str(case.archive), str(good), **QUIET)
+    (root / "files").mkdir()
+    (root / "files" / "model.onnx").write_bytes(_member(case.archive, "model.onnx"))
+    tampered = _tampered_onnx(root / "files" / "model.onnx")
+    other_case = models.ModelCase(models.write_archive(root / "other", {"model.onnx": tampered.read_bytes()}),
+                                  case.reference, framework="ONNX", data_input_config=case.data_input_config,
+                                  inputs=case.inputs, model_file="model.onnx")
+    other = root / "other.tar.gz"
+    compile_model(models.make_request(other_case, target_platform=LINUX_X86_64), str(other_case.archive), str(other),
+                  verify="off", **QUIET)
+    return {"root": root, "good": good, "other": other, "case": case}
+
+
+def _rewrite(source: Path, target: Path, replace: dict[str, bytes]) -> Path:
+    """A copy of the artifact ``source`` with the members in ``replace`` swapped."""
+    with tarfile.open(source) as tar:
+        members = {member.name: tar.extractfile(member).read() for member in tar.getmembers()}
+    members.update(replace)
+    with tarfile.open(target, "w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return target
+
+
+def _npz(**arrays) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def _record(artifact: Path) -> dict:
+    with np.load(io.BytesIO(_member(artifact, "verification.npz"))) as data:
+        return {key: data[key] for key in data.files}
+
+
+def test_a_good_artifact_passes_with_a_json_safe_report(built):
+    lines: list[str] = []
+    report = verify_artifact(built["good"].as_uri(), profile_seconds=0.05, log=lines.append)
+    assert json.loads(json.dumps(report)) == report
+    assert report["artifact"] == built["good"].as_uri()
+    assert report["metadata_blake2b"] == hashlib.blake2b(_member(built["good"], "metadata.json"), digest_size=32).hexdigest()
+    assert report["host"]["machine"] == "x86_64" and "sse4_2" in report["host"]["cpu_flags"]
+    assert report["model"]["framework"] == "ONNX" and report["model"]["target"] == "linux-x86_64"
+    verification = report["verification"]
+    assert verification["passed"] is True and verification["mode"] == "gate"
+    assert verification["inputs"] == "random (seed 0) (recorded at compile)"
+    assert verification["reference"].startswith("onnxruntime ") and verification["reference"].endswith(" (recorded at compile)")
+    [output] = verification["outputs"]
+    assert output["name"] == "output0" and 0 <= output["max_abs_diff"] <= output["tolerance"]
+    profile = report["profile"]
+    assert profile["runs"] >= 1 and profile["load_seconds"] > 0
+    assert 0 < profile["latency_ms"]["p50"] <= profile["latency_ms"]["p99"]
+    assert any(line.startswith("verification (gate): passed against onnxruntime") for line in lines)
+    assert any(line.startswith("profile: p50 ") for line in lines)
+
+
+def test_another_models_library_swapped_in_is_caught(built, tmp_path):
+    wrong = _rewrite(built["good"], tmp_path / "swapped.tar.gz", {"model.so": _member(built["other"], "model.so")})
+    with pytest.raises(errors.AccuracyCheckError) as info:
+        verify_artifact(str(wrong), profile_seconds=0, **QUIET)
+    reason = errors.failure_reason(info.value)
+    assert reason.startswith("ClientError: AccuracyCheckFailed: output output0: max abs diff "), reason
+    assert "> tolerance" in reason and "(recorded at compile)" in reason and "do not deploy it" in reason
+    report = verify_artifact(str(wrong), mode="report", profile_seconds=0, **QUIET)
+    [output] = report["verification"]["outputs"]
+    assert report["verification"]["passed"] is False and output["max_abs_diff"] > output["tolerance"]
+
+
+def test_a_tampered_recorded_output_is_caught(built, tmp_path):
+    record = _record(built["good"])
+    record["output:0"] = record["output:0"] * np.float32(1.5)
+    wrong = _rewrite(built["good"], tmp_path / "tampered.tar.gz", {"verification.npz": _npz(**record)})
+    with pytest.raises(errors.AccuracyCheckError, match=r"output output0: max abs diff .* > tolerance"):
+        verify_artifact(str(wrong), profile_seconds=0, **QUIET)
+    assert verify_artifact(str(wrong), mode="report", profile_seconds=0, **QUIET)["verification"]["passed"] is False
+
+
+def test_the_users_inputs_from_s3(built, tmp_path):
+    import boto3
+    from moto import mock_aws
+
+    recorded = _record(built["good"])["input:input0"]
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="deploy")
+        s3.upload_file(str(built["good"]), "deploy", "models/cnn.tar.gz")
+        s3.put_object(Bucket="deploy", Key="same.npz", Body=_npz(input0=recorded))
+        s3.put_object(Bucket="deploy", Key="other.npz", Body=_npz(input0=np.ones(models.CNN_SHAPE, np.float32)))
+        same = verify_artifact("s3://deploy/models/cnn.tar.gz", inputs_uri="s3://deploy/same.npz", s3_client=s3,
+                               profile_seconds=0, **QUIET)
+        other = verify_artifact("s3://deploy/models/cnn.tar.gz", inputs_uri="s3://deploy/other.npz", s3_client=s3,
+                                profile_seconds=0, **QUIET)
+        with pytest.raises(errors.ModelInputError, match=r"inputs_uri s3://deploy/missing.npz: could not download it"):
+            verify_artifact("s3://deploy/models/cnn.tar.gz", inputs_uri="s3://deploy/missing.npz", s3_client=s3, **QUIET)
+    assert same["artifact"] == "s3://deploy/models/cnn.tar.gz"
+    assert same["verification"]["inputs"] == "s3://deploy/same.npz" and same["verification"]["passed"] is True
+    verification = other["verification"]
+    assert verification["passed"] is None and verification["reference"] is None
+    assert verification["not_compared"] == "no outputs were recorded for these inputs (the record holds other inputs)"
+    [output] = verification["outputs"]
+    assert output == {"name": "output0", "dtype": "float32", "shape": [1, 10], "finite": True, "passed": True}
+
+
+def test_an_artifact_without_a_record_runs_on_random_inputs_uncompared(built):
+    case = built["case"]
+    plain = built["root"] / "plain.tar.gz"
+    compile_model(models.make_request(case, target_platform=LINUX_X86_64), str(case.archive), str(plain),
+                  verify="off", **QUIET)
+    verification = verify_artifact(str(plain), profile_seconds=0, **QUIET)["verification"]
+    assert verification["inputs"] == "random (seed 0)" and verification["passed"] is None
+    assert verification["not_compared"] == "the artifact holds no verification record (its compile did not verify it)"
+
+
+def test_an_artifact_for_another_host_fails_the_gate_and_is_reported_otherwise(built, tmp_path):
+    metadata = json.loads(_member(built["good"], "metadata.json"))
+    metadata["target"].update(machine="aarch64", triple="aarch64-linux-gnu", source="TargetPlatform LINUX/ARM64")
+    arm = _rewrite(built["good"], tmp_path / "arm.tar.gz", {"metadata.json": json.dumps(metadata).encode()})
+    with pytest.raises(errors.IncompatibleArtifactError, match=r"the artifact cannot run on this host: .*this machine is "
+                                                                r"x86_64: run it on the target device"):
+        verify_artifact(str(arm), **QUIET)
+    report = verify_artifact(str(arm), mode="report", profile_seconds=1, **QUIET)
+    assert report["verification"]["passed"] is None
+    assert "this machine is x86_64" in report["verification"]["not_verified"]
+    assert "this machine is x86_64" in report["profile"]["skipped"]
+
+
+def test_bad_locations_and_inputs_are_named(built, tmp_path):
+    with pytest.raises(errors.ModelArchiveError, match=r"artifact_uri file:///nowhere/model.tar.gz: /nowhere/model.tar.gz "
+                                                        r"does not exist"):
+        verify_artifact("file:///nowhere/model.tar.gz", **QUIET)
+    with pytest.raises(ValueError, match=r"inputs_uri 'inputs.txt'"):
+        verify_artifact(str(built["good"]), inputs_uri="inputs.txt", **QUIET)
+    with pytest.raises(ValueError, match=r"verify must be one of gate, report, off; got 'strict'"):
+        verify_artifact(str(built["good"]), mode="strict", **QUIET)
+    wrong = tmp_path / "wrong.npz"
+    np.savez(wrong, input0=np.zeros([2, 3, 16, 16], np.float32))
+    with pytest.raises(errors.ModelInputError, match=r"the sample input 'input0' in /.*wrong.npz has shape \[2, 3, 16, 16\]"):
+        verify_artifact(str(built["good"]), inputs_uri=str(wrong), **QUIET)
