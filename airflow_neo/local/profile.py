@@ -45,7 +45,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-__all__ = ["kernel_profile", "latency", "profile_build"]
+__all__ = ["child_timeout", "kernel_profile", "latency", "profile_build", "summary"]
 
 Log = Callable[[str], Any]
 
