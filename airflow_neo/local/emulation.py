@@ -53,7 +53,7 @@ from typing import Sequence
 
 __all__ = [
     "ArmRoot", "DEFAULT_CPU", "EmulationFailed", "EmulationUnavailable", "GuestFailed", "ROOT_ENV", "STAMP_NAME",
-    "TIMEOUT_S", "default_root_path", "emulator_for", "find_qemu", "find_root", "package_parent", "run_emulated",
+    "TIMEOUT_S", "default_root_path", "emulator_for", "find_qemu", "foreign", "find_root", "package_parent", "run_emulated",
 ]
 
 ROOT_ENV = "AIRFLOW_NEO_ARM64_ROOT"
@@ -68,6 +68,8 @@ TIMEOUT_S = 600.0
 BUILD_HINT = "build it with `bash scripts/arm_root.sh` (from an airflow-neo source checkout)"
 #: Host variables that would break or change the guest (its loader and Python read them too).
 _DROPPED_ENV = ("LD_PRELOAD", "LD_LIBRARY_PATH", "PYTHONHOME", "PYTHONPATH", "PYTHONSTARTUP", "VIRTUAL_ENV")
+#: The Python package each artifact runtime needs in the guest.
+_RUNTIME_MODULES = {"tvm-relax-vm": "tvm", "tl2cgen": "tl2cgen"}
 #: The guest's exit status when check_host_compatible refuses the artifact on the emulated CPU.
 _REFUSED = 3
 
@@ -78,6 +80,11 @@ class EmulationUnavailable(RuntimeError):
 
 class EmulationFailed(RuntimeError):
     """The emulated run started but gave no outputs (refused, raised, crashed, timed out)."""
+
+    @property
+    def reason(self) -> str:
+        """The message, short enough for a report line."""
+        return str(self)[:600]
 
 
 class GuestFailed(EmulationFailed):
@@ -91,6 +98,14 @@ class GuestFailed(EmulationFailed):
             f"the emulated Python failed ({how}): {' '.join(argv[:6])} ...\n"
             f"--- stdout (end) ---\n{(result.stdout or '')[-3000:]}\n--- stderr (end) ---\n{(result.stderr or '')[-5000:]}"
         )
+
+    @property
+    def reason(self) -> str:
+        """How it ended and the last lines of its stderr (a traceback's last line is the error)."""
+        code = self.result.returncode
+        how = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
+        lines = [line for line in (self.result.stderr or "").splitlines() if line.strip()]
+        return f"{how}: {' | '.join(lines[-3:])[-600:] or 'no output'}"
 
 
 # ----------------------------------------------------------------------------- finding the emulator
@@ -169,6 +184,14 @@ def _why_not_emulable(metadata: dict) -> str | None:
     return None
 
 
+def foreign(metadata: dict) -> bool:
+    """Whether the artifact of ``metadata`` is for another CPU family than this machine's (only
+    then can emulation help: an artifact this machine's family refuses wants features it lacks)."""
+    from airflow_neo.local.targets import host_arch
+
+    return (metadata.get("target") or {}).get("machine") not in (None, host_arch())
+
+
 def emulator_for(metadata: dict, root: str | os.PathLike | None = None) -> ArmRoot:
     """The emulator that can run the artifact described by ``metadata`` on this machine.
 
@@ -177,7 +200,13 @@ def emulator_for(metadata: dict, root: str | os.PathLike | None = None) -> ArmRo
     why = _why_not_emulable(metadata)
     if why:
         raise EmulationUnavailable(why)
-    return find_root(root)
+    found = find_root(root)
+    runtime = metadata.get("runtime")
+    module = _RUNTIME_MODULES.get(runtime, str(runtime))
+    if not any(found.path.glob(f"usr/lib/python3*/*-packages/{module}")):
+        raise EmulationUnavailable(f"the aarch64 root {found.path} has no {module}, the runtime of this artifact "
+                                   f"({runtime}); scripts/arm_root.sh installs TVM's")
+    return found
 
 
 @dataclass(frozen=True)
@@ -255,11 +284,12 @@ def _text(data) -> str:
 
 
 def run_emulated(metadata: dict, library: str | os.PathLike, inputs: dict, *, root: ArmRoot | None = None,
-                 timeout: float = TIMEOUT_S) -> list:
+                 timeout: float | None = None) -> list:
     """The outputs (numpy arrays, in order) of the library described by ``metadata`` on ``inputs``
     ({input name: array}), run in the emulated aarch64 Python.
 
     :param root: the emulator (default: :func:`emulator_for` ``(metadata)``).
+    :param timeout: seconds before the guest is killed (default :data:`TIMEOUT_S`).
     :raises EmulationUnavailable: no emulator for this artifact here (the message says why and how).
     :raises EmulationFailed: the guest refused the artifact, raised, crashed or ran past ``timeout``.
     """
@@ -278,7 +308,8 @@ def run_emulated(metadata: dict, library: str | os.PathLike, inputs: dict, *, ro
         threads = {"TVM_NUM_THREADS": os.environ.get("TVM_NUM_THREADS", "1")}
         result = root.run_python(
             "from airflow_neo.local.emulation import guest_main; guest_main()", args=[str(work / "request.json")],
-            env=threads, pythonpath=[work / "path"], timeout=timeout, cwd=work, check=False,
+            env=threads, pythonpath=[work / "path"], timeout=TIMEOUT_S if timeout is None else timeout, cwd=work,
+            check=False,
         )
         if result.returncode == _REFUSED:
             raise EmulationFailed(f"the emulated CPU ({root.cpu}) cannot run it: {result.stderr.strip()[-1000:]}")

@@ -19,10 +19,16 @@ Tolerance of an output (absolute): ``atol + rtol * max|reference|``; defaults pe
 quantized graph get :data:`QUANTIZED_RTOL` (a rounding tie inside may land one step apart);
 ``[neo] verify_rtol`` overrides the float default.
 
+Emulation: an aarch64 artifact compiled on this x86-64 machine runs under qemu-aarch64
+(:mod:`airflow_neo.local.emulation`; the result's ``emulated`` names the emulator, and the log line
+says "under emulation") when qemu and the aarch64 root are there; else it is "not verified: <why>;
+no emulation: <why>". armv7 artifacts are never emulated (no TVM runtime for armv7).
+
 Invariants: verification never fails a job for its own reasons: a reference that cannot run here,
-a target this machine cannot run, an artifact or reference that raises on the sample inputs, or
-outputs that do not pair up are "not verified: <why>" (``passed`` is None); only a comparison
-beyond tolerance under ``"gate"`` raises. The result is a JSON-able dict (:func:`verify_build`).
+a target neither this machine nor its emulator can run, a failed emulated run, an artifact or
+reference that raises on the sample inputs, or outputs that do not pair up are "not verified:
+<why>" (``passed`` is None); only a comparison beyond tolerance under ``"gate"`` raises. The
+result is a JSON-able dict (:func:`verify_build`).
 """
 
 from __future__ import annotations
@@ -88,8 +94,10 @@ def check_build(metadata: dict, library: Path, model_file: Path, model_dir: Path
     record = None
     try:
         inputs, result["inputs"] = inputs_for(metadata["inputs"], model_dir, user_inputs=user_inputs)
-        outputs, reference = _run_both(metadata, library, model_file, inputs)
+        outputs, reference, emulated = _run_both(metadata, library, model_file, inputs)
         result.update(reference=reference.name, quantized=bool(reference.quantized))
+        if emulated:
+            result["emulated"] = emulated
         if rtol is not None:
             result["rtol"] = rtol
         result["outputs"] = compare_outputs(metadata, outputs, quantized=reference.quantized, rtol=rtol)
@@ -140,6 +148,8 @@ def summary(result: dict) -> str:
         return f"verification: not verified: {result['not_verified']}"
     worst = max(result["outputs"], key=lambda item: item["max_abs_diff"] / max(item["tolerance"], 1e-30))
     verdict = "passed" if result["passed"] else "FAILED"
+    if result.get("emulated"):
+        verdict += f" under emulation ({result['emulated']})"
     return (f"verification ({result['mode']}): {verdict} against {result['reference']} on {result['inputs']}; "
             f"{len(result['outputs'])} output(s), worst {worst['name']}: {_diff_text(worst)} in {result['seconds']:.2f} s")
 
@@ -231,15 +241,32 @@ def npz_inputs(path: Path, specs: list[dict], label: str, short: str) -> dict:
 
 
 def _run_both(metadata: dict, library: Path, model_file: Path, inputs: dict):
+    """``(pairs of (artifact output, reference output), reference, emulator)``: ``emulator`` names
+    the emulator that ran the artifact (``qemu-aarch64 -cpu neoverse-n1``: an aarch64 artifact on
+    this x86-64 machine, :mod:`airflow_neo.local.emulation`, killed after its ``TIMEOUT_S`` = 600 s,
+    the job's MaxRuntimeInSeconds bounding the whole compile), None when this machine ran it."""
+    from airflow_neo.local import emulation
     from airflow_neo.runtime import CompiledModel, check_host_compatible
 
+    emulator = None
     try:
         check_host_compatible(metadata)
     except IncompatibleArtifactError as err:
-        raise NotVerifiable(str(err)) from err
+        if not emulation.foreign(metadata):
+            raise NotVerifiable(str(err)) from err
+        try:
+            emulator = emulation.emulator_for(metadata)
+        except emulation.EmulationUnavailable as why:
+            raise NotVerifiable(f"{err}; no emulation: {why}") from err
     reference = reference_for(metadata["framework"], model_file)
     try:
-        outputs = CompiledModel(metadata, library).run(dict(inputs))
+        if emulator is None:
+            outputs = CompiledModel(metadata, library).run(dict(inputs))
+        else:
+            outputs = emulation.run_emulated(metadata, library, dict(inputs), root=emulator)
+    except (emulation.EmulationFailed, emulation.EmulationUnavailable) as err:
+        why = err.reason if isinstance(err, emulation.EmulationFailed) else str(err)[:600]
+        raise NotVerifiable(f"the emulated run failed ({emulator.label}): {why}") from err
     except Exception as err:  # noqa: BLE001 - see the module docstring
         raise NotVerifiable(f"the artifact raised on the sample inputs: {type(err).__name__}: {str(err)[:300]}") from err
     try:
@@ -248,7 +275,7 @@ def _run_both(metadata: dict, library: Path, model_file: Path, inputs: dict):
         raise NotVerifiable(f"{reference.name} raised on the sample inputs: {type(err).__name__}: {str(err)[:300]}") from err
     if len(outputs) != len(expected):
         raise NotVerifiable(f"the artifact has {len(outputs)} output(s), {reference.name} {len(expected)}: they do not pair up")
-    return list(zip(outputs, expected)), reference
+    return list(zip(outputs, expected)), reference, (emulator.label if emulator else None)
 
 
 def tolerance_for(dtype: str, scale: float, *, quantized: bool = False, rtol: float | None = None) -> float:

@@ -152,11 +152,12 @@ def test_tflite_without_an_interpreter_is_not_verified(tmp_path):
     assert verification["not_verified"].startswith("no TFLite interpreter is installed")
 
 
-def test_arm_target_is_not_verified_here(tmp_path):
+def test_arm_target_is_not_verified_here(tmp_path, monkeypatch):
     import shutil
 
     if shutil.which("aarch64-linux-gnu-gcc") is None:
         pytest.skip("no aarch64 cross compiler (gcc-aarch64-linux-gnu)")
+    monkeypatch.setenv("AIRFLOW_NEO_ARM64_ROOT", str(tmp_path / "no-root"))  # else it runs under emulation
     lines: list[str] = []
     metadata = _compile(models.onnx_cnn(tmp_path / "model"), tmp_path, lines,
                         target_platform={"Os": "LINUX", "Arch": "ARM64"})
