@@ -25,7 +25,10 @@ def get_provider_info() -> dict:
             }
         ],
         "operators": [
-            {"integration-name": "Amazon SageMaker Neo", "python-modules": ["airflow_neo.operators.neo"]}
+            {
+                "integration-name": "Amazon SageMaker Neo",
+                "python-modules": ["airflow_neo.operators.neo", "airflow_neo.operators.verify"],
+            }
         ],
         "sensors": [{"integration-name": "Amazon SageMaker Neo", "python-modules": ["airflow_neo.sensors.neo"]}],
         "triggers": [{"integration-name": "Amazon SageMaker Neo", "python-modules": ["airflow_neo.triggers.neo"]}],
