@@ -391,7 +391,9 @@ def test_a_local_verify_inputs_uri_that_does_not_exist_fails_the_job(tmp_path):
     case = models.onnx_cnn(tmp_path / "model")
     store_path = tmp_path / "state" / "jobs.db"
     uri = (tmp_path / "nowhere.npz").as_uri()
-    final, job = _real_job(store_path, case, tmp_path / "out", "no-inputs", CompileSettings(verify_inputs=uri))
+    # fetched even with the compile cache off (its lookup is where the job fetches them)
+    final, job = _real_job(store_path, case, tmp_path / "out", "no-inputs",
+                           CompileSettings(verify_inputs=uri, cache_max_bytes=0))
     assert final == st.FAILED
     assert job["FailureReason"] == f"ClientError: verify_inputs: {uri} does not exist"
     assert not (tmp_path / "out").exists()
@@ -422,6 +424,10 @@ def test_the_record_is_skipped_over_its_size_cap():
 
 
 def test_verify_inputs_are_checked_naming_the_field():
+    from airflow_neo.local.config import LocalJobConfig
+
+    config = LocalJobConfig(store="/tmp/jobs.db", compile=CompileSettings(verify_inputs="file:///data/in.npz"))
+    assert LocalJobConfig.from_json(config.to_json()) == config
     assert CompileSettings(verify_inputs="s3://samples/a/b.npz").verify_arguments() == {"verify_inputs": "s3://samples/a/b.npz"}
     for bad, why in (("inputs.npz", "only s3://, file:// URIs and absolute paths"), ("s3://samples/", "not an s3://bucket/key"),
                      ("/data/inputs.json", "does not end in .npz"), ("https://x/a.npz", "only s3://")):

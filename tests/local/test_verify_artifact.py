@@ -100,6 +100,8 @@ def test_another_models_library_swapped_in_is_caught(built, tmp_path):
     report = verify_artifact(str(wrong), mode="report", profile_seconds=0, **QUIET)
     [output] = report["verification"]["outputs"]
     assert report["verification"]["passed"] is False and output["max_abs_diff"] > output["tolerance"]
+    # a looser tolerance than the compile's lets the same difference pass
+    assert verify_artifact(str(wrong), rtol=10.0, profile_seconds=0, **QUIET)["verification"]["passed"] is True
 
 
 def test_a_tampered_recorded_output_is_caught(built, tmp_path):
