@@ -533,7 +533,8 @@ def _metadata(*, request, framework, model_file, runtime, inputs, outputs, targe
     }
 
 
-def _write_artifact(artifact_path: str | os.PathLike, library: Path, metadata: dict, *, record: dict | None = None) -> None:
+def _write_artifact(artifact_path: str | os.PathLike, library: Path, metadata: dict, *,
+                    record: dict | None = None) -> None:
     """The artifact: the library, metadata.json and, with a ``record`` (arrays by name), the
     verification record under the name ``metadata["verification"]["record"]``."""
     import gzip

@@ -18,10 +18,12 @@ why nothing was compared (``not_compared``).
 Invariants: the report is JSON-safe (artifact URI and BLAKE2b, metadata.json's BLAKE2b, the host,
 ``verification``, ``profile``). Under ``"gate"`` an output beyond its tolerance, a non-finite or
 misshapen output, or an artifact that raises on its inputs raises
-:class:`~airflow_neo.local.errors.AccuracyCheckError`, and a host that cannot run the artifact
+:class:`~airflow_neo.local.errors.AccuracyCheckError`, a host that cannot run the artifact
 raises :class:`~airflow_neo.local.errors.IncompatibleArtifactError` (a deploy smoke test on the
-wrong host must fail, not pass unverified); under ``"report"`` those are in the report
-(``passed`` False, or ``not_verified``). Everything fetched or extracted lives in a temporary
+wrong host must fail, not pass unverified) and a library that does not load raises
+:class:`~airflow_neo.local.errors.ModelArchiveError`; under ``"report"`` those are in the report
+(``passed`` False, or ``not_verified``). The artifact runs in this process: the host check
+(OS, architecture, CPU features) is what keeps an illegal instruction from killing it. Everything fetched or extracted lives in a temporary
 directory removed on return. TVM is imported only when the artifact is loaded; never Airflow.
 """
 
@@ -69,7 +71,7 @@ def verify_artifact(artifact_uri: str, *, inputs_uri: str | None = None, mode: s
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="airflow-neo-verify-") as scratch:
         local = _fetch(artifact_uri, Path(scratch) / "artifact.tar.gz", "artifact_uri", ModelArchiveError, s3_client)
-        metadata, metadata_digest, record = _read_artifact(local, artifact_uri)
+        metadata, metadata_digest, record = _read_artifact(local, artifact_uri, Path(scratch))
         report: dict[str, Any] = {
             "artifact": artifact_uri, "artifact_blake2b": blake2b_file(local), "metadata_blake2b": metadata_digest,
             "model": _model_facts(metadata), "host": host_facts(),
@@ -113,7 +115,7 @@ def _fetch(uri: str, target: Path, name: str, error: type, s3_client) -> Path:
     return Path(path)
 
 
-def _read_artifact(path: Path, uri: str) -> tuple[dict, str, dict | None]:
+def _read_artifact(path: Path, uri: str, scratch: Path) -> tuple[dict, str, dict | None]:
     """metadata.json, its BLAKE2b and the verification record's arrays (None without one)."""
     import json
 
@@ -131,10 +133,8 @@ def _read_artifact(path: Path, uri: str) -> tuple[dict, str, dict | None]:
         raise ModelArchiveError(f"artifact_uri {uri} is not a valid artifact (.tar.gz): {type(err).__name__}: {err}") from err
     record = None
     if data is not None:
-        with tempfile.NamedTemporaryFile(suffix=".npz") as handle:
-            handle.write(data)
-            handle.flush()
-            record = read_npz(Path(handle.name), f"{name} in {uri}")
+        (scratch / "record.npz").write_bytes(data)
+        record = read_npz(scratch / "record.npz", f"{name} in {uri}")
     return metadata, hashlib.blake2b(raw, digest_size=32).hexdigest(), record
 
 
@@ -176,16 +176,27 @@ def _check(local: Path, metadata: dict, record: dict | None, user: tuple[Path, s
     except IncompatibleArtifactError as err:
         if mode == "gate":
             raise IncompatibleArtifactError(f"the artifact cannot run on this host: {err}") from err
-        log(f"verification: not verified: {err}")
-        verification = None if mode == "off" else {"mode": mode, "passed": None, "not_verified": str(err)}
-        return {"verification": verification, "profile": {"skipped": str(err)} if seconds else None}
+        return _unrunnable(str(err), mode, seconds, log)
     began = time.perf_counter()
-    model = load(local, workdir=scratch / "extracted", check_host=False)
+    try:
+        model = load(local, workdir=scratch / "extracted", check_host=False)
+    except Exception as err:  # noqa: BLE001 - a library that cannot load is the check's finding
+        why = f"its library could not be loaded: {type(err).__name__}: {str(err)[:300]}"
+        if mode == "gate":
+            raise ModelArchiveError(f"the artifact cannot run on this host: {why}") from err
+        return _unrunnable(why, mode, seconds, log)
     load_seconds = round(time.perf_counter() - began, 4)
     inputs, label, expected, why = _inputs(metadata, record, user)
     verification = _verify(model, metadata, inputs, label, expected, why, mode, rtol, log) if mode != "off" else None
     profile = _profile(model, inputs, label, load_seconds, seconds, log) if seconds else None
     return {"verification": verification, "profile": profile}
+
+
+def _unrunnable(why: str, mode: str, seconds: float, log: Log) -> dict:
+    """The report's entries for an artifact that cannot run here (not under the gate)."""
+    log(f"verification: not verified: {why}")
+    verification = None if mode == "off" else {"mode": mode, "passed": None, "not_verified": why}
+    return {"verification": verification, "profile": {"skipped": why} if seconds else None}
 
 
 def _inputs(metadata: dict, record: dict | None, user: tuple[Path, str] | None):

@@ -162,6 +162,15 @@ def test_an_artifact_for_another_host_fails_the_gate_and_is_reported_otherwise(b
     assert "this machine is x86_64" in report["profile"]["skipped"]
 
 
+def test_a_library_that_does_not_load_fails_the_gate_and_is_reported_otherwise(built, tmp_path):
+    broken = _rewrite(built["good"], tmp_path / "broken.tar.gz", {"model.so": b"not a shared library"})
+    with pytest.raises(errors.ModelArchiveError, match=r"the artifact cannot run on this host: its library could not be loaded: "):
+        verify_artifact(str(broken), **QUIET)
+    report = verify_artifact(str(broken), mode="report", profile_seconds=0, **QUIET)
+    assert report["verification"]["passed"] is None
+    assert report["verification"]["not_verified"].startswith("its library could not be loaded: ")
+
+
 def test_bad_locations_and_inputs_are_named(built, tmp_path):
     with pytest.raises(errors.ModelArchiveError, match=r"artifact_uri file:///nowhere/model.tar.gz: /nowhere/model.tar.gz "
                                                         r"does not exist"):
