@@ -15,7 +15,8 @@ Invariants:
 - the report is JSON-safe and strict: strings, bools, None, finite numbers, lists and dicts
   (an infinite or NaN figure becomes the string ``"inf"``/``"nan"``);
 - ``available`` is False, with ``reason``, when there is no metadata (a SageMaker job; a job that
-  did not complete has no artifact); ``verification`` and ``profile`` are then None;
+  did not complete has no artifact: its ``artifact`` and ``digest`` are None whatever the payload
+  says); ``verification`` and ``profile`` are then None;
 - the gate fails closed: without figures to compare there is a problem that says why.
 """
 
@@ -45,6 +46,7 @@ def build_report(payload: dict, metadata: dict | None, *, unavailable_reason: st
         job's status says it, or "no metadata").
     """
     output = payload.get("OutputConfig") or {}
+    done = payload.get("CompilationJobStatus") == "COMPLETED"  # only a completed job has an artifact
     report: dict[str, Any] = {
         "version": REPORT_VERSION,
         "job": payload.get("CompilationJobName"),
@@ -53,8 +55,8 @@ def build_report(payload: dict, metadata: dict | None, *, unavailable_reason: st
         "framework": (payload.get("InputConfig") or {}).get("Framework") or (metadata or {}).get("framework"),
         "target": target_of(output),
         "output_location": output.get("S3OutputLocation"),
-        "artifact": (payload.get("ModelArtifacts") or {}).get("S3ModelArtifacts") or None,
-        "digest": (payload.get("ModelDigests") or {}).get("ArtifactDigest") or None,
+        "artifact": ((payload.get("ModelArtifacts") or {}).get("S3ModelArtifacts") or None) if done else None,
+        "digest": ((payload.get("ModelDigests") or {}).get("ArtifactDigest") or None) if done else None,
         "available": isinstance(metadata, dict),
     }
     if not isinstance(metadata, dict):

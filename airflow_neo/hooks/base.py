@@ -117,6 +117,22 @@ class CompilationJobHook(ABC):
 
     # -- written once -------------------------------------------------------------------------
 
+    #: why a job of this backend has no report figures (see :meth:`compilation_report`)
+    report_unavailable_reason: ClassVar[str] = "SageMaker Neo jobs carry no verification or profile"
+
+    def compilation_report(self, name: str, *, payload: dict | None = None) -> dict:
+        """The job's report (:func:`airflow_neo.core.report.build_report`), JSON-safe.
+
+        Default: the job's facts only, ``available`` False with :attr:`report_unavailable_reason`
+        (a backend whose artifacts carry a verification and a profile overrides this).
+
+        :param payload: the job's describe payload when the caller has it (else it is described).
+        """
+        from airflow_neo.core.report import build_report
+
+        payload = payload if payload is not None else self.describe_compilation_job(name)
+        return build_report(payload, None, unavailable_reason=self.report_unavailable_reason)
+
     def list_compilation_jobs(self, max_results: int | None = None, **filters: Any) -> list[dict]:
         """Every job summary matching the API's filters and sort, across all pages, JSON-safe.
 

@@ -238,7 +238,7 @@ class LocalNeoHook(CompilationJobHook, BaseHook):
         return local_job_config(store=self.store_path, work_dir=self.work_dir, memory_limit_bytes=self.memory_limit_bytes)
 
     def create_compilation_job(self, request: dict | ValidatedRequest, *, tuning_trials: int | None = None,
-                               verify_mode: str | None = None) -> dict:
+                               verify_mode: str | None = None, verify_inputs: str | None = None) -> dict:
         """Validate, record the job (STARTING) and start its runner; return the create response.
 
         Raises InvalidCompilationRequest, with nothing recorded, for a bad request and for what
@@ -250,6 +250,8 @@ class LocalNeoHook(CompilationJobHook, BaseHook):
             :mod:`airflow_neo.local.tuning`.
         :param verify_mode: ``"gate"``, ``"report"`` or ``"off"`` (default ``[neo] verify``): the check of
             the artifact against the source framework (:mod:`airflow_neo.local.verify`).
+        :param verify_inputs: the URI of an ``.npz`` of sample inputs the verification runs on
+            (``s3://``, ``file://`` or an absolute path); default: the archive's ``.npz``, else random inputs.
         """
         import dataclasses
 
@@ -258,9 +260,11 @@ class LocalNeoHook(CompilationJobHook, BaseHook):
         config = self.job_config.with_tuning_trials(tuning_trials)
         if verify_mode is not None:
             config = config.replace(compile=dataclasses.replace(config.compile, verify=verify_mode))
+        if verify_inputs is not None:
+            config = config.replace(compile=dataclasses.replace(config.compile, verify_inputs=verify_inputs))
         request = self.validate(request)
         name = request.name
-        uses_s3 = _uses_s3(request.payload)
+        uses_s3 = _uses_s3(request.payload) or str(verify_inputs or "").startswith("s3://")
         if uses_s3:
             config = config.replace(aws_conn_id=self.aws_conn_id)
         self.store.create(request)
@@ -321,6 +325,36 @@ class LocalNeoHook(CompilationJobHook, BaseHook):
 
     async def astop_compilation_job(self, name: str) -> None:
         await asyncio.to_thread(self.stop_compilation_job, name)
+
+    def compilation_report(self, name: str, *, payload: dict | None = None) -> dict:
+        """The job's report from its artifact's ``metadata.json`` (verification and profile).
+
+        An ``s3://`` artifact is read through this hook's AWS connection. A job that did not
+        complete, or whose metadata cannot be read, gets a report with ``available`` False and
+        the reason (never an exception: the report must not change the task's outcome).
+        """
+        from airflow_neo.core.report import build_report
+        from airflow_neo.core.status import COMPLETED
+
+        payload = payload if payload is not None else self.describe_compilation_job(name)
+        artifact = (payload.get("ModelArtifacts") or {}).get("S3ModelArtifacts")
+        if payload.get("CompilationJobStatus") != COMPLETED or not artifact:
+            return build_report(payload, None)
+        from airflow_neo.runtime import read_metadata
+
+        try:
+            metadata = read_metadata(artifact, s3_client=self._s3_client() if artifact.startswith("s3://") else None)
+        except Exception as err:  # noqa: BLE001 - see the docstring
+            return build_report(payload, None, unavailable_reason=f"could not read metadata.json of {artifact}: "
+                                                                  f"{type(err).__name__}: {err}")
+        return build_report(payload, metadata)
+
+    def _s3_client(self):
+        """A boto3 S3 client from this hook's AWS connection (region, verify, botocore config)."""
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+        return S3Hook(aws_conn_id=self.aws_conn_id, region_name=self.region_name, verify=self.verify,
+                      config=self.botocore_config).get_conn()
 
     def job_log(self, name: str) -> str:
         """The runner's log of the job (progress and phase timings)."""

@@ -15,6 +15,7 @@ from airflow_neo.core.status import TERMINAL_STATES
 from airflow_neo.hooks.params import neo_template_fields
 from airflow_neo.links.neo import NeoCompilationJobLink
 from airflow_neo.operators.base import NeoBaseTask, payload_from_event, task_identity_of
+from airflow_neo.operators.report import enforce_max_slowdown, publish_report
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -83,9 +84,21 @@ class NeoCompilationOperator(NeoBaseOperator):
         the source framework's beyond tolerance), ``"report"`` (record the comparison in the
         artifact's metadata.json only) or ``"off"``; default ``[neo] verify`` (``gate``). Ignored
         by the SageMaker backend.
+    :param verify_inputs: local backend only: the URI of an ``.npz`` of sample inputs the
+        verification runs on (``s3://bucket/key.npz``, ``file://`` or an absolute path; templated);
+        default: the model archive's ``.npz``, else random inputs. Ignored by the SageMaker backend.
+    :param max_slowdown: fail the task when the compiled artifact is more than this many times
+        slower than the source framework's baseline in its profile (``1.0``: never slower), with
+        the figures; also when there are no figures to compare (a SageMaker job, ``[neo]
+        profile_seconds`` 0, a skipped profile or baseline). None: no gate.
+
+    When the job ends (COMPLETED or not) its report (:mod:`airflow_neo.core.report`: verification
+    and profile of a local artifact) is pushed to XCom under ``neo_report`` and logged, and set as
+    ``extra["neo_report"]`` of the events of the task's outlet assets whose URI is the artifact's
+    or the output location's (:mod:`airflow_neo.operators.report`).
     """
 
-    template_fields: Sequence[str] = neo_template_fields("config")
+    template_fields: Sequence[str] = neo_template_fields("config", "verify_inputs")
     template_fields_renderers = {"config": "json"}
     operator_extra_links = (NeoCompilationJobLink(),)
 
@@ -101,6 +114,8 @@ class NeoCompilationOperator(NeoBaseOperator):
         stop_on_kill: bool = True,
         tuning_trials: int | None = None,
         verify_mode: str | None = None,
+        verify_inputs: str | None = None,
+        max_slowdown: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -123,7 +138,15 @@ class NeoCompilationOperator(NeoBaseOperator):
 
             verify_mode = check_verify(verify_mode)
         self.verify_mode = verify_mode
+        self.verify_inputs = _checked_verify_inputs(verify_inputs)
+        from airflow_neo.core.report import check_max_slowdown
+
+        self.max_slowdown = check_max_slowdown(max_slowdown)
+        if self.max_slowdown is not None and not wait_for_completion:
+            raise ValueError(f"max_slowdown={max_slowdown!r} needs wait_for_completion=True: the gate reads the "
+                             "finished job's profile; wait for the job, or drop max_slowdown")
         self.compilation_job_name: str | None = None
+        self.neo_report: dict | None = None  # the finished job's report (for the OpenLineage facet)
 
     def execute(self, context: Context) -> dict:
         identity = task_identity_of(context)
@@ -137,7 +160,7 @@ class NeoCompilationOperator(NeoBaseOperator):
             return payload
         if self._may_defer() and payload["CompilationJobStatus"] not in TERMINAL_STATES:
             self._defer(name)
-        return self._finish(self._wait(name) if payload["CompilationJobStatus"] not in TERMINAL_STATES else payload)
+        return self._finish(self._wait(name) if payload["CompilationJobStatus"] not in TERMINAL_STATES else payload, context)
 
     def _may_defer(self) -> bool:
         if self.deferrable and not self.is_sagemaker and _in_k8s_executor_pod():
@@ -179,12 +202,7 @@ class NeoCompilationOperator(NeoBaseOperator):
             return decision.name
         if decision.name != base:
             self.log.info("Compilation job %s exists; creating %s instead", base, decision.name)
-        extra = {}
-        if self.verify_mode is not None:
-            if self.is_sagemaker:
-                self.log.warning("verify_mode applies to the local backend only; SageMaker Neo ignores it")
-            else:
-                extra["verify_mode"] = self.verify_mode
+        extra = _local_only_arguments(self, verify_mode=self.verify_mode, verify_inputs=self.verify_inputs)
         self.hook.create_compilation_job(_renamed(request, decision.name), tuning_trials=self.tuning_trials, **extra)
         return decision.name
 
@@ -216,22 +234,36 @@ class NeoCompilationOperator(NeoBaseOperator):
         if isinstance(event, dict) and event.get("status") == "timeout":
             self._stop_quietly(event.get("compilation_job_name"))
         if isinstance(event, dict) and event.get("compilation_job_name"):
+            self.compilation_job_name = event["compilation_job_name"]
             self._log_job_output(event["compilation_job_name"])
-        return payload_from_event(event)
+        ended = event.get("payload") if isinstance(event, dict) else None
+        if not isinstance(ended, dict) or ended.get("CompilationJobStatus") not in TERMINAL_STATES:
+            return payload_from_event(event)  # raises: no event of a job that ended is a success
+        self.neo_report = publish_report(self, context, ended)
+        payload = payload_from_event(event)
+        enforce_max_slowdown(self.neo_report, self.max_slowdown)
+        return payload
 
     def _log_job_output(self, name: str) -> None:
         text = self.hook.job_log(name)
         if text:
             self.log.info("Log of compilation job %s:\n%s", name, text.rstrip())
 
-    def _finish(self, payload: dict) -> dict:
+    def _finish(self, payload: dict, context: Context | None = None) -> dict:
+        """The payload of the terminal job, its report published (with a ``context``) and gated;
+        raise unless it COMPLETED."""
         from airflow_neo.core.outcome import raise_unless_completed
 
-        self._log_job_output(payload["CompilationJobName"])
+        name = payload["CompilationJobName"]
+        self._log_job_output(name)
+        self.neo_report = (publish_report(self, context, payload) if context is not None
+                       else self.hook.compilation_report(name, payload=payload))
         try:
-            return raise_unless_completed(payload)
+            raise_unless_completed(payload)
         except CompilationJobFailed as err:
             raise AirflowException(str(err)) from err
+        enforce_max_slowdown(self.neo_report, self.max_slowdown)
+        return payload
 
     def _stop_quietly(self, name: str | None) -> None:
         if not name:
@@ -246,12 +278,17 @@ class NeoCompilationOperator(NeoBaseOperator):
             self._stop_quietly(self.compilation_job_name)
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
-        """Input model archive and output artifact as OpenLineage datasets."""
+        """Input model archive and output artifact as OpenLineage datasets; the job's report as the
+        ``neoCompilationReport`` run facet."""
         from airflow_neo.openlineage import lineage_for_job
 
         if not self.compilation_job_name:
             return None
-        return lineage_for_job(self.hook.describe_compilation_job(self.compilation_job_name))
+        payload = self.hook.describe_compilation_job(self.compilation_job_name)
+        report = self.neo_report
+        if report is None or report.get("job") != payload.get("CompilationJobName"):
+            report = self.hook.compilation_report(self.compilation_job_name, payload=payload)
+        return lineage_for_job(payload, report=report)
 
 
 class NeoDescribeCompilationJobOperator(NeoBaseOperator):
@@ -392,6 +429,25 @@ def _with_task_tag(config: Any, identity: str) -> Any:
     if not all(isinstance(tag, dict) for tag in config.get("Tags") or []):
         return config
     return with_identity_tag(config, identity)
+
+
+def _checked_verify_inputs(value: str | None) -> str | None:
+    """``verify_inputs`` checked at DAG-parse time as the job's config checks it (a template once rendered)."""
+    if value is None or "{{" in str(value):
+        return value
+    from airflow_neo.local.settings import check_verify_inputs
+
+    return check_verify_inputs(value)
+
+
+def _local_only_arguments(task: NeoCompilationOperator, **arguments: Any) -> dict:
+    """The local backend's create arguments that are set; on SageMaker, a warning for each, and none."""
+    given = {name: value for name, value in arguments.items() if value is not None}
+    if not task.is_sagemaker:
+        return given
+    for name in given:
+        task.log.warning("%s applies to the local backend only; SageMaker Neo ignores it", name)
+    return {}
 
 
 def _renamed(request: ValidatedRequest, name: str) -> ValidatedRequest:

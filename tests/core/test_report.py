@@ -128,6 +128,7 @@ def test_reports_without_metadata():
     report = build_report(failed, None)
     assert report["available"] is False and report["verification"] is None and report["profile"] is None
     assert report["failure_reason"].startswith("ClientError: AccuracyCheckFailed") and "FAILED" in report["reason"]
+    assert build_report({**failed, "ModelArtifacts": PAYLOAD["ModelArtifacts"]}, None)["artifact"] is None
     sagemaker = build_report({**PAYLOAD, "OutputConfig": {"TargetDevice": "ml_c5"}}, None,
                              unavailable_reason="SageMaker Neo jobs carry no verification or profile")
     assert sagemaker["target"] == "ml_c5" and sagemaker["reason"] == "SageMaker Neo jobs carry no verification or profile"

@@ -353,7 +353,7 @@ def test_tasks_template_every_connection_parameter():
         NeoStopCompilationJobOperator, NeoCompilationJobSensor,
     ):
         assert task.template_fields[: len(CONNECTION_FIELDS)] == CONNECTION_FIELDS, task
-    assert NeoCompilationOperator.template_fields[len(CONNECTION_FIELDS):] == ("config",)
+    assert NeoCompilationOperator.template_fields[len(CONNECTION_FIELDS):] == ("config", "verify_inputs")
 
 
 def test_a_runner_that_cannot_start_leaves_a_failed_job_in_neo_form(tmp_path, monkeypatch):
