@@ -7,7 +7,8 @@ timed), runs it on the inputs its compile recorded (``verification.npz``, see
 outputs with the reference outputs recorded at compile time, within the same tolerances as the
 compile's verification (:func:`~airflow_neo.local.verify.compare_outputs`, the recorded rule for
 quantized graphs and the recorded ``verify_rtol`` unless ``rtol`` is given). Then it profiles the
-artifact here (:func:`airflow_neo.local.profile.latency`).
+artifact here (:func:`airflow_neo.local.profile.latency`: cold load, p50/p90/p99, threads; and
+:func:`~airflow_neo.local.profile.kernel_profile`: the time per kernel of one run).
 
 Without recorded outputs for the inputs used (the user's inputs differ from the record's, or the
 artifact has no record: an older one, a verification that was off or not run, a record over its
@@ -314,6 +315,8 @@ def _profile(model, inputs: dict, label: str, load_seconds: float, seconds: floa
         result.update(profile.latency(lambda: model.run(ordered), seconds))
     except Exception as err:  # noqa: BLE001 - the verification reports a raising artifact
         result = {"skipped": f"the artifact raised: {type(err).__name__}: {str(err)[:300]}"}
+    else:
+        result.update(profile.kernel_profile(model.metadata, model.library_path, ordered))
     log(profile.summary(result))
     return result
 

@@ -86,6 +86,7 @@ def test_a_good_artifact_passes_with_a_json_safe_report(built):
     profile = report["profile"]
     assert profile["runs"] >= 1 and profile["load_seconds"] > 0
     assert 0 < profile["latency_ms"]["p50"] <= profile["latency_ms"]["p99"]
+    assert profile["top_kernels"] and 0 < profile["top_kernels"][0]["percent"] <= 100
     assert any(line.startswith("verification (gate): passed against onnxruntime") for line in lines)
     assert any(line.startswith("profile: p50 ") for line in lines)
 
