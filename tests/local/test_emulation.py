@@ -5,15 +5,16 @@ TargetDevice ``ml_c6g`` (Graviton2, Neoverse N1), cross-linked with ``gcc-aarch6
 verification of the compile runs the library in the emulated aarch64 Python (``qemu-aarch64
 -cpu neoverse-n1`` and the root of ``scripts/arm_root.sh``) and compares it with onnxruntime run
 here. Checked: the gate passes and names the emulator; a wrong reference is caught under the gate;
-the profile stays skipped (latency under qemu is not the device's); a guest past its time limit,
-an unavailable root and an armhf artifact are "not verified: <why>".
+the profile stays skipped (latency under qemu is not the device's); an artifact for CPU features
+the emulated CPU lacks (SVE), a guest past its time limit, an unavailable root and an armhf
+artifact are "not verified: <why>".
 
 Without the root (or qemu) the tests that need it skip saying why, except under ``CI=true``,
 where they fail: ``scripts/test.sh`` builds the root in CI. armhf is never emulated: there is no
 TVM runtime for armv7 to be had (see :mod:`tests.local.test_arm_emulation`).
 
-Cost: two emulated runs (``import tvm`` under qemu dominates: 15-20 s each on an idle 2-core
-machine) and three small compiles.
+Cost: three emulated runs (``import tvm`` under qemu dominates: 15-20 s each on an idle 2-core
+machine) and four small compiles.
 """
 
 from __future__ import annotations
@@ -155,6 +156,21 @@ def test_a_guest_past_its_time_limit_is_not_verified(arm_root, unverified, monke
     result = _verify(unverified, lines)  # the gate does not fail the job for it
     assert result["passed"] is None and "outputs" not in result
     assert result["not_verified"].startswith(f"the emulated run failed ({EMULATOR}): the emulated Python ran past 2 s")
+
+
+def test_an_artifact_the_emulated_cpu_cannot_run_is_not_verified(arm_root, cnn, tmp_path):
+    """mcpu neoverse-v1 (Graviton3) uses SVE, which the emulated Neoverse N1 lacks: the guest
+    refuses it (instead of dying on an illegal instruction), and the gate does not fail the job."""
+    _need_cross("aarch64-linux-gnu-gcc")
+    request = models.make_request(cnn, target_platform={"Os": "LINUX", "Arch": "ARM64"},
+                                  compiler_options={"mcpu": "neoverse-v1"}, output_dir=tmp_path, job_name="sve")
+    metadata = compile_model(request, str(cnn.archive), str(tmp_path / "sve.tar.gz"), log=lambda line: None)
+    verification = metadata["verification"]
+    assert verification["passed"] is None and "outputs" not in verification
+    why = verification["not_verified"]
+    assert why.startswith(f"the emulated run failed ({EMULATOR}): the emulated CPU ({emulation.DEFAULT_CPU}) "
+                          "cannot run it: "), why
+    assert "sve" in why and "recompile for this CPU" in why
 
 
 def test_without_the_root_it_is_not_verified_saying_how_to_build_it(unverified, tmp_path, monkeypatch):
