@@ -40,8 +40,22 @@ COMMANDS: dict[str, Command] = {
         Command("list-compilation-jobs", "ListCompilationJobs", "List model compilation jobs (filters, sort, paging)."),
         Command("stop-compilation-job", "StopCompilationJob", "Stop a running model compilation job."),
         Command("delete-compilation-job", "DeleteCompilationJob", "Delete a finished model compilation job."),
+        Command(
+            "describe-compilation-report", "DescribeCompilationJob",
+            "Show a finished job's report: verification and profile of its artifact (airflow-neo).",
+        ),
     )
 }
+
+REPORT_COMMAND = "describe-compilation-report"
+REPORT_HELP = """Show the verification and profile report of a compilation job.
+
+Not an AWS operation: the report that the compile operator pushes to XCom as neo_report
+(airflow_neo.core.report). A local job's report holds its artifact's verification against the
+source framework and its profile (latency, load time, peak RSS, top kernels, the framework's
+baseline, speedup and slowdown), read from the artifact's metadata.json (s3:// artifacts through
+--aws-conn-id). A SageMaker job, or a job that did not complete, has "available": false and a
+"reason". --output text prints the report as a few lines for people (unless --query is given)."""
 
 
 @dataclass(frozen=True)
@@ -313,6 +327,11 @@ def _main(args: list[str]) -> int:
         f"{PROG} {name}", command.operation, relaxed=_relaxed(rest),
         extra=_paging_options if command.name == "list-compilation-jobs" else None,
     )
+    if name == REPORT_COMMAND:
+        parser.description, parser.epilog = REPORT_HELP, EXIT_CODES_HELP
+        ns = parser.parse_args(rest)
+        return _execute(command.operation, ns, _merge_globals(top_ns, ns), _run_report, title="CompilationReport",
+                        sample=_report_sample, render=_render_report)
     ns = parser.parse_args(rest)
     options = _merge_globals(top_ns, ns)
     return _execute(command.operation, ns, options, RUNNERS[command.operation], title=command.operation)
@@ -361,8 +380,16 @@ def _merge_globals(top_ns: argparse.Namespace, ns: argparse.Namespace) -> dict[s
     return merged
 
 
-def _execute(operation: str, ns: argparse.Namespace, options: dict, run: Callable, *, title: str, has_output: bool = True) -> int:
+def _execute(operation: str, ns: argparse.Namespace, options: dict, run: Callable, *, title: str, has_output: bool = True,
+             sample: Callable[[], Any] | None = None, render: Callable[..., str] | None = None) -> int:
+    """Parse the request of ``operation``, run ``run(hook, request, ns, options)`` and print its result.
+
+    ``sample``: what ``--generate-cli-skeleton output`` prints (default: the operation's output
+    skeleton); ``render``: prints a result (default :func:`airflow_neo.cli.output.render`).
+    """
     from airflow_neo.cli import model, output, params, skeleton
+
+    render = render or output.render
 
     op = model.operation_model(operation)
     if ns.generate_cli_skeleton == "input":  # prints the skeleton whatever else was given
@@ -378,8 +405,8 @@ def _execute(operation: str, ns: argparse.Namespace, options: dict, run: Callabl
     cli_input = params.load_cli_input(ns.cli_input_json, ns.cli_input_yaml)
     request = params.validate(operation, params.build_request(op_params, given, cli_input))
     if ns.generate_cli_skeleton == "output":
-        sample = skeleton.output_skeleton(op.output_shape) if has_output else {}
-        sys.stdout.write(output.render(sample, options["output"], query, title))
+        example = (sample() if sample else skeleton.output_skeleton(op.output_shape)) if has_output else {}
+        sys.stdout.write(render(example, options["output"], query, title))
         return EXIT_OK
 
     from airflow_neo.cli.session import Target, open_hook
@@ -407,7 +434,7 @@ def _execute(operation: str, ns: argparse.Namespace, options: dict, run: Callabl
         return EXIT_OK
     from airflow_neo.core.payload import json_safe
 
-    sys.stdout.write(output.render(json_safe(result), options["output"], query, title))
+    sys.stdout.write(render(json_safe(result), options["output"], query, title))
     return EXIT_OK
 
 
@@ -455,6 +482,39 @@ def _run_list(hook, request: dict, ns, options) -> dict:
         return paginator.paginate(**request, PaginationConfig=paging).build_full_result()
     except PaginationError as err:  # botocore's own client-side paging errors
         raise ParamError("--starting-token", str(err)) from None
+
+
+def _run_report(hook, request: dict, ns, options) -> dict:
+    return hook.compilation_report(request["CompilationJobName"])
+
+
+def _render_report(data: Any, fmt: str, query, title: str) -> str:
+    """``--output text`` without ``--query``: the report's lines for people; else as any output."""
+    from airflow_neo.cli import output
+
+    if fmt == "text" and query is None and isinstance(data, dict):
+        from airflow_neo.core.report import format_report
+
+        return format_report(data) + "\n"
+    return output.render(data, fmt, query, title)
+
+
+def _report_sample() -> dict:
+    """A report with every field (``--generate-cli-skeleton output``)."""
+    from airflow_neo.core.report import build_report
+
+    latency = {"p50": 0.0, "p90": 0.0, "p99": 0.0}
+    metadata = {
+        "verification": {"mode": "", "passed": True, "reference": "", "inputs": "", "seconds": 0.0, "outputs": [
+            {"name": "", "passed": True, "max_abs_diff": 0.0, "max_rel_diff": 0.0, "tolerance": 0.0}]},
+        "profile": {"budget_seconds": 0.0, "runs": 0, "threads": 0, "load_seconds": 0.0, "peak_rss_mb": 0.0,
+                    "latency_ms": latency, "top_kernels": [{"name": "", "calls": 0, "total_ms": 0.0, "percent": 0.0}],
+                    "baseline": {"name": "", "latency_ms": latency, "runs": 0}, "speedup": 1.0},
+    }
+    payload = {"CompilationJobName": "", "CompilationJobStatus": "", "FailureReason": "", "InputConfig": {"Framework": ""},
+               "OutputConfig": {"S3OutputLocation": "", "TargetDevice": ""}, "ModelArtifacts": {"S3ModelArtifacts": ""},
+               "ModelDigests": {"ArtifactDigest": ""}}
+    return build_report(payload, metadata)
 
 
 RUNNERS: dict[str, Callable] = {
