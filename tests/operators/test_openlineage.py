@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from moto import mock_aws
 
 from airflow_neo.openlineage import dataset_parts, lineage_for_job
@@ -35,3 +37,19 @@ def test_operator_reports_lineage_after_completion():
     assert [d.name for d in lineage.inputs] == ["resnet/model.tar.gz"]
     assert lineage.outputs[0].namespace == "s3://models"
     assert lineage.outputs[0].name == payload["ModelArtifacts"]["S3ModelArtifacts"].split("s3://models/")[1]
+
+
+def test_the_report_is_a_custom_run_facet():
+    from openlineage.client.facet_v2 import RunFacet
+    from openlineage.client.serde import Serde
+
+    from airflow_neo.core.report import build_report
+
+    payload = {"CompilationJobName": "j", "CompilationJobStatus": "COMPLETED", "InputConfig": {"S3Uri": "s3://in/m.tar.gz"}}
+    report = build_report(payload, {"profile": {"skipped": "no profile here"}})
+    lineage = lineage_for_job(payload, report=report)
+    facet = lineage.run_facets["neoCompilationReport"]
+    assert isinstance(facet, RunFacet) and type(facet).__name__ == "NeoCompilationReportRunFacet"
+    serialized = json.loads(Serde.to_json(facet))
+    assert serialized["report"]["profile"] == {"skipped": "no profile here"} and serialized["_producer"]
+    assert lineage_for_job(payload).run_facets == {}
