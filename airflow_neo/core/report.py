@@ -34,8 +34,8 @@ REPORT_VERSION = 1
 #: how many of the profile's most expensive kernels the report keeps
 TOP_KERNELS = 5
 
-NO_PROFILE = ("the artifact carries no profile ([neo] profile_seconds was 0, or the artifact predates "
-              "profiling)")
+NO_PROFILE = ("the artifact carries no profile ([neo] profile_seconds was 0 when it was compiled: a compile-cache "
+              "hit keeps the first compile's metadata; or the artifact predates profiling)")
 NO_VERIFICATION = "the artifact carries no verification (verify_mode 'off', or the artifact predates verification)"
 
 
