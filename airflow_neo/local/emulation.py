@@ -30,13 +30,19 @@ this machine's.
 Invariants: only Linux aarch64 artifacts are emulated, and only on an x86-64 host; armhf (ARMv7,
 ``rasp3b``, LINUX/ARM_EABIHF) is not: there is no TVM runtime for armv7 to be had (PyPI has no
 armv7l wheel of apache-tvm or apache-tvm-ffi and apache-tvm has no sdist; Debian does not package
-TVM), and Android artifacts need Android's libc. Everything that stops an emulated run from
-starting raises :class:`EmulationUnavailable` saying why and how to fix it (no qemu-aarch64, no
-root: ``bash scripts/arm_root.sh``); everything that goes wrong once it started (the guest
-refuses the artifact, raises, crashes or runs past ``timeout``, :data:`TIMEOUT_S` = 600 s by
-default) raises :class:`EmulationFailed` with the guest's output. Latency under qemu is not the
-device's: profiles skip emulated targets. Only the standard library is imported at module level
-(numpy inside the functions), so the guest can import this module too.
+TVM), Android artifacts need Android's libc, and artifacts whose runtime the root lacks
+(tl2cgen, for XGBoost) cannot load there. Everything that stops an emulated run from starting
+raises :class:`EmulationUnavailable` saying why and how to fix it (no qemu-aarch64, no root:
+``bash scripts/arm_root.sh``); everything that goes wrong once it started (the guest refuses the
+artifact, raises, crashes or runs past ``timeout``: :data:`TIMEOUT_S` = 600 s by default, a fixed
+bound rather than the job's remaining time, which the runner enforces on the whole compile
+anyway) raises :class:`EmulationFailed` with the guest's output. The guest runs one TVM thread
+unless ``TVM_NUM_THREADS`` says otherwise. Latency under qemu is not the device's: profiles skip
+emulated targets. Only the standard library is imported at module level (numpy inside the
+functions), so the guest can import this module too.
+
+Cost (2-core x86-64, qemu 7.2): 15-20 s per run for a small model, nearly all of it the guest's
+``import tvm``; :mod:`airflow_neo.local.verify` makes one run per compile.
 """
 
 from __future__ import annotations
