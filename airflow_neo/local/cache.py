@@ -324,6 +324,10 @@ class CompileCache:
             self.entries_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_json(self.index_dir / f"{base}.json", index)
             final = self.entries_dir / key
+            if (final / ENTRY_NAME).is_file() and _checks_of(entry["metadata"]) > _checks_of(_read_entry(final)):
+                # the same artifact recompiled with the verification or profile the kept one lacks
+                # (see JobCache._checks_lacking): the richer metadata replaces it
+                shutil.rmtree(final, ignore_errors=True)
             if not (final / ENTRY_NAME).is_file():
                 shutil.rmtree(final, ignore_errors=True)
                 staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.entries_dir))
@@ -399,3 +403,17 @@ class CompileCache:
         else:
             shutil.rmtree(self.entries_dir / key, ignore_errors=True)
 
+
+#: the checks of an artifact's metadata.json that a compile may or may not have run
+CHECKS = ("verification", "profile")
+
+
+def _checks_of(metadata: Any) -> set[str]:
+    return {name for name in CHECKS if isinstance(metadata, dict) and metadata.get(name)}
+
+
+def _read_entry(directory: Path) -> dict:
+    try:
+        return json.loads((directory / ENTRY_NAME).read_text()).get("metadata") or {}
+    except (OSError, ValueError, AttributeError):
+        return {}

@@ -99,11 +99,12 @@ def archive(tmp_path) -> Path:
 
 @pytest.fixture
 def env(tmp_path):
-    """A SQLite store and cache settings private to the test."""
+    """A SQLite store and cache settings private to the test (verification off: counting_compile
+    verifies nothing, and a cached artifact without the verification a job asks for is not a hit)."""
     store_path = tmp_path / "state" / "jobs.db"
     settings = CompileSettings(
         tuning_trials=0, tuning_database=str(tmp_path / "tuning"), cache_dir=str(tmp_path / "cache"),
-        cache_max_bytes=10 * 1024**2,
+        cache_max_bytes=10 * 1024**2, verify="off",
     )
     return JobStore(store_path), store_path, settings
 
@@ -307,7 +308,7 @@ def test_changed_archive_bytes_is_a_miss(env, archive, tmp_path):
 
 def test_cache_off_compiles_every_time(env, archive, tmp_path):
     store, store_path, settings = env
-    off = CompileSettings(cache_dir=settings.cache_dir, cache_max_bytes=0, tuning_trials=0)
+    off = CompileSettings(cache_dir=settings.cache_dir, cache_max_bytes=0, tuning_trials=0, verify="off")
     counter = tmp_path / "compiles.txt"
     for name in ("one", "two"):
         store.create(make_request(name, archive, tmp_path / name, counter=counter))

@@ -310,6 +310,29 @@ def test_an_artifact_that_failed_verification_is_never_a_cache_hit(tmp_path):
     assert final == st.FAILED and job["FailureReason"].startswith("ClientError: AccuracyCheckFailed: ")
 
 
+def test_a_cached_artifact_without_the_checks_a_job_asks_for_is_not_a_hit(tmp_path):
+    """A hit keeps the first compile's metadata: one compiled with the profile (or verification) off
+    must not answer a job that asks for it (its max_slowdown gate would have no figures)."""
+    case = models.onnx_cnn(tmp_path / "model")
+    store_path = tmp_path / "state" / "jobs.db"
+    cache = str(tmp_path / "cache")
+
+    def job(name: str, **settings) -> tuple[dict, str]:
+        final, payload = _real_job(store_path, case, tmp_path / name, name, CompileSettings(cache_dir=cache, **settings))
+        assert final == st.COMPLETED, payload.get("FailureReason")
+        [artifact] = list((tmp_path / name).iterdir())
+        return runtime.read_metadata(artifact), JobStore(store_path).log_path(name).read_text()
+
+    metadata, _ = job("unchecked", verify="off", profile_seconds=0)
+    assert "verification" not in metadata and "profile" not in metadata
+    metadata, log = job("profiled", profile_seconds=0.2)
+    assert "lacks the verification and the profile this job asks for" in log
+    assert metadata["verification"]["passed"] is True and metadata["profile"]["latency_ms"]["p50"] > 0
+    metadata, log = job("profiled-again", profile_seconds=0.2)
+    assert "compile cache hit" in log and "lacks" not in log
+    assert metadata["profile"]["latency_ms"]["p50"] > 0
+
+
 # ----------------------------------------------------------------------------- the user's sample inputs (verify_inputs)
 
 

@@ -215,6 +215,11 @@ class JobCache:
         if hit is None:
             self.log.info("compile cache miss (%s...; %.2f s); compiling", base[:16], elapsed)
             return None, base
+        lacking = self._checks_lacking(hit.metadata)
+        if lacking:
+            self.log.info("compile cache hit (%s...) lacks the %s this job asks for (it was compiled without); "
+                          "compiling", hit.key[:16], " and the ".join(lacking))
+            return None, base
         self.timings["cache"] = elapsed
         self.log.info(
             "compile cache hit (%s): %s... (BLAKE2b %s..., compiled %s) in %.2f s; not compiling",
@@ -226,6 +231,17 @@ class JobCache:
         if isinstance(tuning, dict) and tuning.get("database"):  # where the records are on this machine
             metadata["tuning"] = {**tuning, "database": str(union.first.cache.database_dir(tuning["database"]))}
         return metadata, base
+
+    def _checks_lacking(self, metadata: dict) -> list[str]:
+        """The checks this job's settings ask for that the cached artifact's metadata lacks: a hit
+        keeps the first compile's metadata, so an artifact compiled with ``profile_seconds`` 0 or
+        ``verify`` off would answer a job that needs its figures (``max_slowdown``) without them."""
+        lacking = []
+        if self.settings.verify != "off" and not metadata.get("verification"):
+            lacking.append("verification")
+        if self.settings.profile_seconds > 0 and not metadata.get("profile"):
+            lacking.append("profile")
+        return lacking
 
     def store(self, base: str | None, artifact: Path, metadata: Any) -> None:
         if base is None or not artifact.is_file():
