@@ -140,6 +140,26 @@ class AccuracyCheckError(LocalCompilationError):
     neo_class = ACCURACY_CHECK_FAILED
 
 
+class ArtifactCheckAborted(LocalCompilationError):
+    """The process that checks an artifact on a deploy host (:mod:`airflow_neo.local.verify_artifact`)
+    ended without a verdict: the check failed to run, not the artifact's outputs. A ServerError:
+    the failure of a process, like a compile's crash or time limit.
+
+    Not a compile FailureReason, so not in :data:`NEO_FORMS`: only the deploy-host check raises it.
+    """
+
+    kind = SERVER_ERROR
+
+
+class ArtifactCheckCrashed(ArtifactCheckAborted):
+    """The check process died (a signal: SIGSEGV, SIGILL, SIGABRT, SIGBUS, SIGKILL of the
+    out-of-memory killer) or exited without a result, while it loaded, ran or profiled the artifact."""
+
+
+class ArtifactCheckTimedOut(ArtifactCheckAborted):
+    """The check process did not finish within its time limit and was killed."""
+
+
 #: Our classes and their Neo form (kind, neo_class); docs/troubleshooting.rst lists every one.
 NEO_FORMS = {
     cls.__name__: (cls.kind, cls.neo_class)
@@ -207,6 +227,9 @@ __all__ = [
     "NEO_FORMS",
     "SERVER_ERROR",
     "AccuracyCheckError",
+    "ArtifactCheckAborted",
+    "ArtifactCheckCrashed",
+    "ArtifactCheckTimedOut",
     "CompilationError",
     "IncompatibleArtifactError",
     "LocalCompilationError",

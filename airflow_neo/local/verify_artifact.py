@@ -23,23 +23,47 @@ misshapen output, or an artifact that raises on its inputs raises
 raises :class:`~airflow_neo.local.errors.IncompatibleArtifactError` (a deploy smoke test on the
 wrong host must fail, not pass unverified) and a library that does not load raises
 :class:`~airflow_neo.local.errors.ModelArchiveError`; under ``"report"`` those are in the report
-(``passed`` False, or ``not_verified``). The artifact runs in this process: the host check
-(OS, architecture, CPU features) is what keeps an illegal instruction from killing it. Everything fetched or extracted lives in a temporary
-directory removed on return. TVM is imported only when the artifact is loaded; never Airflow.
+(``passed`` False, or ``not_verified``).
+
+The artifact never runs in this process. This process fetches the artifact (``s3://`` through the
+caller's client), reads its metadata, checks the host (OS, architecture, CPU features: an
+incompatible artifact is not even started), then runs the load, run, compare and profile in a
+spawned ``python -m`` child (:mod:`airflow_neo.local.artifact_check`; not forked: TVM's thread
+pool does not survive a fork) with local paths in and the JSON report out (a file), its log lines
+passed on to ``log`` as they come. The child is killed (its whole process group) after
+``timeout_seconds``. A child that dies by a signal or exits without a result raises, under the
+gate, :class:`~airflow_neo.local.errors.ArtifactCheckCrashed` naming the signal (or exit code) and
+the tail of its stderr; one past its time limit raises
+:class:`~airflow_neo.local.errors.ArtifactCheckTimedOut`; under ``"report"`` (and ``"off"``) the
+report says ``not_verified: the check process crashed (...)`` (or ``did not finish ...``). An
+exception in the child is raised here again as the same class of
+:mod:`airflow_neo.local.errors` (or a builtin one) with the same message. Everything fetched or
+extracted lives in a temporary directory removed on return. TVM is imported only in the child;
+never Airflow.
 """
 
 from __future__ import annotations
 
+import builtins
 import hashlib
+import json
 import os
 import platform
+import queue
+import signal
+import subprocess
+import sys
 import tarfile
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-from airflow_neo.local.errors import AccuracyCheckError, IncompatibleArtifactError, ModelArchiveError, ModelInputError
+from airflow_neo.local import errors
+from airflow_neo.local.artifact_check import unrunnable
+from airflow_neo.local.errors import (ArtifactCheckCrashed, ArtifactCheckTimedOut, IncompatibleArtifactError,
+                                      ModelArchiveError, ModelInputError)
 from airflow_neo.local.files import blake2b_file, split_s3_url
 from airflow_neo.local.preflight import local_path
 from airflow_neo.local.settings import check_verify, check_verify_inputs
@@ -48,11 +72,15 @@ __all__ = ["verify_artifact"]
 
 Log = Callable[[str], Any]
 METADATA_NAME = "metadata.json"
-ADVICE = "the artifact does not reproduce its compile's outputs on this host; do not deploy it"
+#: the check process's time limit (seconds) when the caller gives none
+DEFAULT_TIMEOUT_SECONDS = 600.0
+#: how much of the check process's stderr a crash's message quotes (characters, from the end)
+STDERR_TAIL_CHARS = 1500
 
 
 def verify_artifact(artifact_uri: str, *, inputs_uri: str | None = None, mode: str = "gate", rtol: float | None = None,
-                    profile_seconds: float | None = None, s3_client=None, log: Log = print) -> dict:
+                    profile_seconds: float | None = None, s3_client=None, log: Log = print,
+                    timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS) -> dict:
     """Check the artifact at ``artifact_uri`` on this machine; returns the report (see the module docstring).
 
     :param inputs_uri: a ``.npz`` of sample inputs (``s3://``, ``file://``, absolute path) to run
@@ -61,7 +89,9 @@ def verify_artifact(artifact_uri: str, *, inputs_uri: str | None = None, mode: s
     :param rtol: relative tolerance of float outputs; None: the one the compile used.
     :param profile_seconds: the latency profile's budget (0: none; None: ``[neo] profile_seconds``' default).
     :param s3_client: a boto3 S3 client, for ``s3://`` locations.
+    :param timeout_seconds: the check process's time limit (load, run, compare and profile).
     :raises AccuracyCheckError, IncompatibleArtifactError: under ``gate`` (see the module docstring).
+    :raises ArtifactCheckCrashed, ArtifactCheckTimedOut: under ``gate``: the check process died or ran too long.
     :raises ModelArchiveError, ModelInputError: the artifact or the inputs cannot be fetched or read.
     """
     mode = check_verify(mode)
@@ -69,19 +99,22 @@ def verify_artifact(artifact_uri: str, *, inputs_uri: str | None = None, mode: s
     if rtol is not None and (isinstance(rtol, bool) or not isinstance(rtol, (int, float)) or not rtol > 0):
         raise ValueError(f"rtol must be a number > 0 (or None: the compile's tolerance); got {rtol!r}")
     seconds = _profile_budget(profile_seconds)
+    timeout = _timeout(timeout_seconds)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="airflow-neo-verify-") as scratch:
-        local = _fetch(artifact_uri, Path(scratch) / "artifact.tar.gz", "artifact_uri", ModelArchiveError, s3_client)
-        metadata, metadata_digest, record = _read_artifact(local, artifact_uri, Path(scratch))
+        folder = Path(scratch)
+        local = _fetch(artifact_uri, folder / "artifact.tar.gz", "artifact_uri", ModelArchiveError, s3_client)
+        metadata, metadata_digest, record = _read_artifact(local, artifact_uri, folder)
         report: dict[str, Any] = {
             "artifact": artifact_uri, "artifact_blake2b": blake2b_file(local), "metadata_blake2b": metadata_digest,
             "model": _model_facts(metadata), "host": host_facts(),
         }
         user = None
         if inputs_uri:
-            user = _fetch(inputs_uri, Path(scratch) / "inputs.npz", "inputs_uri", ModelInputError, s3_client)
-        report.update(_check(local, metadata, record, (user, inputs_uri) if user else None, mode, rtol, seconds,
-                             Path(scratch), log))
+            user = _fetch(inputs_uri, folder / "inputs.npz", "inputs_uri", ModelInputError, s3_client)
+        request = {"artifact": str(local), "metadata": metadata, "mode": mode, "rtol": rtol, "seconds": seconds,
+                   "user": [str(user), inputs_uri] if user else None, "scratch": str(folder), **record}
+        report.update(_check(request, timeout, log))
     report["seconds"] = round(time.monotonic() - started, 3)
     return report
 
@@ -93,6 +126,12 @@ def _profile_budget(value: float | None) -> float:
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds >= 0:
         raise ValueError(f"profile_seconds must be a number of seconds >= 0 (0: no profile); got {value!r}")
     return float(seconds)
+
+
+def _timeout(value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"timeout_seconds must be a number of seconds > 0; got {value!r}")
+    return float(value)
 
 
 def _fetch(uri: str, target: Path, name: str, error: type, s3_client) -> Path:
@@ -116,12 +155,9 @@ def _fetch(uri: str, target: Path, name: str, error: type, s3_client) -> Path:
     return Path(path)
 
 
-def _read_artifact(path: Path, uri: str, scratch: Path) -> tuple[dict, str, dict | None]:
-    """metadata.json, its BLAKE2b and the verification record's arrays (None without one)."""
-    import json
-
-    from airflow_neo.local.verify import read_npz
-
+def _read_artifact(path: Path, uri: str, scratch: Path) -> tuple[dict, str, dict]:
+    """metadata.json, its BLAKE2b and where the check process finds the verification record
+    (``{"record": the .npz written to scratch, "record_label": its name for messages}``; empty without one)."""
     try:
         with tarfile.open(path, "r:*") as tar:
             raw = _member(tar, METADATA_NAME)
@@ -132,10 +168,10 @@ def _read_artifact(path: Path, uri: str, scratch: Path) -> tuple[dict, str, dict
             data = _member(tar, name) if name else None
     except (tarfile.TarError, OSError, EOFError, ValueError) as err:
         raise ModelArchiveError(f"artifact_uri {uri} is not a valid artifact (.tar.gz): {type(err).__name__}: {err}") from err
-    record = None
+    record: dict = {}
     if data is not None:
         (scratch / "record.npz").write_bytes(data)
-        record = read_npz(scratch / "record.npz", f"{name} in {uri}")
+        record = {"record": str(scratch / "record.npz"), "record_label": f"{name} in {uri}"}
     return metadata, hashlib.blake2b(raw, digest_size=32).hexdigest(), record
 
 
@@ -164,166 +200,177 @@ def host_facts() -> dict:
             "cpu_flags": sorted(flags & known)}
 
 
-# ----------------------------------------------------------------------------- the checks
 
 
-def _check(local: Path, metadata: dict, record: dict | None, user: tuple[Path, str] | None, mode: str, rtol,
-           seconds: float, scratch: Path, log: Log) -> dict:
-    """``{"verification": ..., "profile": ...}`` of the artifact on this host."""
-    from airflow_neo.runtime import check_host_compatible, load
+# ----------------------------------------------------------------------------- the check process
 
+CHILD = "airflow_neo.local.artifact_check"
+
+
+def _check(request: dict, timeout: float, log: Log) -> dict:
+    """``{"verification": ..., "profile": ...}``: the host checked here, the artifact run in the check process."""
+    from airflow_neo.runtime import check_host_compatible
+
+    mode, seconds = request["mode"], request["seconds"]
     try:
-        check_host_compatible(metadata)
+        check_host_compatible(request["metadata"])
     except IncompatibleArtifactError as err:
         if mode == "gate":
             raise IncompatibleArtifactError(f"the artifact cannot run on this host: {err}") from err
-        return _unrunnable(str(err), mode, seconds, log)
-    began = time.perf_counter()
-    try:
-        model = load(local, workdir=scratch / "extracted", check_host=False)
-    except Exception as err:  # noqa: BLE001 - a library that cannot load is the check's finding
-        why = f"its library could not be loaded: {type(err).__name__}: {str(err)[:300]}"
-        if mode == "gate":
-            raise ModelArchiveError(f"the artifact cannot run on this host: {why}") from err
-        return _unrunnable(why, mode, seconds, log)
-    load_seconds = round(time.perf_counter() - began, 4)
-    inputs, label, expected, why = _inputs(metadata, record, user)
-    verification = _verify(model, metadata, inputs, label, expected, why, mode, rtol, log) if mode != "off" else None
-    profile = _profile(model, inputs, label, load_seconds, seconds, log) if seconds else None
-    return {"verification": verification, "profile": profile}
-
-
-def _unrunnable(why: str, mode: str, seconds: float, log: Log) -> dict:
-    """The report's entries for an artifact that cannot run here (not under the gate)."""
-    log(f"verification: not verified: {why}")
-    verification = None if mode == "off" else {"mode": mode, "passed": None, "not_verified": why}
-    return {"verification": verification, "profile": {"skipped": why} if seconds else None}
-
-
-def _inputs(metadata: dict, record: dict | None, user: tuple[Path, str] | None):
-    """``(inputs, their label, recorded outputs or None, why not compared)``."""
-    import numpy as np
-
-    from airflow_neo.local.verify import SEED, npz_inputs, sample_inputs
-
-    specs = metadata.get("inputs") or []
-    recorded = None
-    if record is not None:
-        recorded = ({spec["name"]: record.get(f"input:{spec['name']}") for spec in specs},
-                    [record[key] for key in sorted((k for k in record if k.startswith("output:")),
-                                                   key=lambda k: int(k.split(":", 1)[1]))])
-        if any(value is None for value in recorded[0].values()):
-            recorded = None
-    verification = metadata.get("verification") or {}
-    missing = ("the artifact holds no verification record ("
-               + (verification.get("record_skipped") or verification.get("not_verified")
-                  or ("its compile did not verify it" if not verification else "none was written")) + ")")
-    if user is not None:
-        path, uri = user
-        inputs = npz_inputs(path, specs, f"inputs_uri {uri}", uri)
-        if recorded and all(np.array_equal(inputs[name], recorded[0][name]) and inputs[name].dtype == recorded[0][name].dtype
-                            for name in inputs):
-            return inputs, uri, recorded[1], None
-        return inputs, uri, None, ("no outputs were recorded for these inputs (the record holds other inputs)"
-                                   if recorded else missing)
-    if recorded:
-        return recorded[0], f"{verification.get('inputs')} (recorded at compile)", recorded[1], None
-    return sample_inputs(specs), f"random (seed {SEED})", None, missing
-
-
-def _verify(model, metadata: dict, inputs: dict, label: str, expected: list | None, why: str | None, mode: str,
-            rtol, log: Log) -> dict:
-    from airflow_neo.local.verify import compare_outputs, raise_if_failed, summary
-
-    started = time.monotonic()
-    recorded = metadata.get("verification") or {}
-    result: dict[str, Any] = {"mode": mode, "inputs": label, "reference": None, "passed": None}
-    try:
-        outputs = model.run(dict(inputs))
-    except Exception as err:  # noqa: BLE001 - an artifact that raises fails the check
-        outputs, problem = None, f"the artifact raised on the inputs: {type(err).__name__}: {str(err)[:300]}"
-        result.update(passed=False, outputs=[{"name": "*", "passed": False, "problem": problem}])
-    if outputs is not None and expected is not None:
-        result["reference"] = f"{recorded.get('reference')} (recorded at compile)"
-        rule = rtol if rtol is not None else recorded.get("rtol")
-        if len(outputs) != len(expected):
-            result["outputs"] = [{"name": "*", "passed": False, "problem": f"the artifact has {len(outputs)} output(s); "
-                                  f"{len(expected)} were recorded"}]
-        else:
-            result["outputs"] = compare_outputs(metadata, list(zip(outputs, expected)),
-                                                quantized=bool(recorded.get("quantized")), rtol=rule)
-        result["passed"] = all(item["passed"] for item in result["outputs"])
-    elif outputs is not None:
-        result["not_compared"] = why
-        result["outputs"] = _sanity(metadata, outputs)
-        # sane outputs are still not verified (None); insane ones are wrong (False)
-        result["passed"] = None if all(item["passed"] for item in result["outputs"]) else False
-    result["seconds"] = round(time.monotonic() - started, 3)
-    compared = result["reference"] and all("max_abs_diff" in item for item in result["outputs"])
-    log(summary(result) if compared else _summary(result))
+        return unrunnable(str(err), mode, seconds, log)
+    result, code, tail = _run_child(request, timeout, log)
+    if result is not None and "report" in result:
+        return result["report"]
+    if result is not None:
+        _raise_child_error(result["error"], log)
+    failure, why = _timed_out(timeout, tail) if code is None else _crashed(code, tail)
     if mode == "gate":
-        if result["reference"] is None and result["passed"] is False:
-            item = next(item for item in result["outputs"] if not item["passed"])
-            raise AccuracyCheckError(f"output {item['name']}: {item['problem']} (inputs: {label}): {ADVICE}")
-        raise_if_failed(result, advice=ADVICE)
-    return result
+        raise failure
+    return unrunnable(why, mode, seconds, log)
 
 
-def _sanity(metadata: dict, outputs: list) -> list[dict]:
-    """Each output: finite, and of the shape the metadata declares (None: any size)."""
-    import numpy as np
-
-    specs = list(metadata.get("outputs") or [])
-    items = []
-    for index, value in enumerate(outputs):
-        array = np.asarray(value)
-        spec = specs[index] if index < len(specs) else {}
-        want = spec.get("shape")
-        shaped = want is None or (array.ndim == len(want) and all(w is None or w == g for w, g in zip(want, array.shape)))
-        finite = bool(np.all(np.isfinite(array))) if array.dtype.kind in "fc" else True
-        item = {"name": spec.get("name") or f"output{index}", "dtype": str(array.dtype), "shape": list(array.shape),
-                "finite": finite, "passed": shaped and finite}
-        if not shaped:
-            item["problem"] = f"shape {list(array.shape)} differs from the metadata's {want}"
-        elif not finite:
-            item["problem"] = "holds NaN or infinite values"
-        items.append(item)
-    if len(outputs) != len(specs):
-        items.append({"name": "*", "passed": False,
-                      "problem": f"the artifact gave {len(outputs)} output(s); its metadata declares {len(specs)}"})
-    return items
+def _run_child(request: dict, timeout: float, log: Log) -> tuple[dict | None, int | None, str]:
+    """``(the child's result or None, its exit status or None past the timeout, the tail of its stderr)``."""
+    folder = Path(request["scratch"])
+    result = folder / "result.json"
+    path = folder / "request.json"
+    path.write_text(json.dumps(dict(request, parent_pid=os.getpid(), result=str(result))))
+    command = [sys.executable, "-X", "faulthandler", "-m", CHILD, str(path)]
+    with open(folder / "stderr.txt", "w+b") as stderr:
+        code = _supervise(command, stderr, timeout, log)
+        stderr.seek(0)
+        tail = _tail(stderr.read())
+    # a result written is the verdict, even if the process crashed while exiting afterwards
+    return (json.loads(result.read_text()) if result.exists() else None), code, tail
 
 
-def _summary(result: dict) -> str:
-    verdict = {True: "passed", False: "FAILED", None: "not verified"}[result["passed"]]
-    if result["passed"] is None and result.get("not_compared"):
-        verdict = "ran"
-    problems = "; ".join(f"{item['name']}: {item['problem']}" for item in result.get("outputs", []) if item.get("problem"))
-    line = f"verification ({result['mode']}): {verdict} on {result['inputs']}"
-    if result.get("not_compared"):
-        line += f"; outputs finite and shaped as declared, not compared: {result['not_compared']}"
-    return line + (f"; {problems}" if problems else "")
+def _child_env() -> dict:
+    package_root = str(Path(__file__).resolve().parents[2])
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])))
 
 
-def _profile(model, inputs: dict, label: str, load_seconds: float, seconds: float, log: Log) -> dict:
-    from airflow_neo.local import profile
-
-    result: dict[str, Any] = {"budget_seconds": seconds, "inputs": label, "load_seconds": load_seconds,
-                              "threads": _threads() if model.runtime == "tvm-relax-vm" else None}
-    ordered = [inputs[name] for name in model.input_names]
+def _supervise(command: list[str], stderr, timeout: float, log: Log) -> int | None:
+    """Run ``command`` in a new session, passing its stdout lines to ``log``; its exit status
+    (negative: the signal that ended it), or None when it ran past ``timeout`` (then it is killed)."""
+    proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr, env=_child_env(),
+                            start_new_session=True)
+    lines: queue.Queue = queue.Queue()
+    reader = threading.Thread(target=_pump, args=(proc.stdout, lines), name="neo-verify-stdout", daemon=True)
+    reader.start()
     try:
-        result.update(profile.latency(lambda: model.run(ordered), seconds))
-    except Exception as err:  # noqa: BLE001 - the verification reports a raising artifact
-        result = {"skipped": f"the artifact raised: {type(err).__name__}: {str(err)[:300]}"}
+        code = _wait(proc, lines, time.monotonic() + timeout, log)
+    finally:
+        _kill_group(proc)
+        reader.join(5)
+        proc.stdout.close()
+    _forward(lines, log)
+    return code
+
+
+def _pump(stream, lines: queue.Queue) -> None:
+    for raw in iter(stream.readline, b""):
+        lines.put(raw.decode("utf-8", "replace").rstrip("\n"))
+    lines.put(None)
+
+
+def _wait(proc: subprocess.Popen, lines: queue.Queue, deadline: float, log: Log) -> int | None:
+    """Log the child's lines until its stdout closes or it exits; its exit status, None past ``deadline``."""
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        try:
+            line = lines.get(timeout=min(left, 0.25))
+        except queue.Empty:
+            if proc.poll() is not None:
+                return proc.returncode
+            continue
+        if line is None:
+            break
+        log(line)
+    try:
+        return proc.wait(max(deadline - time.monotonic(), 0.01))
+    except subprocess.TimeoutExpired:
+        return None
+
+
+def _forward(lines: queue.Queue, log: Log) -> None:
+    """Log the lines the child wrote that :func:`_wait` did not."""
+    while True:
+        try:
+            line = lines.get_nowait()
+        except queue.Empty:
+            return
+        if line is not None:
+            log(line)
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL the child's process group (it leads its own session) while the child runs; reap it."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            proc.kill()
+    proc.wait()
+
+
+def _tail(data: bytes) -> str:
+    """The last lines of the child's stderr (at most :data:`STDERR_TAIL_CHARS` characters)."""
+    text = data.decode("utf-8", "replace").strip()
+    if len(text) > STDERR_TAIL_CHARS:
+        text = "..." + text[-STDERR_TAIL_CHARS:]
+    return text
+
+
+def _crashed(code: int, tail: str) -> tuple[ArtifactCheckCrashed, str]:
+    """The error (under the gate) and the report's reason of a child that died by signal ``-code``
+    or exited with ``code`` without a result."""
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"SIG{-code}"
+        what = f"signal {-code}: {name}"
+        if -code == signal.SIGKILL:
+            what += "; killed, possibly by the kernel's out-of-memory killer"
     else:
-        result.update(profile.kernel_profile(model.metadata, model.library_path, ordered))
-    log(profile.summary(result))
-    return result
+        what = f"exit code {code} without a result"
+    stderr = f"; its stderr ends:\n{tail}" if tail else "; it wrote nothing to stderr"
+    return (ArtifactCheckCrashed(f"the artifact's library crashed the check process ({what}); do not deploy it until "
+                                 f"it loads and runs on this host{stderr}"),
+            f"the check process crashed ({what}){stderr}")
 
 
-def _threads() -> int | None:
-    import tvm
+def _timed_out(timeout: float, tail: str) -> tuple[ArtifactCheckTimedOut, str]:
+    """The error (under the gate) and the report's reason of a child killed after ``timeout`` seconds."""
+    stderr = f"; its stderr ends:\n{tail}" if tail else ""
+    return (ArtifactCheckTimedOut(f"the check process did not finish within {timeout:g} s (timeout_seconds) and was "
+                                  f"killed: loading, running or profiling the artifact hung or is that slow on this "
+                                  f"host{stderr}"),
+            f"the check process did not finish within {timeout:g} s (killed){stderr}")
 
-    count = tvm.get_global_func("runtime.NumThreads", allow_missing=True)
-    return int(count()) if count is not None else None
 
+def _raise_child_error(error: dict, log: Log) -> None:
+    """Raise the child's exception again: the same class of :mod:`airflow_neo.local.errors` (or a
+    builtin one) with the same message; another class as a RuntimeError naming it."""
+    module, name, message = error.get("module"), error.get("class"), error.get("message") or ""
+    cls = _error_class(module, name)
+    if cls is None:
+        log(f"the check process raised:\n{(error.get('traceback') or '').rstrip()}")
+        raise RuntimeError(f"the check process raised {module}.{name}: {message}")
+    err = cls(message)
+    for attribute in ("kind", "neo_class"):
+        if isinstance(err, errors.LocalCompilationError) and error.get(attribute) is not None:
+            setattr(err, attribute, error[attribute])
+    raise err
+
+
+def _error_class(module: str | None, name: str | None) -> type | None:
+    if module == errors.__name__:
+        cls = getattr(errors, name or "", None)
+        return cls if isinstance(cls, type) and issubclass(cls, errors.LocalCompilationError) else None
+    if module == "builtins":
+        cls = getattr(builtins, name or "", None)
+        return cls if isinstance(cls, type) and issubclass(cls, Exception) else None
+    return None
