@@ -2,16 +2,28 @@
 
 A task writes a small ONNX CNN (random weights) as a Neo-style ``model.tar.gz`` under
 ``$AIRFLOW_HOME/neo/models``; the compile task compiles it for the machine's CPU family
-(``LINUX``/``X86_64``) into ``$AIRFLOW_HOME/neo/artifacts``; the last task prints the full
-DescribeCompilationJob payload and runs the artifact once through ``airflow_neo.runtime``.
+(``LINUX``/``X86_64``) into ``$AIRFLOW_HOME/neo/artifacts``, verifying it against onnxruntime
+and profiling it; its report (XCom ``neo_report``) rides on the asset event of the artifacts
+location. Downstream, ``verify_artifact`` re-checks the artifact on the worker that runs it (the
+smoke test of a deploy host), and the last task reads the report from the asset event, prints the
+full DescribeCompilationJob payload and runs the artifact once through ``airflow_neo.runtime``.
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pendulum
 
-from airflow.sdk import dag, task
+from airflow.sdk import Asset, dag, task
 from airflow_neo.operators.neo import NeoCompilationOperator
+from airflow_neo.operators.verify import NeoVerifyArtifactOperator
+
+HOME = Path(os.environ.get("AIRFLOW_HOME", "~/airflow")).expanduser().resolve()
+# [START howto_neo_report_asset]
+ARTIFACTS = Asset((HOME / "neo" / "artifacts").as_uri())  # the compile's S3OutputLocation
+# [END howto_neo_report_asset]
 
 # [START howto_operator_neo_local_compile]
 LOCAL_CONFIG = {
@@ -23,7 +35,7 @@ LOCAL_CONFIG = {
         "DataInputConfig": {"data": [1, 3, 32, 32]},
     },
     "OutputConfig": {
-        "S3OutputLocation": "{{ ti.xcom_pull(task_ids='make_model')['output_uri'] }}",
+        "S3OutputLocation": ARTIFACTS.uri,
         "TargetPlatform": {"Os": "LINUX", "Arch": "X86_64"},
     },
     "StoppingCondition": {"MaxRuntimeInSeconds": 900},
@@ -42,14 +54,10 @@ LOCAL_CONFIG = {
 def neo_local_compile():
     @task
     def make_model() -> dict:
-        import os
-        from pathlib import Path
-
         from airflow_neo.samples import write_sample_archive
 
-        home = Path(os.environ.get("AIRFLOW_HOME", "~/airflow")).expanduser().resolve()
-        archive = write_sample_archive(home / "neo" / "models" / "sample-cnn" / "model.tar.gz")
-        return {"input_uri": archive.as_uri(), "output_uri": (home / "neo" / "artifacts").as_uri()}
+        archive = write_sample_archive(HOME / "neo" / "models" / "sample-cnn" / "model.tar.gz")
+        return {"input_uri": archive.as_uri()}
 
     # [START howto_operator_neo_compilation_local]
     compile_model = NeoCompilationOperator(
@@ -58,17 +66,33 @@ def neo_local_compile():
         config=LOCAL_CONFIG,
         action_if_job_exists="timestamp",
         check_interval=2,
+        outlets=[ARTIFACTS],  # the job's report goes on this asset's event
     )
     # [END howto_operator_neo_compilation_local]
 
-    @task
-    def smoke_test(payload: dict) -> dict:
+    # [START howto_operator_neo_verify_artifact]
+    verify_artifact = NeoVerifyArtifactOperator(
+        task_id="verify_artifact",
+        artifact_uri="{{ ti.xcom_pull(task_ids='compile')['ModelArtifacts']['S3ModelArtifacts'] }}",
+        verify_mode="gate",
+        profile_seconds=1,
+    )
+    # [END howto_operator_neo_verify_artifact]
+
+    # [START howto_neo_report_inlet]
+    @task(inlets=[ARTIFACTS])
+    def smoke_test(payload: dict, *, inlet_events=None) -> dict:
         import json
 
         import numpy as np
 
         from airflow_neo import runtime
 
+        report = inlet_events[ARTIFACTS][-1].extra["neo_report"]
+        verification = report["verification"]
+        print(f"Report from the asset event: verification {verification['mode']}: passed={verification['passed']} "
+              f"against {verification['reference']}; speedup {(report.get('profile') or {}).get('speedup', '-')}")
+        # [END howto_neo_report_inlet]
         print("DescribeCompilationJob payload:")
         print(json.dumps(payload, indent=2))
         artifact = payload["ModelArtifacts"]["S3ModelArtifacts"]
@@ -78,7 +102,7 @@ def neo_local_compile():
         print(f"Ran once: output shapes {[list(o.shape) for o in outputs]}, top class {int(np.argmax(outputs[0]))}")
         return {"artifact": artifact, "output_shapes": [list(o.shape) for o in outputs]}
 
-    make_model() >> compile_model
+    make_model() >> compile_model >> verify_artifact
     smoke_test(compile_model.output)
 
 

@@ -78,6 +78,7 @@ def test_neo_local_compile(airflow_home):
     output = _dags_test(env, "neo_local_compile")
     assert '"CompilationJobStatus": "COMPLETED"' in output
     assert "Ran once: output shapes [[1, 10]]" in output
+    assert "Report from the asset event: verification gate: passed=True against onnxruntime" in output
     artifacts = list((home / "neo" / "artifacts").glob("*.tar.gz"))
     assert [a.name for a in artifacts] == ["model-linux-x86_64.tar.gz"]
     assert ("sample-cnn-x86-64", "COMPLETED") in _jobs(home)
@@ -107,14 +108,23 @@ def test_rerunning_the_local_compile_hits_the_cache_and_keeps_every_digest_true(
 
 
 def test_neo_batch_compile(airflow_home):
+    """Six jobs, each verified and profiled (profile_seconds 1: the DAG's max_slowdown gate needs
+    the figures); the summary tabulates every report and the gated x86-64 rows pass the gate."""
     home, env = airflow_home
-    output = _dags_test(env, "neo_batch_compile", "2026-11-20")
+    output = _dags_test({**env, "AIRFLOW__NEO__PROFILE_SECONDS": "1"}, "neo_batch_compile", "2026-11-20")
     jobs = [job for job in _jobs(home) if job[0].endswith("-20261120")]
     assert len(jobs) == 6 and {status for _, status in jobs} == {"COMPLETED"}, jobs
     for model in ("cnn-small", "cnn-alt"):
         names = sorted(p.name for p in (home / "neo" / "batch" / model).glob("*.tar.gz"))
         assert names == ["model-linux-arm64.tar.gz", "model-linux-x86_64.tar.gz", "model-ml_c5.tar.gz"]
     assert "did not complete" not in output
+    rows = {line.split()[0]: line.split() for line in output.splitlines()
+            if line.split() and line.split()[0].endswith("-20261120")}
+    for model in ("cnn-small", "cnn-alt"):
+        job, status, target, verified, p50, speedup, gate = rows[f"{model}-x86-64-20261120"][:7]
+        assert (status, target, verified, gate) == ("COMPLETED", "LINUX/X86_64", "passed", "passed"), rows
+        assert float(p50) > 0 and float(speedup.rstrip("x")) > 0
+        assert rows[f"{model}-arm64-20261120"][6] == "-"  # no gate: ARM artifacts are profiled on the device
 
 
 @pytest.fixture
