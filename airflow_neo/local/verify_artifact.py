@@ -33,7 +33,7 @@ pool does not survive a fork) with local paths in and the JSON report out (a fil
 passed on to ``log`` as they come. The child is killed (its whole process group) after
 ``timeout_seconds``. A child that dies by a signal or exits without a result raises, under the
 gate, :class:`~airflow_neo.local.errors.ArtifactCheckCrashed` naming the signal (or exit code) and
-the tail of its stderr; one past its time limit raises
+its stderr (the first and last lines); one past its time limit raises
 :class:`~airflow_neo.local.errors.ArtifactCheckTimedOut`; under ``"report"`` (and ``"off"``) the
 report says ``not_verified: the check process crashed (...)`` (or ``did not finish ...``). An
 exception in the child is raised here again as the same class of
@@ -74,8 +74,8 @@ Log = Callable[[str], Any]
 METADATA_NAME = "metadata.json"
 #: the check process's time limit (seconds) when the caller gives none
 DEFAULT_TIMEOUT_SECONDS = 600.0
-#: how much of the check process's stderr a crash's message quotes (characters, from the end)
-STDERR_TAIL_CHARS = 1500
+#: how much of the check process's stderr a crash's message quotes: its first and last lines, characters in all
+STDERR_HEAD_LINES, STDERR_TAIL_LINES, STDERR_CHARS = 12, 4, 2000
 
 
 def verify_artifact(artifact_uri: str, *, inputs_uri: str | None = None, mode: str = "gate", rtol: float | None = None,
@@ -230,7 +230,7 @@ def _check(request: dict, timeout: float, log: Log) -> dict:
 
 
 def _run_child(request: dict, timeout: float, log: Log) -> tuple[dict | None, int | None, str]:
-    """``(the child's result or None, its exit status or None past the timeout, the tail of its stderr)``."""
+    """``(the child's result or None, its exit status or None past the timeout, its stderr shortened)``."""
     folder = Path(request["scratch"])
     result = folder / "result.json"
     path = folder / "request.json"
@@ -238,8 +238,7 @@ def _run_child(request: dict, timeout: float, log: Log) -> tuple[dict | None, in
     command = [sys.executable, "-X", "faulthandler", "-m", CHILD, str(path)]
     with open(folder / "stderr.txt", "w+b") as stderr:
         code = _supervise(command, stderr, timeout, log)
-        stderr.seek(0)
-        tail = _tail(stderr.read())
+        tail = _tail(_ends(stderr))
     # a result written is the verdict, even if the process crashed while exiting afterwards
     return (json.loads(result.read_text()) if result.exists() else None), code, tail
 
@@ -315,12 +314,26 @@ def _kill_group(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
+def _ends(handle, size: int = 2**16) -> bytes:
+    """The first and last ``size`` bytes of the open file ``handle`` (all of it when smaller)."""
+    length = handle.seek(0, os.SEEK_END)
+    handle.seek(0)
+    if length <= 2 * size:
+        return handle.read()
+    head = handle.read(size)
+    handle.seek(length - size)
+    return head + b"\n...\n" + handle.read()
+
+
 def _tail(data: bytes) -> str:
-    """The last lines of the child's stderr (at most :data:`STDERR_TAIL_CHARS` characters)."""
-    text = data.decode("utf-8", "replace").strip()
-    if len(text) > STDERR_TAIL_CHARS:
-        text = "..." + text[-STDERR_TAIL_CHARS:]
-    return text
+    """What the child wrote to stderr, shortened to its first and last lines where it is long: a
+    native backtrace (TVM prints one on SIGSEGV) starts at the crash and ends in Python's main."""
+    lines = data.decode("utf-8", "replace").strip().splitlines()
+    if len(lines) > STDERR_HEAD_LINES + STDERR_TAIL_LINES + 1:
+        skipped = len(lines) - STDERR_HEAD_LINES - STDERR_TAIL_LINES
+        lines = lines[:STDERR_HEAD_LINES] + [f"... ({skipped} lines)"] + lines[-STDERR_TAIL_LINES:]
+    text = "\n".join(lines)
+    return text if len(text) <= STDERR_CHARS else text[:STDERR_CHARS] + " ..."
 
 
 def _crashed(code: int, tail: str) -> tuple[ArtifactCheckCrashed, str]:
@@ -336,7 +349,7 @@ def _crashed(code: int, tail: str) -> tuple[ArtifactCheckCrashed, str]:
             what += "; killed, possibly by the kernel's out-of-memory killer"
     else:
         what = f"exit code {code} without a result"
-    stderr = f"; its stderr ends:\n{tail}" if tail else "; it wrote nothing to stderr"
+    stderr = f"; its stderr:\n{tail}" if tail else "; it wrote nothing to stderr"
     return (ArtifactCheckCrashed(f"the artifact's library crashed the check process ({what}); do not deploy it until "
                                  f"it loads and runs on this host{stderr}"),
             f"the check process crashed ({what}){stderr}")
@@ -344,7 +357,7 @@ def _crashed(code: int, tail: str) -> tuple[ArtifactCheckCrashed, str]:
 
 def _timed_out(timeout: float, tail: str) -> tuple[ArtifactCheckTimedOut, str]:
     """The error (under the gate) and the report's reason of a child killed after ``timeout`` seconds."""
-    stderr = f"; its stderr ends:\n{tail}" if tail else ""
+    stderr = f"; its stderr:\n{tail}" if tail else ""
     return (ArtifactCheckTimedOut(f"the check process did not finish within {timeout:g} s (timeout_seconds) and was "
                                   f"killed: loading, running or profiling the artifact hung or is that slow on this "
                                   f"host{stderr}"),

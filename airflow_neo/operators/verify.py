@@ -8,7 +8,10 @@ Invariants: importing this module imports neither TVM, ONNX, torch nor boto3 (DA
 verification is imported in ``execute``, the S3 client made there only for ``s3://`` locations;
 arguments that are not templates are checked at construction (naming the parameter, the value and
 what is allowed), templated ones once rendered; under ``"gate"`` a mismatch, or a host that cannot
-run the artifact, fails the task with the figures; the return value is JSON-safe.
+run the artifact, fails the task with the figures; the artifact is loaded and run in a check process
+of its own, never in the task's (a library that crashes or hangs fails the task with what happened:
+the signal, or ``check_timeout_seconds``, under the gate; the report says so otherwise); the return
+value is JSON-safe.
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ class NeoVerifyArtifactOperator(BaseOperator):
         (the report says so) or ``off`` (profile only). Templated.
     :param verify_rtol: relative tolerance of float outputs; None: the one the compile used.
     :param profile_seconds: the latency profile's budget on this worker (0: none).
+    :param check_timeout_seconds: the time limit of the check process that loads, runs and profiles
+        the artifact; past it the process is killed (a failed check under the gate).
     :param aws_conn_id: the Airflow AWS connection for ``s3://`` locations (None: boto3's defaults).
     :param region_name, verify, botocore_config: as for the compile operator's connection
         (``verify``: SSL verification of boto3).
@@ -59,6 +64,7 @@ class NeoVerifyArtifactOperator(BaseOperator):
         verify_mode: str = "gate",
         verify_rtol: float | None = None,
         profile_seconds: float = 2,
+        check_timeout_seconds: float = 600,
         aws_conn_id: str | None = "aws_default",
         region_name: str | None = None,
         verify: bool | str | None = None,
@@ -74,18 +80,21 @@ class NeoVerifyArtifactOperator(BaseOperator):
             verify_mode = check_verify(verify_mode)
         _check_number("verify_rtol", verify_rtol, allow_none=True, minimum_exclusive=True)
         _check_number("profile_seconds", profile_seconds)
+        _check_number("check_timeout_seconds", check_timeout_seconds, minimum_exclusive=True)
         self.artifact_uri = artifact_uri
         self.verify_inputs = verify_inputs
         self.verify_mode = verify_mode
         self.verify_rtol = verify_rtol
         self.profile_seconds = profile_seconds
+        self.check_timeout_seconds = check_timeout_seconds
         self.aws_conn_id = aws_conn_id
         self.region_name = region_name
         self.verify = verify
         self.botocore_config = botocore_config
 
     def execute(self, context: Context) -> dict:
-        from airflow_neo.local.errors import AccuracyCheckError, IncompatibleArtifactError, failure_reason
+        from airflow_neo.local.errors import (AccuracyCheckError, ArtifactCheckAborted, IncompatibleArtifactError,
+                                              failure_reason)
         from airflow_neo.local.verify_artifact import verify_artifact
 
         inputs = self.verify_inputs or None
@@ -96,9 +105,9 @@ class NeoVerifyArtifactOperator(BaseOperator):
             report = verify_artifact(
                 self.artifact_uri.strip(), inputs_uri=inputs, mode=mode, rtol=self.verify_rtol,
                 profile_seconds=self.profile_seconds, s3_client=self._s3_client() if uses_s3 else None,
-                log=self.log.info,
+                log=self.log.info, timeout_seconds=self.check_timeout_seconds,
             )
-        except (AccuracyCheckError, IncompatibleArtifactError) as err:
+        except (AccuracyCheckError, IncompatibleArtifactError, ArtifactCheckAborted) as err:
             raise AirflowException(f"Artifact {self.artifact_uri} failed verification on this worker: "
                                    f"{failure_reason(err)}") from err
         return report

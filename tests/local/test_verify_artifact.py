@@ -3,7 +3,9 @@
 Two real compiles of the small CNN (tests/local/models.py): the model, and the same model with its
 largest weight scaled by 1.5 (same inputs and outputs). A wrong artifact is the first artifact's
 metadata and recorded verification with the second's library swapped in, or with a recorded
-reference output tampered with: both must be caught.
+reference output tampered with: both must be caught. All of them run in the check process; so do
+libraries that crash (SIGSEGV, SIGABRT, an exit) or hang when loaded (tests/local/native_libraries.py):
+the check names what happened and this process goes on.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import tarfile
 from pathlib import Path
 
@@ -20,7 +23,7 @@ import pytest
 from airflow_neo.local import errors
 from airflow_neo.local.compiler import compile_model
 from airflow_neo.local.verify_artifact import verify_artifact
-from tests.local import models
+from tests.local import models, native_libraries
 from tests.local.test_verify import _member, _tampered_onnx
 
 LINUX_X86_64 = {"Os": "LINUX", "Arch": "X86_64"}
@@ -184,3 +187,58 @@ def test_bad_locations_and_inputs_are_named(built, tmp_path):
     np.savez(wrong, input0=np.zeros([2, 3, 16, 16], np.float32))
     with pytest.raises(errors.ModelInputError, match=r"the sample input 'input0' in /.*wrong.npz has shape \[2, 3, 16, 16\]"):
         verify_artifact(str(built["good"]), inputs_uri=str(wrong), **QUIET)
+
+
+# ----------------------------------------------------------------------------- a library that takes its process down
+
+
+def _misbehaving(built, tmp_path: Path, behaviour: str) -> Path:
+    """The good artifact with its library replaced by one that does ``behaviour`` when loaded."""
+    library = native_libraries.misbehaving_library(tmp_path, behaviour)
+    return _rewrite(built["good"], tmp_path / f"{behaviour}.tar.gz", {"model.so": library})
+
+
+def test_a_library_that_segfaults_fails_the_gate_and_is_reported_otherwise(built, tmp_path, monkeypatch):
+    crashing = _misbehaving(built, tmp_path, "segfault")
+    pid_file = tmp_path / "pid"
+    monkeypatch.setenv(native_libraries.PID_FILE_ENV, str(pid_file))
+    with pytest.raises(errors.ArtifactCheckCrashed) as info:
+        verify_artifact(str(crashing), profile_seconds=0, **QUIET)
+    message = str(info.value)
+    assert message.startswith("the artifact's library crashed the check process (signal 11: SIGSEGV)"), message
+    assert "misbehaving library loaded: segfault" in message  # the tail of the check process's stderr
+    assert errors.failure_reason(info.value).startswith("ServerError: the artifact's library crashed")
+    # the library ran, and crashed, in another process: this one goes on
+    assert int(pid_file.read_text()) != os.getpid()
+    lines: list[str] = []
+    report = verify_artifact(str(crashing), mode="report", profile_seconds=1, log=lines.append)
+    assert json.loads(json.dumps(report)) == report
+    why = report["verification"]["not_verified"]
+    assert report["verification"]["passed"] is None and why.startswith("the check process crashed (signal 11: SIGSEGV)")
+    assert report["profile"] == {"skipped": why}
+    assert any(line.startswith("verification: not verified: the check process crashed (signal 11: SIGSEGV)")
+               for line in lines)
+
+
+@pytest.mark.parametrize(("behaviour", "what"), [("abort", "signal 6: SIGABRT"), ("exit", "exit code 3 without a result")])
+def test_a_library_that_aborts_or_exits_is_named(built, tmp_path, behaviour, what):
+    with pytest.raises(errors.ArtifactCheckCrashed, match=rf"crashed the check process \({what}\).*\n.*"
+                                                          rf"misbehaving library loaded: {behaviour}"):
+        verify_artifact(str(_misbehaving(built, tmp_path, behaviour)), profile_seconds=0, **QUIET)
+
+
+def test_a_library_that_hangs_is_killed_at_the_time_limit(built, tmp_path, monkeypatch):
+    hanging = _misbehaving(built, tmp_path, "hang")
+    pid_file = tmp_path / "pid"
+    monkeypatch.setenv(native_libraries.PID_FILE_ENV, str(pid_file))
+    # long enough for the check process to import TVM and load the library, which then sleeps
+    with pytest.raises(errors.ArtifactCheckTimedOut, match=r"the check process did not finish within 12 s "
+                                                           r"\(timeout_seconds\) and was killed: .*\n"
+                                                           r"misbehaving library loaded: hang"):
+        verify_artifact(str(hanging), timeout_seconds=12, profile_seconds=0, **QUIET)
+    with pytest.raises(ProcessLookupError):  # the check process is gone, not left sleeping
+        os.kill(int(pid_file.read_text()), 0)
+    report = verify_artifact(str(hanging), mode="report", timeout_seconds=3, profile_seconds=0, **QUIET)
+    assert report["verification"]["not_verified"].startswith("the check process did not finish within 3 s (killed)")
+    with pytest.raises(ValueError, match=r"timeout_seconds must be a number of seconds > 0; got 0"):
+        verify_artifact(str(hanging), timeout_seconds=0, **QUIET)

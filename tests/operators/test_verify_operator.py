@@ -1,7 +1,8 @@
 """NeoVerifyArtifactOperator: a real artifact (the small CNN of tests/local/models.py, compiled
 for this host), checked in a real task context (``airflow dags test``: templates rendered, the
 report pushed to XCom and pulled by a downstream task) and by ``execute`` for the gate, report
-mode, S3 through an Airflow AWS connection (moto) and argument checks."""
+mode, S3 through an Airflow AWS connection (moto), a library that crashes its check process (the
+task fails naming the signal) and argument checks."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import pytest
 from airflow.sdk.exceptions import AirflowException
 from airflow_neo.local.compiler import compile_model
 from airflow_neo.operators.verify import NeoVerifyArtifactOperator
-from tests.local import models
+from tests.local import models, native_libraries
 from tests.support.context import make_context
 
 REPO = Path(__file__).resolve().parents[2]
@@ -105,6 +106,21 @@ def test_the_gate_fails_the_task_with_the_figures_and_report_mode_returns_them(a
     assert json.loads(json.dumps(report)) == report
 
 
+def test_a_library_that_crashes_fails_the_task_and_not_the_worker(artifacts, tmp_path):
+    with tarfile.open(artifacts["good"]) as tar:
+        members = {member.name: tar.extractfile(member).read() for member in tar.getmembers()}
+    members["model.so"] = native_libraries.misbehaving_library(tmp_path, "segfault")
+    crashing = tmp_path / "crashing.tar.gz"
+    with tarfile.open(crashing, "w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    with pytest.raises(AirflowException, match=r"failed verification on this worker: ServerError: the artifact's library "
+                                               r"crashed the check process \(signal 11: SIGSEGV\)"):
+        _operator(str(crashing), check_timeout_seconds=120).execute(make_context())
+
+
 def test_s3_locations_go_through_the_aws_connection(artifacts, tmp_path, monkeypatch):
     import boto3
     from moto import mock_aws
@@ -133,6 +149,8 @@ def test_arguments_are_checked_naming_them():
         _operator("/a.tar.gz", profile_seconds=-1)
     with pytest.raises(ValueError, match=r"verify_rtol must be a number > 0 \(or None\); got 0"):
         _operator("/a.tar.gz", verify_rtol=0)
+    with pytest.raises(ValueError, match=r"check_timeout_seconds must be a number > 0; got 0"):
+        _operator("/a.tar.gz", check_timeout_seconds=0)
     templated = _operator("{{ ti.xcom_pull('compile')['ModelArtifacts']['S3ModelArtifacts'] }}",
                           verify_inputs="{{ params.inputs }}", verify_mode="{{ params.mode }}")
     assert templated.verify_mode == "{{ params.mode }}"
