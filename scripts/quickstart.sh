@@ -47,6 +47,7 @@ Next: look at the job with the command line (these work as printed, from any dir
   export AIRFLOW_HOME=$AIRFLOW_HOME
   $venv_bin/airflow-neo --backend local describe-compilation-job --compilation-job-name $job
   $venv_bin/airflow-neo --backend local list-compilation-jobs --output table
+  $venv_bin/airflow-neo --backend local describe-compilation-report --compilation-job-name $job --output text
 Or run 'source $venv_bin/activate' first and type 'airflow-neo ...';
 'export AIRFLOW__NEO__DEFAULT_BACKEND=local' makes --backend local the default.
 NEXT
