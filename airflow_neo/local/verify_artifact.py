@@ -261,6 +261,7 @@ def _supervise(command: list[str], stderr, timeout: float, log: Log) -> int | No
     finally:
         _kill_group(proc)
         reader.join(5)
+    if not reader.is_alive():  # closing a pipe that the reader blocks on would block too
         proc.stdout.close()
     _forward(lines, log)
     return code
@@ -305,12 +306,13 @@ def _forward(lines: queue.Queue, log: Log) -> None:
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
-    """SIGKILL the child's process group (it leads its own session) while the child runs; reap it."""
+    """SIGKILL the child's process group (it leads its own session: whatever it started goes too); reap it."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
     if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            proc.kill()
+        proc.kill()
     proc.wait()
 
 
