@@ -31,7 +31,7 @@ from typing import Any, Callable
 
 from airflow_neo.local.errors import AccuracyCheckError, LocalCompilationError, ModelArchiveError
 
-__all__ = ["ADVICE", "main", "run_checks", "unrunnable"]
+__all__ = ["ADVICE", "describe_error", "main", "run_checks", "unrunnable"]
 
 Log = Callable[[str], Any]
 ADVICE = "the artifact does not reproduce its compile's outputs on this host; do not deploy it"
@@ -220,9 +220,9 @@ def describe_error(err: BaseException) -> dict:
             "traceback": traceback.format_exc()}
 
 
-def _write_result(path: Path, outcome: dict) -> None:
+def _write_result(path: Path, text: str) -> None:
     partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(outcome))
+    partial.write_text(text)
     os.replace(partial, path)
 
 
@@ -234,10 +234,10 @@ def main(argv: list[str]) -> int:
     request = json.loads(Path(argv[0]).read_text())
     _die_with_parent(int(request["parent_pid"]))
     try:
-        outcome: dict = {"report": run_checks(request, _print)}
+        text = json.dumps({"report": run_checks(request, _print)})  # a report that is not JSON-safe is an error too
     except BaseException as err:  # noqa: BLE001 - every failure goes back to the parent
-        outcome = {"error": describe_error(err)}
-    _write_result(Path(request["result"]), outcome)
+        text = json.dumps({"error": describe_error(err)})
+    _write_result(Path(request["result"]), text)
     return 0
 
 
