@@ -43,6 +43,32 @@ MODEL_FILENAMES: dict[str, tuple[str, ...]] = {
 
 _COPY_CHUNK = 1024 * 1024
 _LISTING_LIMIT = 25
+#: The largest extended header (pax records, a GNU long name or link) read; real ones are a few KiB.
+MAX_HEADER_BYTES = 1024 * 1024
+
+
+class _BoundedTarInfo(tarfile.TarInfo):
+    """A TarInfo whose extended headers are refused above :data:`MAX_HEADER_BYTES`.
+
+    tarfile reads a pax or GNU long-name header into memory at the size its header declares:
+    a few MiB of gzip can declare gigabytes (a memory bomb before any member is seen).
+    """
+
+    def _proc_gnulong(self, tarfile):
+        _check_header_size(self)
+        return super()._proc_gnulong(tarfile)
+
+    def _proc_pax(self, tarfile):
+        _check_header_size(self)
+        return super()._proc_pax(tarfile)
+
+
+def _check_header_size(info: tarfile.TarInfo) -> None:
+    if info.size > MAX_HEADER_BYTES:
+        raise ModelArchiveError(
+            f"model archive has an extended header (tar type {info.type!r}) of {_human(info.size)}; "
+            f"at most {_human(MAX_HEADER_BYTES)} is allowed: refusing to extract it"
+        )
 
 
 def safe_extract(
@@ -56,7 +82,8 @@ def safe_extract(
 
     Rejected, with :class:`ModelArchiveError`: absolute paths, ``..`` components, symbolic and
     hard links, devices, FIFOs and other special members, more than ``max_members`` members,
-    more than ``max_total_bytes`` of file data, and archives that cannot be read. Nothing is
+    more than ``max_total_bytes`` of file data, extended (pax, long-name) headers over
+    :data:`MAX_HEADER_BYTES`, and archives that cannot be read. Nothing is
     written before the whole member list has passed the checks. Files are written with mode
     0644, directories 0755; owners and times from the archive are ignored.
 
@@ -67,13 +94,13 @@ def safe_extract(
     if not archive_path.is_file():
         raise ModelArchiveError(f"model archive {str(archive_path)!r} does not exist or is not a file")
     try:
-        with tarfile.open(archive_path, mode="r:*") as tar:
+        with tarfile.open(archive_path, mode="r:*", tarinfo=_BoundedTarInfo) as tar:
             members = _checked_members(tar, max_members, max_total_bytes)
         dest.mkdir(parents=True, exist_ok=True)
         root = dest.resolve()
         # A second, forward-only pass: reading each member right after its header never seeks
         # backwards in the gzip stream (which would decompress from the start again).
-        with tarfile.open(archive_path, mode="r:*") as tar:
+        with tarfile.open(archive_path, mode="r:*", tarinfo=_BoundedTarInfo) as tar:
             files = _write_members(tar, members, root, max_total_bytes)
     except ModelArchiveError:
         raise
