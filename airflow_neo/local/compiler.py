@@ -212,7 +212,8 @@ def _check(metadata: dict, library: Path, model_file: Path, model_dir: Path, log
     from airflow_neo.local.profile import profile_build
     from airflow_neo.local.verify import check_build
 
-    found = {"profile": profile_build(metadata, library, model_file, model_dir, profile_seconds, log=log)}
+    found = {"profile": profile_build(metadata, library, model_file, model_dir, profile_seconds, log=log,
+                                      user_inputs=user_inputs)}
     found["verification"], record = check_build(metadata, library, model_file, model_dir, mode=verify, rtol=rtol,
                                                 log=log, user_inputs=user_inputs)
     return {key: value for key, value in found.items() if value is not None}, record

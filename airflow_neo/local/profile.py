@@ -54,12 +54,13 @@ TOP_KERNELS = 10
 
 
 def profile_build(metadata: dict, library: Path, model_file: Path, model_dir: Path, seconds: float, *,
-                  log: Log = print) -> dict | None:
-    """The ``profile`` entry of ``metadata.json`` (None when ``seconds`` is 0)."""
+                  log: Log = print, user_inputs: tuple[Path, str] | None = None) -> dict | None:
+    """The ``profile`` entry of ``metadata.json`` (None when ``seconds`` is 0), on the verification's
+    inputs (``user_inputs``: the job's ``verify_inputs``, as :func:`~airflow_neo.local.verify.inputs_for` takes them)."""
     if not seconds or seconds <= 0:
         return None
     result: dict[str, Any] = {"budget_seconds": float(seconds)}
-    inputs = _artifact_latency(result, metadata, library, model_dir, seconds / 2)
+    inputs = _artifact_latency(result, metadata, library, model_dir, seconds / 2, user_inputs)
     if "skipped" not in result:
         from airflow_neo.local.profile_memory import peak_rss
 
@@ -80,7 +81,8 @@ def child_timeout(seconds: float) -> float:
     return max(30.0, 5.0 * seconds)
 
 
-def _artifact_latency(result: dict, metadata: dict, library: Path, model_dir: Path, budget: float) -> dict:
+def _artifact_latency(result: dict, metadata: dict, library: Path, model_dir: Path, budget: float,
+                      user_inputs: tuple[Path, str] | None = None) -> dict:
     """Fill ``result`` with the artifact's load time, threads and latency (or ``skipped``); the inputs."""
     from airflow_neo.local.errors import IncompatibleArtifactError
     from airflow_neo.local.references import NotVerifiable
@@ -90,7 +92,7 @@ def _artifact_latency(result: dict, metadata: dict, library: Path, model_dir: Pa
     inputs: dict = {}
     try:
         check_host_compatible(metadata)
-        inputs, result["inputs"] = inputs_for(metadata["inputs"], model_dir)
+        inputs, result["inputs"] = inputs_for(metadata["inputs"], model_dir, user_inputs=user_inputs)
         started = time.perf_counter()
         model = CompiledModel(metadata, library)
         result["load_seconds"] = round(time.perf_counter() - started, 4)

@@ -191,3 +191,15 @@ def test_profile_seconds_is_checked_and_passed_on():
         CompileSettings(profile_seconds=-1)
     assert CompileSettings(profile_seconds=0).verify_arguments() == {}
     assert CompileSettings(profile_seconds=2).verify_arguments() == {"profile_seconds": 2.0}
+
+
+def test_the_profile_runs_on_the_jobs_verify_inputs(tmp_path):
+    """The profile times the inputs the verification uses: the user's .npz when the job names one."""
+    import numpy as np
+
+    case = models.onnx_cnn(tmp_path / "model")
+    inputs = tmp_path / "inputs.npz"
+    np.savez(inputs, input0=np.full(models.CNN_SHAPE, 0.5, np.float32))
+    metadata = _compile(case, tmp_path, [], profile_seconds=0.2, verify_inputs=inputs.as_uri())
+    assert metadata["profile"]["inputs"] == metadata["verification"]["inputs"] == inputs.as_uri()
+    _sane(metadata["profile"])
