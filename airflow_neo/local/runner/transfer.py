@@ -14,6 +14,12 @@ Invariants:
   ``verify_inputs``), the location and the cause;
 * the user's sample inputs (``verify_inputs``) land at :func:`verify_inputs_copy` of the fetched
   archive, where the compile child finds them;
+* a local file is read or written only under the job's allowed roots (``allowed_paths``,
+  :mod:`airflow_neo.local.confinement`), checked right before the read or write on the path with
+  its symlinks resolved (so a symlink swapped in after the job was created cannot lead out), and
+  the resolved path is the one used; a refusal fails the job with a ClientError naming the field,
+  the path, the roots and ``[neo] local_allowed_paths``. A Transfer made from another's
+  :meth:`Transfer.s3_client` shares its roots;
   :meth:`Transfer.unpublish` never raises (best effort, logged).
 """
 
@@ -25,6 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from airflow_neo.local.confinement import PathNotAllowed, confine, default_roots
 from airflow_neo.local.errors import CLIENT_ERROR
 from airflow_neo.local.files import atomic_copy, blake2b_file, split_s3_url
 from airflow_neo.local.preflight import local_path
@@ -72,12 +79,27 @@ class Transfer:
 
     :param log: the job's logger.
     :param client_factory: returns a boto3 S3 client; called at most once (default: boto3's).
+    :param allowed_paths: the roots local files must lie under (default: those of the Transfer
+        whose :meth:`s3_client` is ``client_factory``, else
+        :func:`~airflow_neo.local.confinement.default_roots`).
     """
 
-    def __init__(self, log: logging.Logger, client_factory: Callable[[], Any] | None = None):
+    def __init__(self, log: logging.Logger, client_factory: Callable[[], Any] | None = None, *,
+                 allowed_paths: tuple[str, ...] | None = None):
         self.log = log
         self._factory = client_factory or s3_client_factory_for(None)
         self._client = None
+        owner = getattr(client_factory, "__self__", None)
+        if allowed_paths is None:
+            allowed_paths = owner.allowed_paths if isinstance(owner, Transfer) else default_roots()
+        self.allowed_paths = tuple(allowed_paths)
+
+    def _confined(self, field: str, uri: str, path: str, kind: str | None = CLIENT_ERROR) -> Path:
+        """The resolved ``path`` of ``uri`` when it lies under the allowed roots; else Failed."""
+        try:
+            return Path(confine(field, uri, path, self.allowed_paths))
+        except PathNotAllowed as err:
+            raise Failed(str(err), kind=kind or CLIENT_ERROR) from None
 
     def s3_client(self):
         if self._client is None:
@@ -107,7 +129,7 @@ class Transfer:
             path = local_path(uri)
             if path is None:
                 raise Failed(f"{field}: {uri}: the local backend reads s3://, file:// URIs and absolute paths only", kind=kind)
-            source = Path(path)
+            source = self._confined(field, uri, path, kind)
             if not source.exists():
                 raise Failed(f"{field}: {uri} does not exist", kind=kind)
             if not source.is_file():
@@ -137,8 +159,9 @@ class Transfer:
                     f"OutputConfig.S3OutputLocation: {destination}: the local backend writes to s3://, file:// URIs "
                     "and absolute paths only"
                 )
+            target = self._confined("OutputConfig.S3OutputLocation", destination, path)
             try:
-                atomic_copy(artifact, Path(path))
+                atomic_copy(artifact, target)
             except OSError as err:
                 raise Failed(f"Could not publish the compiled model to {destination}: {err}") from None
         self.log.info("published %s (%d bytes)", destination, artifact.stat().st_size)
@@ -151,7 +174,8 @@ class Transfer:
                 bucket, key = split_s3_url(destination)
                 self.s3_client().delete_object(Bucket=bucket, Key=key)
             else:
-                Path(local_path(destination) or destination).unlink(missing_ok=True)
+                self._confined("OutputConfig.S3OutputLocation", destination, local_path(destination) or destination
+                               ).unlink(missing_ok=True)
             self.log.warning("removed %s: the job did not complete", destination)
         except Exception as err:  # best effort
             self.log.warning("could not remove %s: %s", destination, err)

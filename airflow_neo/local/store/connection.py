@@ -21,7 +21,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection
 
 from airflow_neo.core.exceptions import CompilationJobNotFound
-from airflow_neo.local.store.engines import default_work_root, engine_entry, read_rows, store_url, write_transaction
+from airflow_neo.local.store.engines import (
+    default_work_root,
+    engine_entry,
+    mask_url,
+    read_rows,
+    store_url,
+    write_transaction,
+)
 from airflow_neo.local.store.liveness import Reaper
 from airflow_neo.local.store.naming import DEFAULT_ACCOUNT, DEFAULT_REGION, compilation_job_arn
 from airflow_neo.local.store.schema import JOBS, ensure_schema, schema_version
@@ -114,8 +121,8 @@ class StoreConnection:
 
     @property
     def display_target(self) -> str:
-        """The target for logs and messages (password hidden)."""
-        return str(self.path) if self.path is not None else self.url.render_as_string(hide_password=True)
+        """The target for logs and messages (password hidden, also one in the query)."""
+        return str(self.path) if self.path is not None else mask_url(self.url)
 
     @property
     def is_shared_database(self) -> bool:

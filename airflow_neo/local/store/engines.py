@@ -8,8 +8,10 @@ A store *target* is one of:
   ``postgresql+psycopg://``; Airflow's ``postgres://`` is read as ``postgresql://``): a database
   shared by many workers, the triggerer and the CLI.
 
-In-memory SQLite is refused (runners are other processes). Messages never show a password
-(:func:`_mask`).
+In-memory SQLite is refused (runners are other processes). Messages never show a password:
+:func:`mask_url` writes a URL with its password (also a ``password`` query parameter) as ``***``,
+:func:`redact` scrubs it (and, for a URL that does not parse, every piece of its user info) from
+an error's text.
 
 Engines: one engine (connection pool) per database per process, shared by every ``JobStore`` on
 it, at most :data:`MAX_CACHED_ENGINES` (least recently used first out). A forked child (Celery
@@ -73,7 +75,8 @@ def store_url(target: str | os.PathLike[str] | URL) -> URL:
         try:
             url = make_url(text)
         except Exception as err:  # noqa: BLE001 - sqlalchemy raises ArgumentError and friends
-            raise StoreConfigError(f"Job store {_mask(text)!r} is not a valid SQLAlchemy URL: {err}") from None
+            raise StoreConfigError(f"Job store {mask_url(text)!r} is not a valid SQLAlchemy URL: "
+                                   f"{redact(str(err), text)}") from None
     else:
         text = os.fspath(target)
         if not str(text).strip():
@@ -92,11 +95,47 @@ def store_url(target: str | os.PathLike[str] | URL) -> URL:
     return url
 
 
-def _mask(url: str | URL) -> str:
-    """``url`` with its password hidden (for messages)."""
+_QUERY_PASSWORD = re.compile(r"(?i)([?&]password=)([^&#]*)")
+#: ``scheme://user:`` then the password up to the *last* ``@`` (a password may hold ``@`` and ``:``)
+_USERINFO_PASSWORD = re.compile(r"://([^:/@?#]*):(.*)@")
+
+
+def mask_url(url: str | URL) -> str:
+    """``url`` for messages: its password, also a ``password`` query parameter, written ``***``."""
     if isinstance(url, URL):
-        return url.render_as_string(hide_password=True)
-    return re.sub(r"://([^:/@]*):[^@]*@", r"://\1:***@", str(url))
+        hidden = url.render_as_string(hide_password=True)
+    else:
+        hidden = _USERINFO_PASSWORD.sub(r"://\1:***@", str(url))
+    return _QUERY_PASSWORD.sub(r"\1***", hidden)
+
+
+_mask = mask_url
+
+
+def _secrets_of(url: str | URL) -> list[str]:
+    """The password of ``url`` (as given and URL-decoded) and of its query; for a string, also the
+    pieces of its user info split at ``@``, ``:`` and ``/`` (what a parser's message may quote)."""
+    found: list[str] = []
+    if isinstance(url, URL):
+        found += [url.password or ""] + [str(v) for k, v in url.query.items() if k.lower() == "password"]
+    else:
+        text = str(url)
+        match = _USERINFO_PASSWORD.search(text)
+        if match:
+            found.append(match.group(2))
+            found += re.split(r"[@:/]", match.group(2))
+        found += [m.group(2) for m in _QUERY_PASSWORD.finditer(text)]
+    import urllib.parse
+
+    found += [urllib.parse.unquote(item) for item in found]
+    return sorted({item for item in found if len(item) >= 3}, key=len, reverse=True)
+
+
+def redact(text: str, url: str | URL) -> str:
+    """``text`` (an error message) with every secret of ``url`` (:func:`_secrets_of`) written ``***``."""
+    for secret in _secrets_of(url):
+        text = text.replace(secret, "***")
+    return text
 
 
 def default_work_root() -> Path:
@@ -166,7 +205,7 @@ def _make_engine(url: URL) -> Engine:
         )
     except ModuleNotFoundError as err:
         raise StoreConfigError(
-            f"Job store {_mask(url)}: the database driver is not installed ({err}). For PostgreSQL install "
+            f"Job store {mask_url(url)}: the database driver is not installed ({err}). For PostgreSQL install "
             "psycopg2-binary (postgresql://, postgresql+psycopg2://) or psycopg[binary] (postgresql+psycopg://)."
         ) from None
 
