@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -23,6 +24,8 @@ NVIDIA_REQUIRED_OPTIONS = ("gpu-code", "trt-ver", "cuda-ver")
 LIST_FORM_FRAMEWORKS = frozenset({"PYTORCH"})
 # Schemes the local backend reads and writes besides those of the API's S3Uri pattern.
 LOCAL_URI_PREFIXES = ("file://", "/")
+# An integer given as a string (Jinja renders strings): ASCII digits only ("²".isdigit() is True).
+_INTEGER_TEXT = re.compile(r"-?[0-9]+")
 
 
 @lru_cache(maxsize=None)
@@ -140,7 +143,7 @@ def _check_structure(shape, value, path, problems, allow_local):
     result = {}
     for name, member_value in value.items():
         if name not in shape.members:
-            problems.append(Problem(prefix + name, member_value, f"unknown member; allowed: {sorted(shape.members)}"))
+            problems.append(Problem(prefix + str(name), member_value, f"unknown member; allowed: {sorted(shape.members)}"))
             continue
         if member_value is None:
             continue
@@ -157,7 +160,7 @@ def _check_list(shape, value, path, problems, allow_local):
 
 
 def _check_integer(shape, value, path, problems):
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+    if isinstance(value, str) and _INTEGER_TEXT.fullmatch(value.strip()):
         value = int(value.strip())
     if isinstance(value, bool) or not isinstance(value, int):
         problems.append(Problem(path, value, "must be an integer"))
@@ -293,7 +296,7 @@ def _check_data_input_config(input_config: dict, problems: list[Problem]) -> Non
     except ValueError as err:
         problems.append(Problem(path, raw, f"must be valid JSON ({err})"))
         return
-    list_ok = framework in LIST_FORM_FRAMEWORKS
+    list_ok = isinstance(framework, str) and framework in LIST_FORM_FRAMEWORKS
     forms = '{"input_name": [1, 3, 224, 224], ...}' + (" or [[1, 3, 224, 224], ...]" if list_ok else "")
     if isinstance(parsed, dict):
         bad = {name: shape for name, shape in parsed.items() if not _is_shape(shape)}
