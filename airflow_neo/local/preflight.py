@@ -69,7 +69,8 @@ def check_local_paths(request: ValidatedRequest, allowed_paths: Sequence[str], *
         raise InvalidCompilationRequest(problems)
 
 
-def path_problems(request: ValidatedRequest, roots: Sequence[str], *, verify_inputs: str | None = None) -> list[Problem]:
+def path_problems(request: ValidatedRequest, roots: Sequence[str], *,
+                  verify_inputs: str | None = None) -> list[Problem]:
     """A Problem for each local location of ``request`` (model, output, ``verify_inputs``) outside ``roots``."""
     locations = [
         ("InputConfig.S3Uri", str(request.input_config.get("S3Uri") or "") if "InputConfig" in request.payload else ""),
