@@ -8,6 +8,10 @@ Invariants:
   is either absent, its old version or complete: it is written to a hidden temporary file in the
   target's directory, flushed to disk, given mode 0644, then renamed over the target (and the
   directory entry flushed). On any error the temporary file is removed and the target is untouched.
+  A writer killed mid-write (``kill -9``) cannot remove its temporary file: the name holds the
+  writer's host, PID namespace and pid (``.<target>.<host>-<ns>.<pid>.<random>.partial``), and the next
+  :func:`atomic_file` of the same target removes those of this host whose writer is gone
+  (:func:`remove_dead_partials`). A temporary file is never at the target's name.
 * :func:`flocked` holds an advisory ``flock`` on a lock file (shared for readers, exclusive for
   writers) for the duration of the ``with`` block; its directory is made first.
 * :func:`split_s3_url` is the one reading of ``s3://bucket/key``.
@@ -22,7 +26,9 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,7 +55,9 @@ def atomic_file(target: str | os.PathLike, mode: str = "wb", *, encoding: str | 
     it replaces ``target`` at once (see the module docstring), else it is removed."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+    remove_dead_partials(target)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.{_host_tag()}.{os.getpid()}.", suffix=".partial",
+                                    dir=target.parent)
     try:
         with os.fdopen(fd, mode, encoding=encoding) as handle:
             yield handle
@@ -62,6 +70,49 @@ def atomic_file(target: str | os.PathLike, mode: str = "wb", *, encoding: str | 
             os.unlink(tmp_name)
         raise
     _fsync_dir(target.parent)
+
+
+def _host_tag() -> str:
+    """This host's name and PID namespace as they may appear in a temporary file's name (no dots)."""
+    host = re.sub(r"[^A-Za-z0-9_-]+", "_", socket.gethostname())[:64] or "host"
+    try:  # two containers may share a host name but not their pids
+        return f"{host}-{re.sub(r'[^0-9]', '', os.readlink('/proc/self/ns/pid'))}"
+    except OSError:
+        return host
+
+
+def _pid_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as handle:
+            return handle.read().rsplit(")", 1)[-1].split()[0] in ("Z", "X")
+    except (OSError, IndexError):
+        return False
+
+
+def remove_dead_partials(target: str | os.PathLike) -> list[str]:
+    """Remove the temporary files of :func:`atomic_file` writes of ``target`` left by writers on this
+    host that are gone (killed mid-write); returns their names. Those of other hosts (a shared
+    directory) and of live writers are left alone."""
+    target = Path(target)
+    pattern = re.compile(re.escape(f".{target.name}.{_host_tag()}.") + r"(\d+)\.[^.]+\.partial$")
+    removed = []
+    try:
+        names = os.listdir(target.parent)
+    except OSError:
+        return removed
+    for name in names:
+        match = pattern.match(name)
+        if match and _pid_gone(int(match.group(1))):
+            with contextlib.suppress(OSError):
+                os.unlink(target.parent / name)
+                removed.append(name)
+    return removed
 
 
 def _fsync_dir(directory: Path) -> None:

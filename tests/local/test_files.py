@@ -77,3 +77,20 @@ def test_flocked_excludes_other_processes(tmp_path):
 )
 def test_split_s3_url(url, parts):
     assert split_s3_url(url) == parts
+
+
+def test_temporary_files_of_dead_writers_are_removed_by_the_next_write(tmp_path):
+    from airflow_neo.local.files import _host_tag
+
+    target = tmp_path / "model.tar.gz"
+    dead_pid = 2**22 + 12345  # above any pid_max: never a live process
+    dead = tmp_path / f".model.tar.gz.{_host_tag()}.{dead_pid}.abc_12.partial"  # a writer killed mid-copy
+    live = tmp_path / f".model.tar.gz.{_host_tag()}.{os.getpid()}.xyz.partial"  # a writer still at work
+    remote = tmp_path / f".model.tar.gz.otherhost-1.{dead_pid}.abc.partial"  # another host's (a shared directory)
+    other = tmp_path / f".other.tar.gz.{_host_tag()}.{dead_pid}.abc.partial"  # another target's
+    for path in (dead, live, remote, other):
+        path.write_bytes(b"half")
+    with atomic_file(target) as handle:
+        handle.write(b"whole")
+    assert target.read_bytes() == b"whole"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([target.name, live.name, remote.name, other.name])

@@ -1,0 +1,87 @@
+"""Chaos tests of the local backend with real processes (issue 15): ``kill -9`` of the detached
+runner and of its compile child in each phase, and what readers see afterwards.
+
+Every case must end with the job FAILED (a killed runner: "Compile worker lost" once a reader
+checks its pid; a killed child: the runner records the crash), nothing at the output location
+(no artifact; a temporary file only where the runner was killed mid-copy, removed by the next
+publish there), no compile-cache entry for the job (unless its compile had ended: killed while
+publishing) and every entry intact,
+and the tuning database's files whole JSON lines. The compile is the fake
+:func:`tests.support.chaos.phased` (it announces its phase and hangs in it; its tune phase writes
+real records through :mod:`airflow_neo.local.tuning_db`). ``benchmarks/chaos.py`` repeats every case.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from airflow_neo.core import status as st
+from airflow_neo.local import runner
+from tests.support.chaos import CHILD_PHASES, COMPILE_FN, PHASES, World, cache_keys, cache_problems, kill_case, tuning_problems
+from tests.support.waiting import wait_for
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> World:
+    """One SQLite store for all the cases, primed with a completed job (a cache entry, tuning records)."""
+    world = World(tmp_path_factory.mktemp("chaos"))
+    world.create("prime")
+    world.launch("prime")
+    wait_for(lambda: world.status("prime")["CompilationJobStatus"] in st.TERMINAL_STATES, timeout=120)
+    assert world.status("prime")["CompilationJobStatus"] == st.COMPLETED, world.status("prime").get("FailureReason")
+    assert len(cache_keys(world.cache_dir)) == 1 and not tuning_problems(world.tuning_dir)
+    return world
+
+
+def _assert_clean(seen: dict) -> None:
+    assert seen["status"] == st.FAILED, seen
+    if seen["phase"] == "publish" and seen["victim"] == "runner":
+        # a writer killed mid-copy cannot remove its hidden temporary file; the next publish there does
+        assert [f for f in seen["output_files"] if not (f.startswith(".") and f.endswith(".partial"))] == [], seen
+    else:
+        assert seen["output_files"] == [], seen  # no artifact, no temporary file next to it
+    # killed while publishing, the compile itself had ended: its (whole, checked) cache entry is kept for a retry
+    assert len(seen["new_cache_keys"]) == (1 if seen["phase"] == "publish" else 0), seen
+    assert seen["cache_problems"] == [], seen
+    assert seen["tuning_problems"] == [], seen
+    assert seen["phase_hit"], seen
+
+
+@pytest.mark.parametrize("phase", PHASES)
+def test_kill_9_of_the_runner(world, phase):
+    seen = kill_case(world, "runner", phase, f"runner-{phase}")
+    _assert_clean(seen)
+    assert seen["runner_pid"] == seen["launched_pid"]
+    assert seen["reason"] == (
+        f"ServerError: Compile worker lost: process {seen['runner_pid']} on host {seen['host']} "
+        "exited without recording a result"
+    )
+    if phase == "publish":  # a retry publishing to the same location removes the dead writer's temporary file
+        out = world.create(f"retry-{phase}", retry_of=seen["name"])
+        world.launch(f"retry-{phase}")
+        wait_for(lambda: world.status(f"retry-{phase}")["CompilationJobStatus"] in st.TERMINAL_STATES, timeout=120)
+        assert world.status(f"retry-{phase}")["CompilationJobStatus"] == st.COMPLETED
+        assert sorted(p.name for p in out.iterdir()) == [f"{seen['name']}-ml_c5.tar.gz"]
+
+
+@pytest.mark.parametrize("phase", CHILD_PHASES)
+def test_kill_9_of_the_compile_child(world, phase):
+    seen = kill_case(world, "child", phase, f"child-{phase}")
+    _assert_clean(seen)
+    assert seen["child_is_runners_child"], seen
+    assert seen["reason"].startswith(
+        "ServerError: Compilation failed: internal compiler crash (signal 9: SIGKILL) (killed, possibly by the "
+        "kernel's out-of-memory killer)"
+    ), seen
+
+
+def test_the_store_works_after_the_kills(world):
+    """A job after the kills completes (no lock left held, no stale work dir in the way) and none is left running."""
+    out = world.create("after")
+    world.launch("after")
+    wait_for(lambda: world.status("after")["CompilationJobStatus"] in st.TERMINAL_STATES, timeout=120)
+    assert world.status("after")["CompilationJobStatus"] == st.COMPLETED, world.status("after").get("FailureReason")
+    assert sorted(p.name for p in out.iterdir()) == ["after-ml_c5.tar.gz"]
+    assert cache_problems(world.cache_dir) == [] and tuning_problems(world.tuning_dir) == []
+    running = [s for state in st.RUNNING_STATES for s in world.store.list(StatusEquals=state)["CompilationJobSummaries"]]
+    assert running == []

@@ -1,0 +1,354 @@
+"""Fault injection for the chaos tests (tests/local/test_chaos.py, benchmarks/chaos.py): a fake
+compile function that announces its phases and can hang in one, a slow S3 endpoint, the runner's
+and compile child's pids, and the integrity checks of the compile cache and tuning database.
+
+:func:`phased` is module-level so the spawned compile child imports it by name
+(``tests.support.chaos:phased``); it reads its parameters from the job's Tags:
+
+* ``marker_dir``: it writes ``<marker_dir>/<phase>`` (its pid) when it enters a phase;
+* ``hang``: the phase (``import``, ``tune``, ``build``) it stays in (sleeping, or in ``tune``
+  merging tuning records in a loop) until it is killed;
+* ``artifact_mb``: the size of the artifact it writes (a big one makes publishing take a while).
+
+The tune phase writes real records through :mod:`airflow_neo.local.tuning_db` (snapshot, then
+merge into ``<tuning_database>/chaos-target``), as the compiler does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import io
+import json
+import os
+import tarfile
+import threading
+import time
+from pathlib import Path
+
+HANG_SECONDS = 300
+TUNING_TARGET = "chaos-target"
+
+
+def _tag(request, key: str) -> str | None:
+    for tag in request.payload.get("Tags", []):
+        if tag["Key"] == key:
+            return tag["Value"]
+    return None
+
+
+def _enter(request, phase: str, log) -> bool:
+    """Announce ``phase`` (marker file written atomically); returns whether to hang in it."""
+    log(f"chaos phase {phase}")
+    marker_dir = _tag(request, "marker_dir")
+    if marker_dir:
+        tmp = Path(marker_dir) / f".{phase}.tmp"
+        tmp.write_text(str(os.getpid()))
+        os.replace(tmp, Path(marker_dir) / phase)
+    return _tag(request, "hang") == phase
+
+
+def _tune(tuning_database: str, work_dir: str, rounds: int) -> None:
+    from airflow_neo.local import tuning_db
+
+    shared = Path(tuning_database) / TUNING_TARGET
+    snap = tuning_db.snapshot(shared, Path(work_dir) / "tune")
+    workload = json.dumps([hashlib.sha256(b"chaos-workload").hexdigest(), {"mod": "x" * 64}])
+    for i in range(rounds):
+        workloads = (snap.directory / tuning_db.WORKLOAD_FILE)
+        records = (snap.directory / tuning_db.RECORD_FILE)
+        lines = [line for line in workloads.read_text().split("\n") if line]
+        if workload not in lines:
+            with open(workloads, "a") as handle:
+                handle.write(workload + "\n")
+            lines.append(workload)
+        index = lines.index(workload)
+        with open(records, "a") as handle:
+            handle.write(json.dumps([index, [["trace", i], [0.001 + i * 1e-6], {"kind": "llvm"}, []]]) + "\n")
+        tuning_db.merge(snap, {"chaos": 1})
+        snap = tuning_db.snapshot(shared, Path(work_dir) / f"tune{i}")
+
+
+def phased(request, archive_path, artifact_path, *, log=print, work_dir=None, tuning_database=None, **_):
+    """A fake compile: import, tune (real tuning-database writes), build (the artifact); see the module docstring."""
+    work_dir = work_dir or str(Path(artifact_path).parent)
+    if _enter(request, "import", log):
+        time.sleep(HANG_SECONDS)
+    model = Path(archive_path).read_bytes()
+    hang = _enter(request, "tune", log)
+    _tune(tuning_database, work_dir, rounds=10_000 if hang else 1)
+    hang = _enter(request, "build", log)
+    size = int(float(_tag(request, "artifact_mb") or 0) * 1024 * 1024)
+    payload = b"compiled:" + hashlib.sha256(model).hexdigest().encode() + b"\0" * size
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=0) as tar:  # stored: artifact_mb is its size
+        info = tarfile.TarInfo("compiled.so")
+        info.size = len(payload)
+        tar.addfile(info, io.BytesIO(payload))
+    data = buffer.getvalue()
+    with open(artifact_path, "wb") as out:
+        out.write(data[: len(data) // 2])  # half-written while "building"
+        out.flush()
+        if hang:
+            time.sleep(HANG_SECONDS)
+        out.write(data[len(data) // 2 :])
+    return {"framework": request.input_config["Framework"]}
+
+
+# ----------------------------------------------------------------------------- processes
+
+
+def runner_pid(store, name: str) -> int | None:
+    """The pid the job's runner recorded in the store (None before one claimed it)."""
+    from tests.support.stores import runner_info
+
+    return runner_info(store, name).get("pid")
+
+
+def child_pids(pid: int) -> list[int]:
+    """The compile child(ren) of runner ``pid`` (psutil)."""
+    import psutil
+
+    try:
+        return [child.pid for child in psutil.Process(pid).children()]
+    except psutil.NoSuchProcess:
+        return []
+
+
+# ----------------------------------------------------------------------------- integrity
+
+
+def cache_problems(cache_dir: Path) -> list[str]:
+    """What is wrong in the compile cache: an entry without its files, or whose artifact's BLAKE2b is
+    not the one its entry.json records; staging dirs left over count too."""
+    problems = []
+    entries = cache_dir / "entries"
+    if not entries.is_dir():
+        return problems
+    for child in sorted(entries.iterdir()):
+        if child.name.startswith("."):
+            problems.append(f"left-over staging dir {child.name}")
+            continue
+        try:
+            entry = json.loads((child / "entry.json").read_text())
+            digest = hashlib.blake2b((child / "model.tar.gz").read_bytes()).hexdigest()
+        except (OSError, ValueError) as err:
+            problems.append(f"{child.name}: {err}")
+            continue
+        if digest != entry.get("artifact_blake2b"):
+            problems.append(f"{child.name}: artifact digest {digest[:16]} != recorded {str(entry.get('artifact_blake2b'))[:16]}")
+    return problems
+
+
+def cache_keys(cache_dir: Path) -> set[str]:
+    entries = cache_dir / "entries"
+    return {p.name for p in entries.iterdir() if not p.name.startswith(".")} if entries.is_dir() else set()
+
+
+def tuning_problems(tuning_root: Path) -> list[str]:
+    """Lines of the tuning databases' JSON-lines files that are not whole JSON values, and records
+    whose workload index points past the workload file."""
+    problems = []
+    for db in sorted(p for p in tuning_root.glob("*") if p.is_dir()):
+        counts = {}
+        for name in ("database_workload.json", "database_tuning_record.json"):
+            path = db / name
+            if not path.exists():
+                continue
+            text = path.read_text()
+            if text and not text.endswith("\n"):
+                problems.append(f"{db.name}/{name}: torn last line")
+            lines = [line for line in text.split("\n") if line]
+            counts[name] = lines
+            for number, line in enumerate(lines, 1):
+                try:
+                    json.loads(line)
+                except ValueError:
+                    problems.append(f"{db.name}/{name}:{number}: not JSON: {line[:60]!r}")
+        workloads = len(counts.get("database_workload.json", []))
+        for line in counts.get("database_tuning_record.json", []):
+            try:
+                if json.loads(line)[0] >= workloads:
+                    problems.append(f"{db.name}: record for missing workload: {line[:60]!r}")
+            except (ValueError, TypeError, IndexError, KeyError):
+                pass
+    return problems
+
+
+# ----------------------------------------------------------------------------- a slow S3 endpoint
+
+
+class SlowS3:
+    """An HTTP endpoint that answers S3 HEAD/GET of any key with ``size`` bytes sent slowly (and
+    accepts nothing else): a runner fetching from it stays in its fetch phase. ``get_started`` is
+    set when a GET begins."""
+
+    def __init__(self, size: int = 1 << 20, seconds: float = 120.0):
+        self.size, self.seconds = size, seconds
+        self.get_started = threading.Event()
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _head(self):
+                self.send_response(200)
+                self.send_header("Content-Length", str(owner.size))
+                self.send_header("ETag", '"chaos"')
+                self.send_header("Last-Modified", "Wed, 01 May 2024 12:00:00 GMT")
+                self.send_header("Content-Type", "application/octet-stream")
+                self.end_headers()
+
+            def do_HEAD(self):
+                self._head()
+
+            def do_GET(self):
+                self._head()
+                owner.get_started.set()
+                chunks = 100
+                try:
+                    for _ in range(chunks):
+                        self.wfile.write(b"\0" * (owner.size // chunks))
+                        self.wfile.flush()
+                        time.sleep(owner.seconds / chunks)
+                except OSError:
+                    pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def __enter__(self) -> SlowS3:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+# ----------------------------------------------------------------------------- one kill, observed
+
+PHASES = ("fetch", "import", "tune", "build", "publish")
+CHILD_PHASES = ("import", "tune", "build")  # the compile child exists only while compiling
+COMPILE_FN = "tests.support.chaos:phased"
+
+
+class World:
+    """A job store with its cache and tuning database on this machine, where the chaos jobs run."""
+
+    def __init__(self, root: Path, store_target: str | Path | None = None, lease_seconds: float = 5.0):
+        from airflow_neo.local.store import JobStore
+
+        self.root = Path(root)
+        self.target = store_target or self.root / "state" / "jobs.db"
+        self.store = JobStore(self.target)
+        self.lease = lease_seconds
+        self.cache_dir = self.store.root / "cache"
+        self.tuning_dir = self.store.root / "tuning"
+
+    def create(self, name: str, *, hang: str = "", artifact_mb: float = 0, source: str | None = None,
+               retry_of: str | None = None) -> Path:
+        """Record job ``name`` on its own model archive (distinct bytes: no cache hit), or (``retry_of``)
+        on that job's archive and output location; returns its output dir."""
+        from tests.local.test_runner import _write_tar_gz, make_request
+
+        archive = self.root / "models" / f"{retry_of or name}.tar.gz"
+        archive.parent.mkdir(parents=True, exist_ok=True)
+        if not retry_of:
+            _write_tar_gz(str(archive), {"model.onnx": f"chaos model {name}".encode()})
+        markers = self.root / "markers" / name
+        markers.mkdir(parents=True, exist_ok=True)
+        out = self.root / "out" / (retry_of or name)
+        tags = {"marker_dir": str(markers), "hang": hang, "artifact_mb": str(artifact_mb)}
+        self.store.create(make_request(name, source or str(archive), str(out), tags=tags))
+        return out
+
+    def launch(self, name: str, env: dict | None = None) -> int:
+        from airflow_neo.local import runner
+
+        return runner.launch_detached(self.target, name, compile_fn=COMPILE_FN, lease_seconds=self.lease, env=env)
+
+    def marker(self, name: str, phase: str) -> Path:
+        return self.root / "markers" / name / phase
+
+    def status(self, name: str) -> dict:
+        return self.store.describe(name)
+
+
+def _wait(predicate, timeout: float, interval: float = 0.01):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("condition not met in time")
+
+
+def kill_case(world: World, victim: str, phase: str, name: str, *, artifact_mb: float = 32) -> dict:
+    """Start job ``name``, ``kill -9`` its ``victim`` (``runner`` or ``child``) in ``phase``, and observe:
+    the final status and reason, seconds from the kill to a terminal state seen by a reader, the
+    files at the output location, the cache and tuning-database problems, the new cache keys, and
+    whether the phase was really the one killed in (``phase_hit``)."""
+    import signal
+
+    from airflow_neo.core import status as st
+    from airflow_neo.local.store import pid_alive
+
+    keys_before = cache_keys(world.cache_dir)
+    env = None
+    slow = None
+    source = None
+    if phase == "fetch":
+        slow = SlowS3().__enter__()
+        source = "s3://chaos/in/model.tar.gz"
+        env = {"AWS_ENDPOINT_URL_S3": slow.url, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+               "AWS_DEFAULT_REGION": "us-east-1"}
+    hang = phase if phase in CHILD_PHASES else ""
+    try:
+        out = world.create(name, hang=hang, artifact_mb=artifact_mb if phase == "publish" else 0, source=source)
+        launched = world.launch(name, env=env)
+        if phase == "fetch":
+            _wait(slow.get_started.is_set, 60)
+        elif phase == "publish":
+            _wait(lambda: out.is_dir() and any(out.glob(".*.partial")), 60, interval=0.002)
+        else:
+            _wait(world.marker(name, phase).exists, 60)
+        pid = runner_pid(world.store, name)
+        child = int(world.marker(name, phase).read_text()) if phase in CHILD_PHASES else None
+        children = child_pids(pid)  # psutil: the compile child is the runner's child
+        target = pid if victim == "runner" else child
+        if target is None:
+            raise ValueError(f"no compile child in phase {phase}")
+        killed_at = time.monotonic()
+        os.kill(target, signal.SIGKILL)
+        job = _wait(lambda: (j := world.status(name))["CompilationJobStatus"] in st.TERMINAL_STATES and j,
+                    world.lease + 60)
+        seen_after = time.monotonic() - killed_at
+        _wait(lambda: not pid_alive(pid), 30)  # the runner ends (killed, or after recording the failure)
+        if child is not None:
+            _wait(lambda: not pid_alive(child), 30)
+        log = world.store.log_path(name).read_text()
+        done = f"phase {'compile' if phase in CHILD_PHASES else phase}: done"
+        return {
+            "victim": victim, "phase": phase, "name": name, "runner_pid": pid, "launched_pid": launched,
+            "child_pid": child, "child_is_runners_child": child in children if child else None,
+            "status": job["CompilationJobStatus"], "reason": job.get("FailureReason", ""),
+            "seconds_to_terminal": round(seen_after, 3), "lease_seconds": world.lease,
+            "output_files": sorted(p.name for p in out.iterdir()) if out.exists() else [],
+            "new_cache_keys": sorted(cache_keys(world.cache_dir) - keys_before),
+            "cache_problems": cache_problems(world.cache_dir),
+            "tuning_problems": tuning_problems(world.tuning_dir),
+            "phase_hit": done not in log,
+            "host": world.store.host,
+        }
+    finally:
+        if slow is not None:
+            slow.__exit__(None, None, None)
