@@ -197,10 +197,10 @@ def test_artifact_naming():
 def test_schema_is_versioned(tmp_path):
     path = tmp_path / "s.db"
     store = JobStore(path)
-    assert store.schema_version() == SCHEMA_VERSION == 2
+    assert store.schema_version() == SCHEMA_VERSION == 3
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("SELECT value FROM neo_meta WHERE key='schema_version'").fetchone()[0] == "2"
+        assert conn.execute("SELECT value FROM neo_meta WHERE key='schema_version'").fetchone()[0] == "3"
         conn.execute("UPDATE neo_meta SET value='99' WHERE key='schema_version'")
     with pytest.raises(StoreSchemaError, match="schema version 99"):
         JobStore(path)
@@ -261,7 +261,7 @@ def test_schema_1_file_is_migrated_in_place(tmp_path, clock):
             " '/o/m-ml_c5.tar.gz', 'ab', '[]', 'ml_c5')"
         )
     store = JobStore(path, clock=clock)
-    assert store.schema_version() == 2
+    assert store.schema_version() == 3  # 1 -> 2 -> 3
     job = store.describe("old-job")
     assert job["CompilationJobStatus"] == st.COMPLETED
     assert job["CreationTime"] == "2024-05-01T12:00:00+00:00"
@@ -272,13 +272,13 @@ def test_schema_1_file_is_migrated_in_place(tmp_path, clock):
         columns = {r[1] for r in conn.execute("PRAGMA table_info(neo_jobs)")}
         legacy_version = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
     assert {"neo_jobs", "neo_meta"} <= tables and "jobs" not in tables
-    assert indexes == {"neo_jobs_by_creation", "neo_jobs_by_status"}
-    assert "owner_boot_id" in columns
+    assert indexes == {"neo_jobs_by_creation", "neo_jobs_by_status", "neo_jobs_by_slot"}
+    assert {"owner_boot_id", "slot_host", "slot_state"} <= columns
     assert legacy_version == "2"  # airflow-neo 0.1 now refuses the file instead of starting an empty table
     clock.advance(60)
     store.create(make_request("new-job"))  # and the migrated store works as a new one
     assert [s["CompilationJobName"] for s in iter_all(store)] == ["new-job", "old-job"]
-    assert JobStore(path).schema_version() == 2  # a second open migrates nothing
+    assert JobStore(path).schema_version() == 3  # a second open migrates nothing
 
 
 def test_store_targets(tmp_path, monkeypatch):

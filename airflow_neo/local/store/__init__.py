@@ -57,6 +57,7 @@ from airflow_neo.local.store.naming import (
 )
 from airflow_neo.local.store.records import MAX_FAILURE_REASON, JobRecord
 from airflow_neo.local.store.schema import JOBS, META, METADATA, SCHEMA_VERSION, StoreSchemaError
+from airflow_neo.local.store.slots import QueueState, SlotQueue
 
 __all__ = [
     "BUSY_TIMEOUT_MS",
@@ -79,6 +80,8 @@ __all__ = [
     "JobRecord",
     "JobStore",
     "ListQuery",
+    "QueueState",
+    "SlotQueue",
     "StoreConfigError",
     "StoreConnection",
     "StoreSchemaError",

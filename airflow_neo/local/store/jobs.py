@@ -10,6 +10,8 @@ STOPPED, with STOPPING in between when a stop is requested. Every transition is 
 ``UPDATE ... WHERE name = ? AND status IN (...)``, so two processes (or hosts) can never both win
 one; a transition that lost returns False (or raises CompilationJobNotFound when the job is gone).
 
+A runner may first queue its STARTING job for a compile slot of its host (``slots.py``).
+
 Reads, ``request_stop`` and ``delete`` first end the jobs concerned whose runner is gone (see
 ``liveness.py``), so nobody sees a dead job as running.
 """
@@ -30,6 +32,7 @@ from airflow_neo.local.store.listing import ListQuery
 from airflow_neo.local.store.liveness import RUNNING
 from airflow_neo.local.store.records import JobRecord, clip_reason, dumps_or_none, new_job_row
 from airflow_neo.local.store.schema import JOBS
+from airflow_neo.local.store.slots import QUEUED
 
 if TYPE_CHECKING:
     from airflow_neo.core.validation import ValidatedRequest
@@ -250,7 +253,8 @@ class JobStore(StoreConnection):
         The request is recorded in the store; the runner that owns the job sees it at its next
         lease renewal, wherever it runs. Stopping a STOPPING job is a no-op. Raises
         CompilationJobNotFound for an unknown job and CompilationJobStateError (the API's
-        ValidationException) for a COMPLETED/FAILED/STOPPED one.
+        ValidationException) for a COMPLETED/FAILED/STOPPED one. A job queued for a compile slot
+        (``slots.py``) has nothing to stop: it is STOPPED at once and never takes its slot.
         """
         self.reap(name)
         now = self._now_us()
@@ -261,6 +265,12 @@ class JobStore(StoreConnection):
                     f"The request was rejected because the compilation job '{name}' is in status {status}; "
                     "only a STARTING or INPROGRESS job can be stopped."
                 )
+            if conn.execute(
+                sa.update(JOBS)
+                .where(JOBS.c.name == name, JOBS.c.status == st.STARTING, JOBS.c.slot_state == QUEUED)
+                .values(stop_requested=1, status=st.STOPPED, end_us=now, last_modified_us=now, lease_expires_us=None)
+            ).rowcount:
+                return
             conn.execute(
                 sa.update(JOBS)
                 .where(JOBS.c.name == name, JOBS.c.status.in_(RUNNING))

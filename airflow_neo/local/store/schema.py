@@ -6,7 +6,7 @@ use by the steps of :data:`MIGRATIONS` (version found -> step that upgrades it),
 transaction and, on PostgreSQL, an advisory lock, so concurrent first users migrate it once. The
 schema-1 SQLite files of airflow-neo 0.1 (tables ``jobs``/``meta``) are migrated in place. A store
 written by a newer airflow-neo (a higher version) is refused with :class:`StoreSchemaError`, never
-downgraded.
+downgraded. Schema 3 adds the compile-slot columns (``slot_host``, ``slot_state``: see ``slots.py``).
 
 Text keys compare and sort byte by byte on every database (SQLite's BINARY; "C" on PostgreSQL,
 whose default collation would sort "Beta" after "alpha"), so Name/Status order and NextToken
@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection
 from airflow_neo.core.exceptions import NeoError
 from airflow_neo.local.store.engines import _EngineEntry, enable_wal, write_transaction
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _PG_MIGRATION_LOCK = 0x4E454F5354  # pg_advisory_xact_lock key ("NEOST")
 
 
@@ -69,9 +69,12 @@ JOBS = sa.Table(
     sa.Column("stop_requested", sa.Integer, nullable=False, server_default="0"),
     sa.Column("compile_metadata", sa.Text),
     sa.Column("owner_boot_id", sa.Text),  # schema 2
+    sa.Column("slot_host", sa.Text),  # schema 3: the host whose compile slots the job queues for / holds
+    sa.Column("slot_state", sa.Text),  # schema 3: None, "queued" or "held" (see slots.py)
 )
 sa.Index("neo_jobs_by_creation", JOBS.c.creation_us, JOBS.c.name)
 sa.Index("neo_jobs_by_status", JOBS.c.status, JOBS.c.creation_us, JOBS.c.name)
+_SLOT_INDEX = sa.Index("neo_jobs_by_slot", JOBS.c.slot_host, JOBS.c.slot_state, JOBS.c.creation_us, JOBS.c.name)
 META = sa.Table(
     "neo_meta",
     METADATA,
@@ -100,14 +103,23 @@ def _migrate_sqlite_v1(conn: Connection) -> int:
     conn.exec_driver_sql("DROP INDEX IF EXISTS jobs_by_creation")
     conn.exec_driver_sql("DROP INDEX IF EXISTS jobs_by_status")
     META.create(conn, checkfirst=True)
-    for index in JOBS.indexes:  # under their new names
-        index.create(conn, checkfirst=True)
+    for index in JOBS.indexes:  # under their new names (the schema-3 index comes with its columns)
+        if index is not _SLOT_INDEX:
+            index.create(conn, checkfirst=True)
     conn.exec_driver_sql("UPDATE meta SET value='2' WHERE key='schema_version'")
     return 2
 
 
+def _migrate_v2(conn: Connection) -> int:
+    """Schema 2 -> 3: the compile-slot columns and their index (existing jobs hold no slot)."""
+    for column in ("slot_host", "slot_state"):
+        conn.exec_driver_sql(f"ALTER TABLE neo_jobs ADD COLUMN {column} TEXT")
+    _SLOT_INDEX.create(conn, checkfirst=True)
+    return 3
+
+
 # version found -> step that upgrades it (returns the version reached)
-MIGRATIONS: dict[int, Callable[[Connection], int]] = {0: _create_latest, 1: _migrate_sqlite_v1}
+MIGRATIONS: dict[int, Callable[[Connection], int]] = {0: _create_latest, 1: _migrate_sqlite_v1, 2: _migrate_v2}
 
 
 def ensure_schema(entry: _EngineEntry, dialect: str, display_target: str) -> None:
