@@ -52,6 +52,7 @@ def _import_onnx(model_file: Path, data_input, dtype_option, log: Log, *, framew
     except (DecodeError, ValueError, OSError, RuntimeError) as err:
         raise ModelArchiveError(f"{model_file.name} is not a valid ONNX model: {type(err).__name__}: {err}") from err
     graph = model.graph
+    _check_references(graph, model_file)
     initializers = {init.name for init in graph.initializer}
     model_inputs = []
     for value in graph.input:
@@ -89,6 +90,29 @@ def _import_onnx(model_file: Path, data_input, dtype_option, log: Log, *, framew
             raise err from None
         versions["onnx_normalized"] = {**normalized, "applied": False, "skipped": f"import failed: {type(err).__name__}"}
     return Imported(mod, resolved, output_names, versions)
+
+
+def _check_references(graph, model_file: Path) -> None:
+    """A node input or graph output that nothing defines (no graph input, initializer or node
+    output) is a broken graph: ModelArchiveError naming it, where TVM would fail with a bare
+    ``KeyError`` or read the name as a missing attribute. ``""`` is an omitted optional input;
+    names inside subgraphs (If/Loop bodies may read outer names) are not checked."""
+    defined = {value.name for value in graph.input} | {init.name for init in graph.initializer}
+    defined |= {name for node in graph.node for name in node.output}
+    for index, node in enumerate(graph.node):
+        for name in node.input:
+            if name and name not in defined:
+                label = f"{node.name!r}" if node.name else f"#{index}"
+                raise ModelArchiveError(
+                    f"{model_file.name} is not a valid ONNX model: node {label} ({node.op_type}) reads {name!r}, "
+                    "which no graph input, initializer or node defines"
+                )
+    for value in graph.output:
+        if value.name not in defined:
+            raise ModelArchiveError(
+                f"{model_file.name} is not a valid ONNX model: graph output {value.name!r} is not defined by any "
+                "graph input, initializer or node"
+            )
 
 
 def _from_onnx(model, shapes: dict, dtypes: dict):

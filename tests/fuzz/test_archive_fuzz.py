@@ -226,19 +226,19 @@ def check_extraction(data: bytes, max_members: int, max_total_bytes: int, framew
 # tests
 
 
-@settings(max_examples=examples(250, 6000))
+@settings(max_examples=examples(250, 4000))
 @given(data=archives(), limits=LIMITS, framework=st.sampled_from(["ONNX", "PYTORCH", "TFLITE", "XGBOOST", "MXNET", "onnx"]))
 def test_hostile_archives_extract_cleanly_or_fail_with_model_archive_error(data, limits, framework, tally):
     tally(check_extraction(data, *limits, framework))
 
 
-@settings(max_examples=examples(200, 3000))
+@settings(max_examples=examples(200, 2000))
 @given(data=st.binary(max_size=2048), compression=st.sampled_from(["", "gz", "bz2", "xz"]))
 def test_random_bytes_are_model_archive_errors(data, compression, tally):
     tally(check_extraction(_compress(data, compression), DEFAULT_MAX_MEMBERS, DEFAULT_MAX_TOTAL_BYTES))
 
 
-@settings(max_examples=examples(60, 600))
+@settings(max_examples=examples(60, 400))
 @given(size=st.integers(1, 2 * 1024 * 1024), limit=st.integers(0, 2 * 1024 * 1024), members=st.integers(1, 3))
 def test_size_bombs_stop_at_the_limit(size, limit, members, tally):
     """Zeros compress ~1000:1: the archive stays small, its contents pass the limit or not."""
@@ -249,7 +249,7 @@ def test_size_bombs_stop_at_the_limit(size, limit, members, tally):
     tally(outcome)
 
 
-@settings(max_examples=examples(30, 300))
+@settings(max_examples=examples(30, 200))
 @given(count=st.integers(1, 3000), limit=st.integers(1, 2000))
 def test_member_count_bombs_stop_at_the_limit(count, limit, tally):
     specs = [{"kind": "file", "name": f"f{i}", "linkname": "", "data": b"", "size": 0, "mode": 0o644} for i in range(count)]

@@ -12,9 +12,11 @@ also go through ``LocalNeoHook.create_compilation_job``: refused, nothing record
 
 from __future__ import annotations
 
+import atexit
 import copy
 import json
 import math
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -28,6 +30,7 @@ from tests.fuzz import examples
 from tests.local.models import write_archive
 
 _DIR = Path(tempfile.mkdtemp(prefix="neo-request-fuzz-"))
+atexit.register(shutil.rmtree, _DIR, True)
 ARCHIVE = write_archive(_DIR, {"model.onnx": b"not really onnx; preflight only checks the file exists"})
 BASE = {
     "CompilationJobName": "fuzz-job",
@@ -134,7 +137,7 @@ def _top(path: str) -> set[str]:
 @example(value="²")  # unicode digits: int("²") raised a bare ValueError naming no member
 @example(value="--5")
 @example(value="١٢")
-@settings(max_examples=examples(150, 3000))
+@settings(max_examples=examples(150, 2000))
 @given(value=VALUES)
 def test_integer_members_take_any_value(value, tally):
     request = copy.deepcopy(BASE)
@@ -148,7 +151,7 @@ def test_integer_members_take_any_value(value, tally):
 
 
 @example(value='{"x": [1]}', framework=["PYTORCH"])  # an unhashable Framework: TypeError before the fix
-@settings(max_examples=examples(150, 3000))
+@settings(max_examples=examples(150, 2000))
 @given(value=DATA_INPUT, framework=st.sampled_from(FRAMEWORKS) | VALUES)
 def test_data_input_config(value, framework, tally):
     request = copy.deepcopy(BASE)
@@ -177,7 +180,7 @@ def test_data_input_config(value, framework, tally):
     tally(kind)
 
 
-@settings(max_examples=examples(150, 3000))
+@settings(max_examples=examples(150, 2000))
 @given(value=COMPILER_OPTIONS)
 def test_compiler_options(value, tally):
     request = copy.deepcopy(BASE)
@@ -191,7 +194,7 @@ def test_compiler_options(value, tally):
 
 
 @example(mutated=({**BASE, "OutputConfig": {0: None}}, [("OutputConfig",)]))  # a non-string member name: TypeError before the fix
-@settings(max_examples=examples(200, 4000))
+@settings(max_examples=examples(200, 3000))
 @given(mutated=mutated_requests())
 def test_whole_requests_through_the_local_hook(mutated, tally):
     request, changed = mutated
@@ -213,7 +216,7 @@ def _hook():
     return _HOOK["hook"]
 
 
-@settings(max_examples=examples(40, 500))
+@settings(max_examples=examples(40, 300))
 @given(mutated=mutated_requests())
 def test_invalid_requests_are_refused_by_create_with_nothing_recorded(mutated, tally):
     request, _changed = mutated
