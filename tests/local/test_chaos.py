@@ -16,8 +16,18 @@ from __future__ import annotations
 import pytest
 
 from airflow_neo.core import status as st
-from airflow_neo.local import runner
-from tests.support.chaos import CHILD_PHASES, COMPILE_FN, PHASES, World, cache_keys, cache_problems, kill_case, tuning_problems
+from tests.support.chaos import (
+    CHILD_PHASES,
+    PHASES,
+    Tmpfs,
+    World,
+    cache_keys,
+    cache_problems,
+    disk_full_case,
+    kill_case,
+    s3_down_case,
+    tuning_problems,
+)
 from tests.support.waiting import wait_for
 
 
@@ -85,3 +95,30 @@ def test_the_store_works_after_the_kills(world):
     assert cache_problems(world.cache_dir) == [] and tuning_problems(world.tuning_dir) == []
     running = [s for state in st.RUNNING_STATES for s in world.store.list(StatusEquals=state)["CompilationJobSummaries"]]
     assert running == []
+
+
+def test_disk_full_while_publishing(world):
+    """The output location is a 1 MiB tmpfs (mounted for the test: root, as in CI); the artifact is 4 MiB."""
+    why_not = Tmpfs.usable(world.root)
+    if why_not:
+        pytest.skip(why_not)
+    seen = disk_full_case(world, "disk-full")
+    assert seen["status"] == st.FAILED, seen
+    assert seen["reason"].startswith(
+        f"ClientError: Could not publish the compiled model to {seen['out']}/disk-full-ml_c5.tar.gz: "
+        "[Errno 28] No space left on device"
+    ), seen
+    assert seen["output_files"] == ["other-file"], seen  # nothing half-written, no temporary file
+    assert seen["cache_problems"] == [], seen
+
+
+@pytest.mark.parametrize("restart", [True], ids=["restarted"])  # benchmarks/chaos.py: also a server that stays down
+def test_s3_server_killed_mid_upload(world, restart):
+    """A real moto server is killed while the runner's multipart upload is under way and started again
+    at once at the same address: FAILED (the upload's parts died with the server), no object."""
+    # two attempts per request keep the test short; benchmarks/chaos.py runs botocore's default retries
+    seen = s3_down_case(world, f"s3-down-{int(restart)}", restart=restart, max_attempts=2)
+    assert seen["status"] == st.FAILED, seen
+    name = f"s3-down-{int(restart)}"
+    assert seen["reason"].startswith(f"ClientError: Could not upload the compiled model to s3://chaos/out/{name}/{name}-ml_c5.tar.gz: "), seen
+    assert seen["objects"] == [], seen

@@ -254,7 +254,7 @@ class World:
         self.tuning_dir = self.store.root / "tuning"
 
     def create(self, name: str, *, hang: str = "", artifact_mb: float = 0, source: str | None = None,
-               retry_of: str | None = None) -> Path:
+               retry_of: str | None = None, output: str | None = None) -> Path:
         """Record job ``name`` on its own model archive (distinct bytes: no cache hit), or (``retry_of``)
         on that job's archive and output location; returns its output dir."""
         from tests.local.test_runner import _write_tar_gz, make_request
@@ -267,7 +267,7 @@ class World:
         markers.mkdir(parents=True, exist_ok=True)
         out = self.root / "out" / (retry_of or name)
         tags = {"marker_dir": str(markers), "hang": hang, "artifact_mb": str(artifact_mb)}
-        self.store.create(make_request(name, source or str(archive), str(out), tags=tags))
+        self.store.create(make_request(name, source or str(archive), output or str(out), tags=tags))
         return out
 
     def launch(self, name: str, env: dict | None = None) -> int:
@@ -292,7 +292,7 @@ def _wait(predicate, timeout: float, interval: float = 0.01):
     raise AssertionError("condition not met in time")
 
 
-def kill_case(world: World, victim: str, phase: str, name: str, *, artifact_mb: float = 32) -> dict:
+def kill_case(world: World, victim: str, phase: str, name: str, *, artifact_mb: float = 16) -> dict:
     """Start job ``name``, ``kill -9`` its ``victim`` (``runner`` or ``child``) in ``phase``, and observe:
     the final status and reason, seconds from the kill to a terminal state seen by a reader, the
     files at the output location, the cache and tuning-database problems, the new cache keys, and
@@ -352,3 +352,146 @@ def kill_case(world: World, victim: str, phase: str, name: str, *, artifact_mb: 
     finally:
         if slow is not None:
             slow.__exit__(None, None, None)
+
+
+# ----------------------------------------------------------------------------- disk full, S3 server down
+
+
+class Tmpfs:
+    """A ``size``-byte tmpfs mounted at ``directory`` (needs root / CAP_SYS_ADMIN: ``usable()`` says)."""
+
+    def __init__(self, directory: Path, size: int):
+        self.directory, self.size = Path(directory), size
+
+    @staticmethod
+    def usable(probe_dir: Path) -> str | None:
+        """None when this process may mount a tmpfs, else why not."""
+        probe = Path(probe_dir) / ".tmpfs-probe"
+        probe.mkdir(parents=True, exist_ok=True)
+        try:
+            with Tmpfs(probe, 64 * 1024):
+                return None
+        except (OSError, RuntimeError) as err:
+            return f"cannot mount a tmpfs here: {err}"
+        finally:
+            probe.rmdir()
+
+    def __enter__(self) -> Tmpfs:
+        import subprocess
+
+        self.directory.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={self.size}", "tmpfs", str(self.directory)],
+                              capture_output=True, text=True)
+        if done.returncode:
+            raise RuntimeError(done.stderr.strip() or f"mount exited {done.returncode}")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import subprocess
+
+        subprocess.run(["umount", "-l", str(self.directory)], capture_output=True)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class MotoS3:
+    """A real moto server (plain S3) in its own process on a fixed port, so it can be killed and
+    started again at the same address (its objects do not survive: moto keeps them in memory)."""
+
+    def __init__(self, port: int | None = None):
+        self.port = port or free_port()
+        self.proc = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> MotoS3:
+        import subprocess
+        import sys
+
+        code = ("import sys,threading; from moto.server import ThreadedMotoServer; "
+                f"s=ThreadedMotoServer(ip_address='127.0.0.1', port={self.port}, verbose=False); s.start(); "
+                "print('up', flush=True); threading.Event().wait()")
+        self.proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        self.proc.stdout.readline()
+        _wait(lambda: self._answers(), 30, 0.05)
+        return self
+
+    def _answers(self) -> bool:
+        import urllib.request
+
+        try:
+            urllib.request.urlopen(self.url + "/moto-api/", timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+    def client(self):
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.url, region_name="us-east-1", aws_access_key_id="testing",
+                            aws_secret_access_key="testing")
+
+    def env(self) -> dict:
+        return {"AWS_ENDPOINT_URL_S3": self.url, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+def disk_full_case(world: World, name: str, *, disk_bytes: int = 1 << 20, artifact_mb: float = 4) -> dict:
+    """Publish an ``artifact_mb`` artifact to an output directory on a ``disk_bytes`` tmpfs."""
+    from airflow_neo.core import status as st
+
+    out = world.root / "out" / name
+    with Tmpfs(out, disk_bytes):
+        (out / "other-file").write_bytes(b"x" * 1000)  # the location holds something already
+        world.create(name, artifact_mb=artifact_mb)
+        world.launch(name)
+        job = _wait(lambda: (j := world.status(name))["CompilationJobStatus"] in st.TERMINAL_STATES and j, 180, 0.05)
+        files = sorted(p.name for p in out.iterdir())
+    return {"status": job["CompilationJobStatus"], "reason": job.get("FailureReason", ""), "output_files": files,
+            "cache_problems": cache_problems(world.cache_dir), "out": str(out)}
+
+
+def s3_down_case(world: World, name: str, *, artifact_mb: float = 20, restart: bool = True,
+                 max_attempts: int | None = None) -> dict:
+    """Publish to a moto S3 server that is killed once the multipart upload is under way (and, with
+    ``restart``, started again at once at the same address, bucket recreated). ``max_attempts``:
+    the runner's botocore attempts per request (``AWS_MAX_ATTEMPTS``; None: botocore's default)."""
+    from airflow_neo.core import status as st
+
+    moto = MotoS3().start()
+    try:
+        moto.client().create_bucket(Bucket="chaos")
+        world.create(name, artifact_mb=artifact_mb, output=f"s3://chaos/out/{name}/")
+        env = moto.env() if max_attempts is None else {**moto.env(), "AWS_MAX_ATTEMPTS": str(max_attempts)}
+        killed_at = None
+        world.launch(name, env=env)
+        client = moto.client()
+        _wait(lambda: client.list_multipart_uploads(Bucket="chaos").get("Uploads"), 120, 0.02)
+        moto.kill()
+        killed_at = time.monotonic()
+        if restart:
+            moto.start()
+            moto.client().create_bucket(Bucket="chaos")
+        job = _wait(lambda: (j := world.status(name))["CompilationJobStatus"] in st.TERMINAL_STATES and j, 300, 0.05)
+        objects = []
+        if restart:
+            listing = moto.client().list_objects_v2(Bucket="chaos")
+            objects = [item["Key"] for item in listing.get("Contents", [])]
+        return {"status": job["CompilationJobStatus"], "reason": job.get("FailureReason", ""), "objects": objects,
+                "seconds_to_terminal": round(time.monotonic() - killed_at, 3)}
+    finally:
+        moto.kill()
