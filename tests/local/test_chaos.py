@@ -23,6 +23,7 @@ from tests.support.chaos import (
     World,
     cache_keys,
     cache_problems,
+    clock_skew_case,
     disk_full_case,
     kill_case,
     s3_down_case,
@@ -122,3 +123,52 @@ def test_s3_server_killed_mid_upload(world, restart):
     name = f"s3-down-{int(restart)}"
     assert seen["reason"].startswith(f"ClientError: Could not upload the compiled model to s3://chaos/out/{name}/{name}-ml_c5.tar.gz: "), seen
     assert seen["objects"] == [], seen
+
+
+def _postgres_or_skip() -> None:
+    import shutil
+    from pathlib import Path
+
+    if not (list(Path("/usr/lib/postgresql").glob("*/bin/initdb")) or shutil.which("initdb")):
+        pytest.skip("PostgreSQL is not installed (scripts/postgres.sh installs it as root)")
+
+
+def test_postgres_server_restarted_mid_job(tmp_path, monkeypatch):
+    """The store's own PostgreSQL server (private data dir and port) is stopped while 3 jobs compile
+    and started again: every job ends COMPLETED or FAILED with a reason, none is left running."""
+    _postgres_or_skip()
+    from tests.support.chaos import PrivatePostgres, postgres_restart_case
+    from tests.support.stores import create_schema, with_search_path
+
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow-home"))  # the runners' logs and work dirs
+    pg = PrivatePostgres()
+    try:
+        url = pg.start()
+        world = World(tmp_path / "world", store_target=with_search_path(url, create_schema(url)))
+        seen = postgres_restart_case(world, pg, "pg")
+    finally:
+        pg.remove()
+    assert seen["still_running"] == [], seen
+    for status, reason in seen["finals"].values():
+        assert status == st.COMPLETED or (status == st.FAILED and reason.startswith("ServerError: ")), seen
+
+
+def test_clock_skew_below_the_lease_is_harmless(world):
+    """A reader on another host whose clock is ahead by less than what is left of a renewed lease
+    (renewed every lease/3: at least 2/3 of it) sees the job running; the job completes."""
+    seen = clock_skew_case(world, "skew-small", skew_seconds=world.lease / 3)
+    assert seen["seen_by_skewed_reader"] == [st.INPROGRESS], seen
+    assert seen["status"] == st.COMPLETED, seen
+
+
+def test_clock_skew_beyond_the_lease_fails_a_live_job_cleanly(world):
+    """Documented behaviour: a reader whose clock is ahead by more than the lease takes the live
+    runner's lease for expired and ends the job FAILED ("lease expired"); the runner sees at its next
+    renewal that the job is no longer its own, kills the compile and publishes nothing."""
+    seen = clock_skew_case(world, "skew-big", skew_seconds=3 * world.lease)
+    assert seen["seen_by_skewed_reader"] == [st.FAILED], seen
+    assert seen["status"] == st.FAILED, seen
+    assert seen["reason"].startswith("ServerError: Compile worker lost: lease expired at "), seen
+    assert seen["reason"].endswith(f"(process {seen['runner_pid']} on host {seen['host']} stopped renewing it)"), seen
+    assert seen["output_files"] == [], seen
+    assert "no longer ours" in seen["runner_log"], seen["runner_log"][-2000:]

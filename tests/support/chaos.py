@@ -8,6 +8,7 @@ and compile child's pids, and the integrity checks of the compile cache and tuni
 * ``marker_dir``: it writes ``<marker_dir>/<phase>`` (its pid) when it enters a phase;
 * ``hang``: the phase (``import``, ``tune``, ``build``) it stays in (sleeping, or in ``tune``
   merging tuning records in a loop) until it is killed;
+* ``hang_seconds``: how long it hangs there (default: until killed; ``tune`` always loops until killed);
 * ``artifact_mb``: the size of the artifact it writes (a big one makes publishing take a while).
 
 The tune phase writes real records through :mod:`airflow_neo.local.tuning_db` (snapshot, then
@@ -72,8 +73,9 @@ def _tune(tuning_database: str, work_dir: str, rounds: int) -> None:
 def phased(request, archive_path, artifact_path, *, log=print, work_dir=None, tuning_database=None, **_):
     """A fake compile: import, tune (real tuning-database writes), build (the artifact); see the module docstring."""
     work_dir = work_dir or str(Path(artifact_path).parent)
+    hang_seconds = float(_tag(request, "hang_seconds") or HANG_SECONDS)
     if _enter(request, "import", log):
-        time.sleep(HANG_SECONDS)
+        time.sleep(hang_seconds)
     model = Path(archive_path).read_bytes()
     hang = _enter(request, "tune", log)
     _tune(tuning_database, work_dir, rounds=10_000 if hang else 1)
@@ -90,7 +92,7 @@ def phased(request, archive_path, artifact_path, *, log=print, work_dir=None, tu
         out.write(data[: len(data) // 2])  # half-written while "building"
         out.flush()
         if hang:
-            time.sleep(HANG_SECONDS)
+            time.sleep(hang_seconds)
         out.write(data[len(data) // 2 :])
     return {"framework": request.input_config["Framework"]}
 
@@ -254,7 +256,7 @@ class World:
         self.tuning_dir = self.store.root / "tuning"
 
     def create(self, name: str, *, hang: str = "", artifact_mb: float = 0, source: str | None = None,
-               retry_of: str | None = None, output: str | None = None) -> Path:
+               retry_of: str | None = None, output: str | None = None, hang_seconds: float | None = None) -> Path:
         """Record job ``name`` on its own model archive (distinct bytes: no cache hit), or (``retry_of``)
         on that job's archive and output location; returns its output dir."""
         from tests.local.test_runner import _write_tar_gz, make_request
@@ -267,6 +269,8 @@ class World:
         markers.mkdir(parents=True, exist_ok=True)
         out = self.root / "out" / (retry_of or name)
         tags = {"marker_dir": str(markers), "hang": hang, "artifact_mb": str(artifact_mb)}
+        if hang_seconds is not None:
+            tags["hang_seconds"] = str(hang_seconds)
         self.store.create(make_request(name, source or str(archive), output or str(out), tags=tags))
         return out
 
@@ -495,3 +499,107 @@ def s3_down_case(world: World, name: str, *, artifact_mb: float = 20, restart: b
                 "seconds_to_terminal": round(time.monotonic() - killed_at, 3)}
     finally:
         moto.kill()
+
+
+# ----------------------------------------------------------------------------- the PostgreSQL server restarted
+
+
+class PrivatePostgres:
+    """A PostgreSQL server of its own (``scripts/postgres.sh`` with a private data dir and port), so
+    stopping it disturbs no other test's server."""
+
+    def __init__(self, directory: Path | None = None, port: int | None = None):
+        import tempfile
+        import uuid
+
+        # the server runs as the postgres user when we are root: its directory must be reachable by
+        # it (pytest's tmp_path, under a 0700 directory, is not)
+        self.directory = Path(directory or Path(tempfile.gettempdir()) / f"airflow-neo-chaos-pg-{uuid.uuid4().hex[:8]}")
+        self.port = port or free_port()
+        self.script = Path(__file__).resolve().parents[2] / "scripts" / "postgres.sh"
+
+    def _run(self, action: str) -> str:
+        import subprocess
+
+        env = {**os.environ, "AIRFLOW_NEO_PG_DIR": str(self.directory), "AIRFLOW_NEO_PG_PORT": str(self.port)}
+        done = subprocess.run(["bash", str(self.script), action], env=env, capture_output=True, text=True, timeout=600)
+        if done.returncode:
+            raise RuntimeError(f"postgres.sh {action} exited {done.returncode}: {done.stderr.strip()[-500:]}")
+        return done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
+
+    def start(self) -> str:
+        """Start it (initdb the first time); returns its SQLAlchemy URL."""
+        return self._run("start")
+
+    def stop(self) -> None:
+        self._run("stop")
+
+    def remove(self) -> None:
+        import shutil
+
+        self.stop()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def postgres_restart_case(world: World, pg: PrivatePostgres, prefix: str, *, jobs: int = 3,
+                          down_seconds: float = 3.0, hang_seconds: float = 4.0) -> dict:
+    """Start ``jobs`` jobs (hanging ``hang_seconds`` in build), stop the store's PostgreSQL server once
+    all compile, start it again ``down_seconds`` later, and wait until no job runs any more."""
+    from airflow_neo.core import status as st
+
+    names = [f"{prefix}-{i}" for i in range(jobs)]
+    for name in names:
+        world.create(name, hang="build", hang_seconds=hang_seconds)
+        world.launch(name)
+    for name in names:
+        _wait(world.marker(name, "build").exists, 120)
+    pg.stop()
+    stopped_at = time.monotonic()
+    time.sleep(down_seconds)
+    pg.start()
+    down = time.monotonic() - stopped_at
+    finals = {}
+    for name in names:
+        job = _wait(lambda: (j := world.status(name))["CompilationJobStatus"] in st.TERMINAL_STATES and j,
+                    world.lease + hang_seconds + 120, 0.1)
+        finals[name] = (job["CompilationJobStatus"], job.get("FailureReason", ""))
+    running = [s["CompilationJobName"] for state in st.RUNNING_STATES
+               for s in world.store.list(StatusEquals=state)["CompilationJobSummaries"]]
+    return {"finals": finals, "still_running": running, "seconds_down": round(down, 2),
+            "seconds_to_all_terminal": round(time.monotonic() - stopped_at, 2)}
+
+
+# ----------------------------------------------------------------------------- clock skew between hosts
+
+
+def clock_skew_case(world: World, name: str, skew_seconds: float, *, watch_seconds: float = 3.0) -> dict:
+    """A runner compiles job ``name`` (hanging in build) while a reader on another host, its clock
+    ``skew_seconds`` ahead (the store's injectable clock), describes it for ``watch_seconds``;
+    returns what that reader saw, the final status and reason, and whether the runner ended and
+    published nothing."""
+    import datetime as dt
+
+    from airflow_neo.core import status as st
+    from airflow_neo.local.store import JobStore, pid_alive
+
+    out = world.create(name, hang="build", hang_seconds=watch_seconds + 1)
+    world.launch(name)
+    _wait(world.marker(name, "build").exists, 120)
+    pid = runner_pid(world.store, name)
+    child = int(world.marker(name, "build").read_text())
+    skewed = JobStore(world.target, host="host-b", work_dir=world.root / "host-b",
+                      clock=lambda: dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=skew_seconds))
+    seen = []
+    deadline = time.monotonic() + watch_seconds
+    while time.monotonic() < deadline:
+        seen.append(skewed.describe(name)["CompilationJobStatus"])
+        if seen[-1] in st.TERMINAL_STATES:
+            break
+        time.sleep(0.1)
+    job = _wait(lambda: (j := world.status(name))["CompilationJobStatus"] in st.TERMINAL_STATES and j,
+                world.lease + watch_seconds + 120, 0.1)
+    _wait(lambda: not pid_alive(pid) and not pid_alive(child), 60)
+    return {"skew_seconds": skew_seconds, "lease_seconds": world.lease, "seen_by_skewed_reader": sorted(set(seen)),
+            "status": job["CompilationJobStatus"], "reason": job.get("FailureReason", ""), "runner_pid": pid,
+            "host": world.store.host, "output_files": sorted(p.name for p in out.iterdir()) if out.exists() else [],
+            "runner_log": world.store.log_path(name).read_text()}
