@@ -87,7 +87,7 @@ def safe_extract(
     written before the whole member list has passed the checks. Files are written with mode
     0644, directories 0755; owners and times from the archive are ignored.
 
-    :return: the extracted regular files, as sorted POSIX paths relative to ``dest_dir``.
+    :return: the extracted regular files, as sorted POSIX paths relative to ``dest_dir``, each once.
     """
     archive_path = Path(archive_path)
     dest = Path(dest_dir)
@@ -106,7 +106,7 @@ def safe_extract(
         raise
     except (tarfile.TarError, EOFError, zlib.error, OSError, UnicodeError, ValueError) as err:
         raise ModelArchiveError(f"not a valid .tar.gz: {archive_path.name}: {type(err).__name__}: {err}") from err
-    return sorted(files)
+    return sorted(set(files))  # a member repeated in the archive is one file (the last copy wins)
 
 
 def _checked_members(tar: tarfile.TarFile, max_members: int, max_total_bytes: int) -> list[tuple[tarfile.TarInfo, PurePosixPath]]:

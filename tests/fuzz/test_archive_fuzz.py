@@ -311,3 +311,14 @@ def test_sparse_members_count_their_real_size(real_size, stored, limit, tally):
     if max(real_size, len(stored)) > limit:
         assert outcome == "ModelArchiveError"
     tally(outcome)
+
+
+def test_a_repeated_member_is_listed_once_and_the_last_copy_wins(tmp_path):
+    """Found by the soak run: safe_extract listed a member the archive holds twice twice."""
+    specs = [{"kind": "file", "name": name, "linkname": "", "data": data, "size": len(data), "mode": 0o644}
+             for name, data in (("model.onnx", b"first"), ("f0", b""), ("./model.onnx", b"second"))]
+    archive = tmp_path / "model.tar.gz"
+    archive.write_bytes(_compress(_raw_tar(specs, tarfile.GNU_FORMAT), "gz"))
+    assert safe_extract(archive, tmp_path / "out") == ["f0", "model.onnx"]
+    assert (tmp_path / "out" / "model.onnx").read_bytes() == b"second"
+    assert check_extraction(archive.read_bytes(), DEFAULT_MAX_MEMBERS, DEFAULT_MAX_TOTAL_BYTES) == "extracted, model found"
