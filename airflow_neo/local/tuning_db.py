@@ -10,7 +10,8 @@ out is not tuned again) and a lock file.
 Concurrency: jobs never let TVM write the shared files. A job takes a *snapshot* (a private copy,
 under a shared ``flock``), tunes into its copy, then *merges* the lines it added back into the
 shared files under an exclusive ``flock``, renumbering workload indices, since other jobs may
-have appended workloads meanwhile. Readers skip a torn last line.
+have appended workloads meanwhile. Readers skip a torn last line; a merge cuts it off before it
+appends (so a line is never glued to a torn one).
 
 Mirrors of a shared database (``[neo] tuning_database = s3://...``, see
 :mod:`airflow_neo.local.shared`): a root holding :data:`REMOTE_MARKER` is a worker's local copy of
@@ -228,9 +229,29 @@ def snapshot(shared_dir: str | os.PathLike, into: str | os.PathLike) -> Snapshot
     return Snapshot(target, shared, len(workloads), len(records), granted)
 
 
+def _end_torn_line(path: Path) -> None:
+    """Make ``path`` end with a newline before an append: a torn last line (a writer that died
+    mid-write) is cut off, an unterminated whole one is ended, so the append never glues a line to it."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return
+    if not data or data.endswith(b"\n"):
+        return
+    cut = data.rfind(b"\n") + 1
+    try:
+        json.loads(data[cut:])
+    except ValueError:
+        os.truncate(path, cut)
+        return
+    with open(path, "ab") as handle:
+        handle.write(b"\n")
+
+
 def _append(path: Path, lines: list[str]) -> None:
     if not lines:
         return
+    _end_torn_line(path)
     with open(path, "a", encoding="utf-8") as handle:
         handle.write("".join(line + "\n" for line in lines))
         handle.flush()

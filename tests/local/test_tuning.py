@@ -131,6 +131,24 @@ def test_torn_last_line_is_ignored(tmp_path):
     assert tuning_db.scan(db, ["111"])["111"].records == 1
 
 
+def test_merge_after_a_torn_write_keeps_every_line_whole(tmp_path):
+    shared = tmp_path / "shared"
+    _write(shared / tuning_db.WORKLOAD_FILE, [_workload("111")])
+    (shared / tuning_db.WORKLOAD_FILE).write_text(_workload("111") + "\n" + _workload("999")[:12])  # died mid-write
+    (shared / tuning_db.RECORD_FILE).write_text(_record(0, 2e-3))  # whole, but its newline never written
+    snap = tuning_db.snapshot(shared, tmp_path / "private")
+    with open(snap.directory / tuning_db.WORKLOAD_FILE, "a") as handle:
+        handle.write(_workload("222") + "\n")
+    with open(snap.directory / tuning_db.RECORD_FILE, "a") as handle:
+        handle.write(_record(1, 4e-3, "mine-222") + "\n")
+    assert tuning_db.merge(snap) == 1
+    workloads = _lines(shared / tuning_db.WORKLOAD_FILE)
+    records = _lines(shared / tuning_db.RECORD_FILE)
+    assert [tuning_db._workload_hash(line) for line in workloads] == ["111", "222"]
+    assert [json.loads(line)[0] for line in records] == [0, 1]
+    assert tuning_db.scan(shared)["222"].records == 1
+
+
 def test_records_digest_follows_only_the_best_records(tmp_path):
     db = tmp_path / "db"
     _write(db / tuning_db.WORKLOAD_FILE, [_workload("111")])
