@@ -151,6 +151,7 @@ def run_postgres_restart(results: dict, repeat: int) -> None:
                                     store_target=with_search_path(url, create_schema(url)), lease_seconds=LEASE)
                 seen = chaos.postgres_restart_case(world, pg, f"pg-{rep}", down_seconds=down)
                 bad = [f"still running {seen['still_running']}"] if seen["still_running"] else []
+                bad += [f"wrong output for {name}" for name in seen["wrong_outputs"]]
                 bad += [f"{n}: {s} {r!r}" for n, (s, r) in seen["finals"].items()
                         if not (s == st.COMPLETED or (s == st.FAILED and r.startswith("ServerError: ")))]
                 label = f"PostgreSQL stopped {down:.0f} s mid-job (lease {LEASE:.0f} s)"

@@ -565,7 +565,10 @@ def postgres_restart_case(world: World, pg: PrivatePostgres, prefix: str, *, job
         finals[name] = (job["CompilationJobStatus"], job.get("FailureReason", ""))
     running = [s["CompilationJobName"] for state in st.RUNNING_STATES
                for s in world.store.list(StatusEquals=state)["CompilationJobSummaries"]]
-    return {"finals": finals, "still_running": running, "seconds_down": round(down, 2),
+    outputs = {name: sorted(p.name for p in (world.root / "out" / name).glob("*")) for name in names}
+    wrong = [name for name in names
+             if outputs[name] != ([f"{name}-ml_c5.tar.gz"] if finals[name][0] == st.COMPLETED else [])]
+    return {"finals": finals, "still_running": running, "seconds_down": round(down, 2), "wrong_outputs": wrong,
             "seconds_to_all_terminal": round(time.monotonic() - stopped_at, 2)}
 
 
