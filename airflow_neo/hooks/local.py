@@ -40,6 +40,7 @@ def local_job_config(
       database server);
     * ``memory_limit_bytes``: ``[neo] local_memory_limit_mb`` (0: no cap);
     * ``lease_seconds``: ``[neo] local_lease_seconds`` (0: 30);
+    * ``allowed_paths``: ``[neo] local_allowed_paths`` (see :func:`allowed_paths_option`);
     * ``compile``: ``[neo] tuning_trials``, ``tuning_database``, ``cache_dir``, ``cache_max_bytes``,
       ``rpc_tracker``, ``rpc_keys``, ``tuning_pack``, ``verify``, ``verify_rtol``, ``profile_seconds``.
     """
@@ -79,6 +80,7 @@ def local_job_config(
         memory_limit_bytes=memory_limit_bytes,
         lease_seconds=lease if lease > 0 else DEFAULT_LEASE_SECONDS,
         aws_conn_id=aws_conn_id,
+        allowed_paths=allowed_paths_option(),
         compile=CompileSettings(
             tuning_trials=conf.getint("neo", "tuning_trials", fallback=DEFAULT_TUNING_TRIALS),
             tuning_database=path("tuning_database"),
@@ -93,6 +95,18 @@ def local_job_config(
             else DEFAULT_PROFILE_SECONDS,
         ),
     )
+
+
+def allowed_paths_option() -> tuple[str, ...]:
+    """``[neo] local_allowed_paths``: the roots a local job's ``file://`` and absolute paths must lie
+    under (:mod:`airflow_neo.local.confinement`). Empty: ``$AIRFLOW_HOME`` and the system temp
+    dir; ``*``: every path; else comma-separated absolute directories."""
+    from airflow.sdk.configuration import conf
+
+    from airflow_neo.local.confinement import parse_allowed_paths
+
+    home = os.environ.get("AIRFLOW_HOME") or conf.get("core", "airflow_home", fallback="~/airflow")
+    return parse_allowed_paths(conf.get("neo", "local_allowed_paths", fallback=""), airflow_home=home)
 
 
 def _float_option(option: str, value: str | None) -> float | None:
@@ -186,11 +200,12 @@ class LocalNeoHook(CompilationJobHook, BaseHook):
         """What the local backend surely cannot do is refused before anything is recorded.
 
         An unsupported framework or target, a model file that does not exist, a
-        ModelPackageVersionArn (:mod:`airflow_neo.local.preflight`; cheap, no TVM).
+        ModelPackageVersionArn (:mod:`airflow_neo.local.preflight`; cheap, no TVM); a local path
+        outside ``[neo] local_allowed_paths``.
         """
         from airflow_neo.local.preflight import check_local_request
 
-        check_local_request(request)
+        check_local_request(request, allowed_paths_option())
 
     def __init__(
         self,
@@ -263,6 +278,9 @@ class LocalNeoHook(CompilationJobHook, BaseHook):
         if verify_inputs is not None:
             config = config.replace(compile=dataclasses.replace(config.compile, verify_inputs=verify_inputs))
         request = self.validate(request)
+        from airflow_neo.local.preflight import check_local_paths
+
+        check_local_paths(request, config.allowed_paths, verify_inputs=config.compile.verify_inputs)
         name = request.name
         uses_s3 = _uses_s3(request.payload) or str(verify_inputs or "").startswith("s3://")
         if uses_s3:

@@ -20,6 +20,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from airflow_neo.local.confinement import check_allowed_paths, default_roots
 from airflow_neo.local.settings import CompileSettings
 
 __all__ = ["DEFAULT_LEASE_SECONDS", "DEFAULT_MEMORY_LIMIT_BYTES", "ENV_JOB_CONFIG", "LocalJobConfig"]
@@ -40,6 +41,9 @@ class LocalJobConfig:
     :param lease_seconds: the job's lease, renewed while the runner works.
     :param aws_conn_id: the Airflow AWS connection for ``s3://`` locations (None: boto3's defaults).
     :param compile: tuning budget, tuning database and compile cache.
+    :param allowed_paths: the directories a job's local files (model, sample inputs, artifact) must
+        lie under, or ``("*",)`` for every path (:mod:`airflow_neo.local.confinement`; default
+        ``$AIRFLOW_HOME`` and the system temp dir, as this process sees them when the config is made).
     """
 
     store: str
@@ -48,6 +52,7 @@ class LocalJobConfig:
     lease_seconds: float = DEFAULT_LEASE_SECONDS
     aws_conn_id: str | None = None
     compile: CompileSettings = field(default_factory=CompileSettings)
+    allowed_paths: tuple[str, ...] = field(default_factory=default_roots)
 
     def __post_init__(self) -> None:
         if not isinstance(self.store, str) or not self.store.strip():
@@ -58,8 +63,17 @@ class LocalJobConfig:
         lease = self.lease_seconds
         if isinstance(lease, bool) or not isinstance(lease, (int, float)) or not lease > 0:
             raise ValueError(f"lease_seconds must be a number of seconds > 0; got {lease!r}")
+        object.__setattr__(self, "allowed_paths", check_allowed_paths(self.allowed_paths))
         if not isinstance(self.compile, CompileSettings):
             raise ValueError(f"compile must be a CompileSettings; got {type(self.compile).__name__}")
+
+    def __repr__(self) -> str:
+        """The fields, with the store's password hidden (a config may end up in a log or a message)."""
+        from airflow_neo.local.store.engines import mask_url
+
+        shown = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        shown["store"] = mask_url(self.store)
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
 
     def replace(self, **changes: Any) -> LocalJobConfig:
         return dataclasses.replace(self, **changes)

@@ -80,7 +80,7 @@ STDERR_HEAD_LINES, STDERR_TAIL_LINES, STDERR_CHARS = 12, 4, 2000
 
 def verify_artifact(artifact_uri: str, *, inputs_uri: str | None = None, mode: str = "gate", rtol: float | None = None,
                     profile_seconds: float | None = None, s3_client=None, log: Log = print,
-                    timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS) -> dict:
+                    timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS, allowed_paths=None) -> dict:
     """Check the artifact at ``artifact_uri`` on this machine; returns the report (see the module docstring).
 
     :param inputs_uri: a ``.npz`` of sample inputs (``s3://``, ``file://``, absolute path) to run
@@ -90,6 +90,8 @@ def verify_artifact(artifact_uri: str, *, inputs_uri: str | None = None, mode: s
     :param profile_seconds: the latency profile's budget (0: none; None: ``[neo] profile_seconds``' default).
     :param s3_client: a boto3 S3 client, for ``s3://`` locations.
     :param timeout_seconds: the check process's time limit (load, run, compare and profile).
+    :param allowed_paths: the roots a local ``artifact_uri``/``inputs_uri`` must lie under, symlinks
+        resolved (:mod:`airflow_neo.local.confinement`; None: not confined).
     :raises AccuracyCheckError, IncompatibleArtifactError: under ``gate`` (see the module docstring).
     :raises ArtifactCheckCrashed, ArtifactCheckTimedOut: under ``gate``: the check process died or ran too long.
     :raises ModelArchiveError, ModelInputError: the artifact or the inputs cannot be fetched or read.
@@ -103,15 +105,16 @@ def verify_artifact(artifact_uri: str, *, inputs_uri: str | None = None, mode: s
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="airflow-neo-verify-") as scratch:
         folder = Path(scratch)
-        local = _fetch(artifact_uri, folder / "artifact.tar.gz", "artifact_uri", ModelArchiveError, s3_client)
+        local = _fetch(artifact_uri, folder / "artifact.tar.gz", "artifact_uri", ModelArchiveError, s3_client,
+                       allowed_paths)
+        user = None
+        if inputs_uri:
+            user = _fetch(inputs_uri, folder / "inputs.npz", "inputs_uri", ModelInputError, s3_client, allowed_paths)
         metadata, metadata_digest, record = _read_artifact(local, artifact_uri, folder)
         report: dict[str, Any] = {
             "artifact": artifact_uri, "artifact_blake2b": blake2b_file(local), "metadata_blake2b": metadata_digest,
             "model": _model_facts(metadata), "host": host_facts(),
         }
-        user = None
-        if inputs_uri:
-            user = _fetch(inputs_uri, folder / "inputs.npz", "inputs_uri", ModelInputError, s3_client)
         request = {"artifact": str(local), "metadata": metadata, "mode": mode, "rtol": rtol, "seconds": seconds,
                    "user": [str(user), inputs_uri] if user else None, "scratch": str(folder), **record}
         report.update(_check(request, timeout, log))
@@ -134,8 +137,9 @@ def _timeout(value: float) -> float:
     return float(value)
 
 
-def _fetch(uri: str, target: Path, name: str, error: type, s3_client) -> Path:
-    """The local file of ``uri`` (downloaded to ``target`` for ``s3://``); ``error`` naming ``name`` otherwise."""
+def _fetch(uri: str, target: Path, name: str, error: type, s3_client, allowed_paths=None) -> Path:
+    """The local file of ``uri`` (downloaded to ``target`` for ``s3://``; a local one resolved and
+    confined to ``allowed_paths`` when given); ``error`` naming ``name`` otherwise."""
     if not isinstance(uri, str) or not uri:
         raise error(f"{name} must be an s3://, file:// URI or an absolute path; got {uri!r}")
     if uri.startswith("s3://"):
@@ -150,6 +154,13 @@ def _fetch(uri: str, target: Path, name: str, error: type, s3_client) -> Path:
     path = local_path(uri)
     if path is None:
         raise error(f"{name} {uri!r}: only s3://, file:// URIs and absolute paths are read")
+    if allowed_paths is not None:
+        from airflow_neo.local.confinement import PathNotAllowed, confine
+
+        try:
+            path = confine(name, uri, path, allowed_paths)
+        except PathNotAllowed as err:
+            raise error(str(err)) from None
     if not os.path.isfile(path):
         raise error(f"{name} {uri}: {path} does not exist or is not a file")
     return Path(path)

@@ -39,7 +39,8 @@ class NeoVerifyArtifactOperator(BaseOperator):
     ``verify_inputs``), compare with the recorded reference outputs, and profile it.
 
     :param artifact_uri: the artifact (``s3://``, ``file://`` or an absolute path), e.g. the
-        compile operator's ``ModelArtifacts.S3ModelArtifacts``. Templated.
+        compile operator's ``ModelArtifacts.S3ModelArtifacts``. Templated. A local path (as well as
+        one of ``verify_inputs``) must lie under ``[neo] local_allowed_paths``, symlinks resolved.
     :param verify_inputs: a ``.npz`` of sample inputs to run instead of the recorded ones
         (outputs are compared only where they were recorded for these inputs). Templated.
     :param verify_mode: ``gate`` (a mismatch or an incompatible host fails the task), ``report``
@@ -95,6 +96,7 @@ class NeoVerifyArtifactOperator(BaseOperator):
     def execute(self, context: Context) -> dict:
         from airflow_neo.local.errors import (AccuracyCheckError, ArtifactCheckAborted, IncompatibleArtifactError,
                                               failure_reason)
+        from airflow_neo.hooks.local import allowed_paths_option
         from airflow_neo.local.verify_artifact import verify_artifact
 
         inputs = self.verify_inputs or None
@@ -105,7 +107,7 @@ class NeoVerifyArtifactOperator(BaseOperator):
             report = verify_artifact(
                 self.artifact_uri.strip(), inputs_uri=inputs, mode=mode, rtol=self.verify_rtol,
                 profile_seconds=self.profile_seconds, s3_client=self._s3_client() if uses_s3 else None,
-                log=self.log.info, timeout_seconds=self.check_timeout_seconds,
+                log=self.log.info, timeout_seconds=self.check_timeout_seconds, allowed_paths=allowed_paths_option(),
             )
         except (AccuracyCheckError, IncompatibleArtifactError, ArtifactCheckAborted) as err:
             raise AirflowException(f"Artifact {self.artifact_uri} failed verification on this worker: "

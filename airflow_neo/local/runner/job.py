@@ -58,7 +58,7 @@ class JobRun:
                  poll_interval: float):
         self.store, self.name, self.log, self.config = store, name, logger, config
         self.timings: dict[str, float] = {}
-        self.transfer = Transfer(logger, s3_client_factory)
+        self.transfer = Transfer(logger, s3_client_factory, allowed_paths=config.allowed_paths)
         self.child = CompileChild(compile_fn, config, logger, poll_interval)
         self.cache = JobCache(config.compile, self.child.compile_fn, self.transfer.s3_client, logger, self.timings)
         self.tuning = TuningSync(config.compile, self.transfer.s3_client, logger, self.timings)
