@@ -101,11 +101,37 @@ def get_provider_info() -> dict:
                         "default": "30",
                     },
                     "local_memory_limit_mb": {
-                        "description": "Address-space cap of a local compile process, in MiB (0: no cap).",
+                        "description": (
+                            "Address-space cap of a local compile process, in MiB (0: no cap). Empty (the "
+                            "default): derived so that local_max_concurrent_compiles x cap fits the host's memory "
+                            "(physical memory or the cgroup's limit, whichever is lower), at most 8192."
+                        ),
                         "version_added": "0.1.0",
                         "type": "integer",
                         "example": "8192",
-                        "default": "8192",
+                        "default": "",
+                    },
+                    "local_max_concurrent_compiles": {
+                        "description": (
+                            "Compile slots of one worker host: at most this many local jobs compile at once on it; "
+                            "the others stay STARTING, queued in creation order (their log shows the queue "
+                            "position). 0 or empty (the default): min(CPUs, memory // local_memory_limit_mb "
+                            "(8192 MiB when that is derived)), at least 1."
+                        ),
+                        "version_added": "0.2.0",
+                        "type": "integer",
+                        "example": "2",
+                        "default": "0",
+                    },
+                    "local_max_concurrent_compiles_cluster": {
+                        "description": (
+                            "With a job store shared by several hosts: at most this many local jobs compile at once "
+                            "on all of them together (0: no cluster-wide cap; the per-host slots still apply)."
+                        ),
+                        "version_added": "0.2.0",
+                        "type": "integer",
+                        "example": "8",
+                        "default": "0",
                     },
                     "tuning_trials": {
                         "description": (

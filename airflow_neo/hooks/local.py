@@ -38,7 +38,11 @@ def local_job_config(
     * ``work_dir``: ``[neo] local_work_dir``, this machine's directory for job logs and compile
       work dirs (empty: next to a SQLite store's file, or ``$AIRFLOW_HOME/neo`` for a store on a
       database server);
-    * ``memory_limit_bytes``: ``[neo] local_memory_limit_mb`` (0: no cap);
+    * ``memory_limit_bytes``: ``[neo] local_memory_limit_mb`` (0: no cap; empty: derived so that
+      slots x cap fits the host's memory, at most 8192 MiB: :mod:`airflow_neo.local.slots`);
+    * ``max_concurrent_compiles``: ``[neo] local_max_concurrent_compiles`` (0 or empty:
+      ``min(cpus, memory // cap)``, at least 1); ``max_concurrent_compiles_cluster``:
+      ``[neo] local_max_concurrent_compiles_cluster`` (0: no cluster-wide cap);
     * ``lease_seconds``: ``[neo] local_lease_seconds`` (0: 30);
     * ``allowed_paths``: ``[neo] local_allowed_paths`` (see :func:`allowed_paths_option`);
     * ``compile``: ``[neo] tuning_trials``, ``tuning_database``, ``cache_dir``, ``cache_max_bytes``,
@@ -47,6 +51,7 @@ def local_job_config(
     from airflow.sdk.configuration import conf
 
     from airflow_neo.local.config import DEFAULT_LEASE_SECONDS, LocalJobConfig
+    from airflow_neo.local.slots import resolve_slots_and_cap
     from airflow_neo.local.settings import (
         DEFAULT_CACHE_MAX_BYTES,
         DEFAULT_PROFILE_SECONDS,
@@ -70,9 +75,13 @@ def local_job_config(
         else:
             home = os.environ.get("AIRFLOW_HOME") or conf.get("core", "airflow_home", fallback="~/airflow")
             store = path("local_store") or str(Path(os.path.expanduser(home)) / "neo" / "jobs.sqlite")
-    if not memory_limit_bytes:
-        mb = conf.getint("neo", "local_memory_limit_mb", fallback=DEFAULT_MEMORY_LIMIT_MB)
+    cap_given = bool(memory_limit_bytes) or text("local_memory_limit_mb") is not None
+    if not memory_limit_bytes and cap_given:
+        mb = _count_option("local_memory_limit_mb", text("local_memory_limit_mb"))
         memory_limit_bytes = mb * 1024 * 1024 if mb > 0 else None
+    slots, memory_limit_bytes = resolve_slots_and_cap(
+        _count_option("local_max_concurrent_compiles", text("local_max_concurrent_compiles")) or None,
+        memory_limit_bytes, cap_given=cap_given)
     lease = conf.getfloat("neo", "local_lease_seconds", fallback=0.0)
     return LocalJobConfig(
         store=store,
@@ -80,6 +89,9 @@ def local_job_config(
         memory_limit_bytes=memory_limit_bytes,
         lease_seconds=lease if lease > 0 else DEFAULT_LEASE_SECONDS,
         aws_conn_id=aws_conn_id,
+        max_concurrent_compiles=slots,
+        max_concurrent_compiles_cluster=_count_option(
+            "local_max_concurrent_compiles_cluster", text("local_max_concurrent_compiles_cluster")),
         allowed_paths=allowed_paths_option(),
         compile=CompileSettings(
             tuning_trials=conf.getint("neo", "tuning_trials", fallback=DEFAULT_TUNING_TRIALS),
@@ -107,6 +119,19 @@ def allowed_paths_option() -> tuple[str, ...]:
 
     home = os.environ.get("AIRFLOW_HOME") or conf.get("core", "airflow_home", fallback="~/airflow")
     return parse_allowed_paths(conf.get("neo", "local_allowed_paths", fallback=""), airflow_home=home)
+
+
+def _count_option(option: str, value: str | None) -> int:
+    """``[neo] option`` as a whole number >= 0 (0 when empty); else a ValueError naming it and the value."""
+    if value is None:
+        return 0
+    try:
+        number = int(value)
+    except ValueError:
+        number = -1
+    if number < 0:
+        raise ValueError(f"[neo] {option} must be a whole number >= 0; got {value!r}")
+    return number
 
 
 def _float_option(option: str, value: str | None) -> float | None:

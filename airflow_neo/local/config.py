@@ -41,6 +41,9 @@ class LocalJobConfig:
     :param lease_seconds: the job's lease, renewed while the runner works.
     :param aws_conn_id: the Airflow AWS connection for ``s3://`` locations (None: boto3's defaults).
     :param compile: tuning budget, tuning database and compile cache.
+    :param max_concurrent_compiles: compile slots of this host (None: no limit; the hook derives
+        one from the host, see :mod:`airflow_neo.local.slots`); a job beyond them waits STARTING.
+    :param max_concurrent_compiles_cluster: slots held on all hosts of a shared store (0: no cap).
     :param allowed_paths: the directories a job's local files (model, sample inputs, artifact) must
         lie under, or ``("*",)`` for every path (:mod:`airflow_neo.local.confinement`; default
         ``$AIRFLOW_HOME`` and the system temp dir, as this process sees them when the config is made).
@@ -52,6 +55,8 @@ class LocalJobConfig:
     lease_seconds: float = DEFAULT_LEASE_SECONDS
     aws_conn_id: str | None = None
     compile: CompileSettings = field(default_factory=CompileSettings)
+    max_concurrent_compiles: int | None = None
+    max_concurrent_compiles_cluster: int = 0
     allowed_paths: tuple[str, ...] = field(default_factory=default_roots)
 
     def __post_init__(self) -> None:
@@ -64,6 +69,12 @@ class LocalJobConfig:
         if isinstance(lease, bool) or not isinstance(lease, (int, float)) or not lease > 0:
             raise ValueError(f"lease_seconds must be a number of seconds > 0; got {lease!r}")
         object.__setattr__(self, "allowed_paths", check_allowed_paths(self.allowed_paths))
+        slots = self.max_concurrent_compiles
+        if slots is not None and (isinstance(slots, bool) or not isinstance(slots, int) or slots < 1):
+            raise ValueError(f"max_concurrent_compiles must be a whole number >= 1 or None (no limit); got {slots!r}")
+        cluster = self.max_concurrent_compiles_cluster
+        if isinstance(cluster, bool) or not isinstance(cluster, int) or cluster < 0:
+            raise ValueError(f"max_concurrent_compiles_cluster must be a whole number >= 0 (0: no cap); got {cluster!r}")
         if not isinstance(self.compile, CompileSettings):
             raise ValueError(f"compile must be a CompileSettings; got {type(self.compile).__name__}")
 

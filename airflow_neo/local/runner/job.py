@@ -2,8 +2,10 @@
 
 Invariants:
 
-* a job is run only after :meth:`~airflow_neo.local.store.JobStore.mark_inprogress` succeeds (one
-  runner per job); its lease is renewed until the run ends (:mod:`.watch`);
+* a job is run only after it took a compile slot of its host (:class:`.watch.SlotWait`: queued
+  STARTING in creation order while ``max_concurrent_compiles`` jobs compile here, then one
+  conditional STARTING -> INPROGRESS claim, so one runner per job); its lease is renewed while it
+  waits and until the run ends (:mod:`.watch`);
 * everything the job writes on this machine is inside its own work dir
   (``<work root>/work/<job>-XXXX``: input, compile, output), removed in ``finally`` whatever
   happens to the compile child; work dirs of runners that were killed are removed by the next run
@@ -30,6 +32,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
+
 from airflow_neo.core import status as st
 from airflow_neo.core.exceptions import CompilationJobNotFound
 from airflow_neo.core.validation import ValidatedRequest
@@ -40,7 +44,7 @@ from airflow_neo.local.runner.outcomes import Failed, Lost, Stopped, Terminated
 from airflow_neo.local.runner.tiers import JobCache
 from airflow_neo.local.runner.transfer import Transfer, s3_client_factory_for
 from airflow_neo.local.runner.tuning_sync import TuningSync
-from airflow_neo.local.runner.watch import JobWatch
+from airflow_neo.local.runner.watch import JobWatch, SlotWait
 from airflow_neo.local.settings import CompileSettings
 from airflow_neo.local.store import JobStore, artifact_uri_for, open_store
 
@@ -64,11 +68,18 @@ class JobRun:
         self.tuning = TuningSync(config.compile, self.transfer.s3_client, logger, self.timings)
         self.watch = JobWatch(store, name, lease_seconds=config.lease_seconds, poll_interval=poll_interval,
                               logger=logger)
+        self.slot = SlotWait(store, name, limit=config.max_concurrent_compiles,
+                             cluster_limit=config.max_concurrent_compiles_cluster,
+                             lease_seconds=config.lease_seconds, poll_interval=poll_interval, logger=logger)
 
     def execute(self) -> str:
         store, name = self.store, self.name
-        if not store.mark_inprogress(name, store.host, os.getpid(), self.config.lease_seconds):
-            return self._not_runnable()
+        try:
+            if not self.slot.take(os.getpid()):
+                return self._not_runnable()
+        except Terminated as term:  # while queued: nothing to clean up but the record
+            self._record_terminated(term)
+            raise
         self.log.info("job INPROGRESS (runner pid %s on %s)", os.getpid(), store.host)
         self.watch.start()
         store.work_dir.mkdir(parents=True, exist_ok=True)
@@ -106,10 +117,7 @@ class JobRun:
             self.log.warning("job is no longer ours (%s); leaving it %s", lost, status)
             return status
         except Terminated as term:
-            reason = neo_reason(SERVER_ERROR, None, f"Compile worker was terminated by signal "
-                                f"{signal.Signals(term.signum).name} before the job ended")
-            store.fail(name, reason)
-            self.log.error("job FAILED: %s", reason)
+            self._record_terminated(term)
             raise
         except BaseException as err:
             reason = neo_reason(SERVER_ERROR, None, f"Compile worker error: {type(err).__name__}: {err}")
@@ -126,6 +134,12 @@ class JobRun:
             self.log.info("phase timings: %s", ", ".join(f"{k} {v:.2f} s" for k, v in self.timings.items()))
 
     # ---------------------------------------------------------------- the steps
+
+    def _record_terminated(self, term: Terminated) -> None:
+        reason = neo_reason(SERVER_ERROR, None, f"Compile worker was terminated by signal "
+                            f"{signal.Signals(term.signum).name} before the job ended")
+        self.store.fail(self.name, reason)
+        self.log.error("job FAILED: %s", reason)
 
     def _not_runnable(self) -> str:
         """The job could not be claimed: a stop asked before it started ends it STOPPED."""
@@ -313,6 +327,27 @@ def job_config(
     )
 
 
+_OPEN_RETRY_SECONDS = 60.0
+
+
+def _open_patiently(store_path: str | os.PathLike[str] | JobStore, config: LocalJobConfig) -> JobStore:
+    """The job store, retrying for up to a minute while a database server has no connection slot
+    left (its ``max_connections`` used up under load); any other error is raised at once."""
+    deadline = time.monotonic() + _OPEN_RETRY_SECONDS
+    pause = 0.2
+    while True:
+        try:
+            return open_store(store_path, work_dir=config.work_dir)
+        except sa.exc.OperationalError as err:
+            full = any(text in str(err) for text in ("connection slots are reserved", "too many clients"))
+            if not full or time.monotonic() + pause > deadline:
+                raise
+            first = (str(err).strip().splitlines() or [""])[0]
+            print(f"job store not reachable yet (will retry): {first}", file=sys.stderr, flush=True)
+            time.sleep(pause)
+            pause = min(pause * 2, 5.0)
+
+
 def run_job(
     store_path: str | os.PathLike[str] | JobStore,
     name: str,
@@ -349,7 +384,7 @@ def run_job(
     """
     config = job_config(store_path, config, caller="run_job", memory_limit_bytes=memory_limit_bytes,
                         lease_seconds=lease_seconds, work_dir=work_dir, settings=settings)
-    store = open_store(store_path, work_dir=config.work_dir)
+    store = _open_patiently(store_path, config)
     config = config.replace(compile=config.compile.resolved(store.root))
     logger, handlers = _job_logger(store, name)
     try:
