@@ -1,6 +1,6 @@
 """Every chaos case of issue 15, repeated, with real processes (the CI subset: tests/local/test_chaos.py).
 
-    .venv/bin/python benchmarks/chaos.py [--repeat 3] [--no-postgres] [--out benchmarks/results_chaos.json]
+    .venv/bin/python benchmarks/chaos.py [--repeat 3] [--no-postgres] [--real | --only-real] [--out FILE]
 
 Cases (helpers in tests/support/chaos.py):
 
@@ -13,7 +13,9 @@ Cases (helpers in tests/support/chaos.py):
   botocore's default retries;
 * the store's PostgreSQL server stopped while 3 jobs compile, for 3 s (under the 5 s lease) and
   for 15 s (beyond it), then started again;
-* clock skew between two hosts: a reader's clock ahead by lease/3 and by 3 x lease.
+* clock skew between two hosts: a reader's clock ahead by lease/3 and by 3 x lease;
+* (``--real``, ``--only-real``) ``kill -9`` of the runner and of the compile child of a real TVM
+  compile (a tiny ONNX model, 16 tuning trials) in its import, tuning and check phases.
 
 Each repetition is checked against the case's invariant (the job's end, its reason, the output
 location, the compile cache and the tuning database); the figures are the pass counts and the
@@ -25,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -180,34 +183,119 @@ def run_skew(results: dict, repeat: int) -> None:
             print(f"{label} rep {rep}: {seen['status']} {bad or 'ok'}", flush=True)
 
 
+# the real TVM compiler (tiny ONNX model, a 16-trial tuning budget): kill points are lines of its log
+REAL_POINTS = {"import": "[compiler] phase import: started", "tune": "[compiler] tuning: 1 kernels",
+               "check": "[compiler] phase check: started"}
+
+
+def _relu_archive(path: Path, width: int) -> None:
+    import io
+    import tarfile
+
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("input0", TensorProto.FLOAT, [1, 3, 8, width])
+    y = helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, 3, 8, width])
+    graph = helper.make_graph([helper.make_node("Relu", ["input0"], ["output0"])], "tiny", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    data = model.SerializeToString()
+    with tarfile.open(path, "w:gz") as tar:
+        info = tarfile.TarInfo("model.onnx")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+
+
+def run_real(results: dict, trials: int = 16) -> None:
+    """``kill -9`` of the runner and of the compile child of a real TVM compile at each kill point."""
+    import signal
+
+    from airflow_neo.local import runner
+    from airflow_neo.local.config import LocalJobConfig
+    from airflow_neo.local.settings import CompileSettings
+    from airflow_neo.local.store import pid_alive
+    from tests.local.test_runner import make_request
+
+    world = chaos.World(Path(tempfile.mkdtemp(prefix="neo-chaos-real-")), lease_seconds=LEASE)
+    config = LocalJobConfig(store=str(world.target), lease_seconds=LEASE, compile=CompileSettings(tuning_trials=trials))
+    width = 8
+    for victim in ("child", "runner"):
+        for point, line in REAL_POINTS.items():
+            width += 1
+            name = f"real-{victim}-{point}"
+            archive = world.root / f"{name}.tar.gz"
+            _relu_archive(archive, width)
+            out = world.root / "out" / name
+            request = make_request(name, str(archive), str(out), platform={"Os": "LINUX", "Arch": "X86_64"})
+            request["InputConfig"]["DataInputConfig"] = json.dumps({"input0": [1, 3, 8, width]})
+            world.store.create(request)
+            keys_before = chaos.cache_keys(world.cache_dir)
+            pid = runner.launch_detached(world.target, name, config=config)
+            log = world.store.log_path(name)
+            chaos._wait(lambda: log.exists() and line in log.read_text(), 600, 0.05)
+            found = re.findall(r"compile child pid (\d+) started", log.read_text())
+            child = int(found[-1])
+            children = chaos.child_pids(pid)  # the compile child and multiprocessing's resource tracker
+            assert child in children, (child, children)
+            target = pid if victim == "runner" else child
+            killed_at = time.monotonic()
+            os.kill(target, signal.SIGKILL)
+            job = chaos._wait(lambda: (j := world.status(name))["CompilationJobStatus"] in st.TERMINAL_STATES and j,
+                              LEASE + 120, 0.05)
+            seconds = time.monotonic() - killed_at
+            chaos._wait(lambda: not any(pid_alive(p) for p in [pid, *children]), 60)
+            reason = job.get("FailureReason", "")
+            bad = []
+            expected = ("ServerError: Compile worker lost: process" if victim == "runner"
+                        else "ServerError: Compilation failed: internal compiler crash (signal 9: SIGKILL)")
+            if job["CompilationJobStatus"] != st.FAILED or not reason.startswith(expected):
+                bad.append(f"{job['CompilationJobStatus']}: {reason[:160]!r}")
+            if out.exists() and list(out.iterdir()):
+                bad.append(f"output {sorted(p.name for p in out.iterdir())}")
+            if chaos.cache_keys(world.cache_dir) - keys_before:
+                bad.append("new cache entry")
+            bad += chaos.cache_problems(world.cache_dir) + chaos.tuning_problems(world.tuning_dir)
+            label = f"kill -9 {victim} in real TVM {point} [sqlite]"
+            results.setdefault(label, []).append({"seconds": round(seconds, 3), "violations": bad,
+                                                  "outcome": job["CompilationJobStatus"]})
+            print(f"{label}: {job['CompilationJobStatus']} in {seconds:.2f} s {bad or 'ok'}", flush=True)
+
+
+def run_fakes(results: dict, repeat: int, *, postgres: bool) -> None:
+    """Every case with the fake compile function (tests.support.chaos.phased)."""
+    kinds = ["sqlite"]
+    pg = chaos.PrivatePostgres() if postgres else None
+    try:
+        pg_url = pg.start() if pg is not None else None
+        if pg_url:
+            kinds.append("postgres")
+        run_kills(results, kinds, repeat, pg_url)
+    finally:
+        if pg is not None:
+            pg.remove()
+    run_disk(results, repeat)
+    run_s3(results, repeat)
+    if postgres:
+        run_postgres_restart(results, repeat)
+    run_skew(results, repeat)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--no-postgres", action="store_true")
+    parser.add_argument("--real", action="store_true", help="also kill real TVM compiles (about 1 min each)")
+    parser.add_argument("--only-real", action="store_true", help="only the real TVM compiles")
     parser.add_argument("--out", default=str(Path(__file__).with_name("results_chaos.json")))
     args = parser.parse_args()
     started = time.monotonic()
     results: dict[str, list[dict]] = {}
-    kinds = ["sqlite"]
-    pg = None
-    try:
-        if not args.no_postgres:
-            pg = chaos.PrivatePostgres()
-            pg_url = pg.start()
-            kinds.append("postgres")
-        else:
-            pg_url = None
-        run_kills(results, kinds, args.repeat, pg_url)
-    finally:
-        if pg is not None:
-            pg.remove()
-    run_disk(results, args.repeat)
-    run_s3(results, args.repeat)
-    if not args.no_postgres:
-        run_postgres_restart(results, args.repeat)
-    run_skew(results, args.repeat)
+    if args.real or args.only_real:
+        run_real(results)
+    if not args.only_real:
+        run_fakes(results, args.repeat, postgres=not args.no_postgres)
     summary = {case: _summary(rows) for case, rows in results.items()}
-    report = {"repeat": args.repeat, "lease_seconds": LEASE, "wall_seconds": round(time.monotonic() - started, 1),
+    report = {"repeat": None if args.only_real else args.repeat, "real_compiles_once_each": args.real or args.only_real, "lease_seconds": LEASE, "wall_seconds": round(time.monotonic() - started, 1),
               "cases": summary}
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(f"\n{'case':58} {'passed':>8}  seconds to terminal (min/median/max)")
