@@ -101,7 +101,7 @@ def test_artifact_layout_and_metadata(tmp_path):
     case = models.onnx_cnn(tmp_path / "model")
     artifact, metadata, _ = _compile(case, tmp_path, compiler_options={"dtype": "float32"})
     with tarfile.open(artifact) as tar:
-        assert sorted(tar.getnames()) == ["metadata.json", "model.so"]
+        assert sorted(tar.getnames()) == ["metadata.json", "model.so", "verification.npz"]
         stored = json.loads(tar.extractfile("metadata.json").read())
     assert stored == metadata
     assert metadata["schema_version"] == 1
