@@ -185,7 +185,9 @@ def test_s3_locations_are_not_confined(layout, monkeypatch):
     from airflow_neo.hooks.local import LocalNeoHook
 
     monkeypatch.setenv("AIRFLOW__NEO__LOCAL_ALLOWED_PATHS", str(layout["root"]))
-    LocalNeoHook.validate(make_request("s3", "s3://bucket/models/net.tar.gz", "s3://bucket/out"))
+    request = LocalNeoHook.validate(make_request("s3", "s3://bucket/models/net.tar.gz", "s3://bucket/out"))
+    assert request.payload["InputConfig"]["S3Uri"] == "s3://bucket/models/net.tar.gz"
+    assert request.payload["OutputConfig"]["S3OutputLocation"] == "s3://bucket/out"
 
 
 # ----------------------------------------------------------------------------- run time (the runner)

@@ -27,6 +27,8 @@ import threading
 import time
 from pathlib import Path
 
+from tests.support.waiting import wait_for
+
 HANG_SECONDS = 300
 TUNING_TARGET = "chaos-target"
 
@@ -286,16 +288,6 @@ class World:
         return self.store.describe(name)
 
 
-def _wait(predicate, timeout: float, interval: float = 0.01):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("condition not met in time")
-
-
 def kill_case(world: World, victim: str, phase: str, name: str, *, artifact_mb: float = 16) -> dict:
     """Start job ``name``, ``kill -9`` its ``victim`` (``runner`` or ``child``) in ``phase``, and observe:
     the final status and reason, seconds from the kill to a terminal state seen by a reader, the
@@ -320,11 +312,11 @@ def kill_case(world: World, victim: str, phase: str, name: str, *, artifact_mb: 
         out = world.create(name, hang=hang, artifact_mb=artifact_mb if phase == "publish" else 0, source=source)
         launched = world.launch(name, env=env)
         if phase == "fetch":
-            _wait(slow.get_started.is_set, 60)
+            wait_for(slow.get_started.is_set, 60, 0.01)
         elif phase == "publish":
-            _wait(lambda: out.is_dir() and any(out.glob(".*.partial")), 60, interval=0.002)
+            wait_for(lambda: out.is_dir() and any(out.glob(".*.partial")), 60, interval=0.002)
         else:
-            _wait(world.marker(name, phase).exists, 60)
+            wait_for(world.marker(name, phase).exists, 60, 0.01)
         pid = runner_pid(world.store, name)
         child = int(world.marker(name, phase).read_text()) if phase in CHILD_PHASES else None
         children = child_pids(pid)  # psutil: the compile child is the runner's child
@@ -333,12 +325,12 @@ def kill_case(world: World, victim: str, phase: str, name: str, *, artifact_mb: 
             raise ValueError(f"no compile child in phase {phase}")
         killed_at = time.monotonic()
         os.kill(target, signal.SIGKILL)
-        job = _wait(lambda: (j := world.status(name))["CompilationJobStatus"] in st.TERMINAL_STATES and j,
-                    world.lease + 60)
+        job = wait_for(lambda: (j := world.status(name))["CompilationJobStatus"] in st.TERMINAL_STATES and j,
+                       world.lease + 60, 0.01)
         seen_after = time.monotonic() - killed_at
-        _wait(lambda: not pid_alive(pid), 30)  # the runner ends (killed, or after recording the failure)
+        wait_for(lambda: not pid_alive(pid), 30, 0.01)  # the runner ends (killed, or after recording the failure)
         if child is not None:
-            _wait(lambda: not pid_alive(child), 30)
+            wait_for(lambda: not pid_alive(child), 30, 0.01)
         log = world.store.log_path(name).read_text()
         done = f"phase {'compile' if phase in CHILD_PHASES else phase}: done"
         return {
@@ -425,7 +417,7 @@ class MotoS3:
                 "print('up', flush=True); threading.Event().wait()")
         self.proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         self.proc.stdout.readline()
-        _wait(lambda: self._answers(), 30, 0.05)
+        wait_for(lambda: self._answers(), 30, 0.05)
         return self
 
     def _answers(self) -> bool:
@@ -463,7 +455,7 @@ def disk_full_case(world: World, name: str, *, disk_bytes: int = 1 << 20, artifa
         (out / "other-file").write_bytes(b"x" * 1000)  # the location holds something already
         world.create(name, artifact_mb=artifact_mb)
         world.launch(name)
-        job = _wait(lambda: (j := world.status(name))["CompilationJobStatus"] in st.TERMINAL_STATES and j, 180, 0.05)
+        job = wait_for(lambda: (j := world.status(name))["CompilationJobStatus"] in st.TERMINAL_STATES and j, 180, 0.05)
         files = sorted(p.name for p in out.iterdir())
     return {"status": job["CompilationJobStatus"], "reason": job.get("FailureReason", ""), "output_files": files,
             "cache_problems": cache_problems(world.cache_dir), "out": str(out)}
@@ -484,13 +476,13 @@ def s3_down_case(world: World, name: str, *, artifact_mb: float = 20, restart: b
         killed_at = None
         world.launch(name, env=env)
         client = moto.client()
-        _wait(lambda: client.list_multipart_uploads(Bucket="chaos").get("Uploads"), 120, 0.02)
+        wait_for(lambda: client.list_multipart_uploads(Bucket="chaos").get("Uploads"), 120, 0.02)
         moto.kill()
         killed_at = time.monotonic()
         if restart:
             moto.start()
             moto.client().create_bucket(Bucket="chaos")
-        job = _wait(lambda: (j := world.status(name))["CompilationJobStatus"] in st.TERMINAL_STATES and j, 300, 0.05)
+        job = wait_for(lambda: (j := world.status(name))["CompilationJobStatus"] in st.TERMINAL_STATES and j, 300, 0.05)
         objects = []
         if restart:
             listing = moto.client().list_objects_v2(Bucket="chaos")
@@ -552,7 +544,7 @@ def postgres_restart_case(world: World, pg: PrivatePostgres, prefix: str, *, job
         world.create(name, hang="build", hang_seconds=hang_seconds)
         world.launch(name)
     for name in names:
-        _wait(world.marker(name, "build").exists, 120)
+        wait_for(world.marker(name, "build").exists, 120, 0.01)
     pg.stop()
     stopped_at = time.monotonic()
     time.sleep(down_seconds)
@@ -560,8 +552,8 @@ def postgres_restart_case(world: World, pg: PrivatePostgres, prefix: str, *, job
     down = time.monotonic() - stopped_at
     finals = {}
     for name in names:
-        job = _wait(lambda: (j := world.status(name))["CompilationJobStatus"] in st.TERMINAL_STATES and j,
-                    world.lease + hang_seconds + 120, 0.1)
+        job = wait_for(lambda: (j := world.status(name))["CompilationJobStatus"] in st.TERMINAL_STATES and j,
+                       world.lease + hang_seconds + 120, 0.1)
         finals[name] = (job["CompilationJobStatus"], job.get("FailureReason", ""))
     running = [s["CompilationJobName"] for state in st.RUNNING_STATES
                for s in world.store.list(StatusEquals=state)["CompilationJobSummaries"]]
@@ -587,7 +579,7 @@ def clock_skew_case(world: World, name: str, skew_seconds: float, *, watch_secon
 
     out = world.create(name, hang="build", hang_seconds=watch_seconds + 1)
     world.launch(name)
-    _wait(world.marker(name, "build").exists, 120)
+    wait_for(world.marker(name, "build").exists, 120, 0.01)
     pid = runner_pid(world.store, name)
     child = int(world.marker(name, "build").read_text())
     skewed = JobStore(world.target, host="host-b", work_dir=world.root / "host-b",
@@ -599,9 +591,9 @@ def clock_skew_case(world: World, name: str, skew_seconds: float, *, watch_secon
         if seen[-1] in st.TERMINAL_STATES:
             break
         time.sleep(0.1)
-    job = _wait(lambda: (j := world.status(name))["CompilationJobStatus"] in st.TERMINAL_STATES and j,
-                world.lease + watch_seconds + 120, 0.1)
-    _wait(lambda: not pid_alive(pid) and not pid_alive(child), 60)
+    job = wait_for(lambda: (j := world.status(name))["CompilationJobStatus"] in st.TERMINAL_STATES and j,
+                   world.lease + watch_seconds + 120, 0.1)
+    wait_for(lambda: not pid_alive(pid) and not pid_alive(child), 60, 0.01)
     return {"skew_seconds": skew_seconds, "lease_seconds": world.lease, "seen_by_skewed_reader": sorted(set(seen)),
             "status": job["CompilationJobStatus"], "reason": job.get("FailureReason", ""), "runner_pid": pid,
             "host": world.store.host, "output_files": sorted(p.name for p in out.iterdir()) if out.exists() else [],
