@@ -20,8 +20,6 @@ if TYPE_CHECKING:
     from airflow_neo.hooks.params import NeoConnectionParams
     from airflow_neo.local.config import LocalJobConfig
 
-DEFAULT_MEMORY_LIMIT_MB = 8192
-
 
 def local_job_config(
     *,
