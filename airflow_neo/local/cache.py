@@ -56,7 +56,7 @@ from airflow_neo.core.validation import ValidatedRequest
 from airflow_neo.local import tuning_db
 from airflow_neo.local.files import atomic_write_json, blake2b_file, flocked
 
-__all__ = ["ARTIFACT_NAME", "CacheHit", "CompileCache", "base_key", "normalized_request", "tool_versions"]
+__all__ = ["ARTIFACT_NAME", "CHECKS", "CacheHit", "CompileCache", "base_key", "checks_of", "normalized_request", "tool_versions"]
 
 # 2: artifacts are built with the default CPU schedules (airflow_neo.local.schedules); a format-1
 # entry holds an artifact without them and is never reused.
@@ -324,7 +324,7 @@ class CompileCache:
             self.entries_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_json(self.index_dir / f"{base}.json", index)
             final = self.entries_dir / key
-            if (final / ENTRY_NAME).is_file() and _checks_of(entry["metadata"]) > _checks_of(_read_entry(final)):
+            if (final / ENTRY_NAME).is_file() and checks_of(entry["metadata"]) > checks_of(_read_entry(final)):
                 # the same artifact recompiled with the verification or profile the kept one lacks
                 # (see JobCache._checks_lacking): the richer metadata replaces it
                 shutil.rmtree(final, ignore_errors=True)
@@ -408,7 +408,8 @@ class CompileCache:
 CHECKS = ("verification", "profile")
 
 
-def _checks_of(metadata: Any) -> set[str]:
+def checks_of(metadata: Any) -> set[str]:
+    """The checks (of :data:`CHECKS`) that an artifact's metadata.json holds."""
     return {name for name in CHECKS if isinstance(metadata, dict) and metadata.get(name)}
 
 

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow_neo.core.validation import ValidatedRequest
-from airflow_neo.local.cache import CacheHit, CompileCache, base_key, compiler_id
+from airflow_neo.local.cache import CHECKS, CacheHit, CompileCache, base_key, checks_of, compiler_id
 from airflow_neo.local.files import blake2b_file
 from airflow_neo.local.runner.transfer import Transfer, verify_inputs_copy
 from airflow_neo.local.settings import CompileSettings
@@ -236,12 +236,9 @@ class JobCache:
         """The checks this job's settings ask for that the cached artifact's metadata lacks: a hit
         keeps the first compile's metadata, so an artifact compiled with ``profile_seconds`` 0 or
         ``verify`` off would answer a job that needs its figures (``max_slowdown``) without them."""
-        lacking = []
-        if self.settings.verify != "off" and not metadata.get("verification"):
-            lacking.append("verification")
-        if self.settings.profile_seconds > 0 and not metadata.get("profile"):
-            lacking.append("profile")
-        return lacking
+        wanted = {"verification": self.settings.verify != "off", "profile": self.settings.profile_seconds > 0}
+        present = checks_of(metadata)
+        return [name for name in CHECKS if wanted[name] and name not in present]
 
     def store(self, base: str | None, artifact: Path, metadata: Any) -> None:
         if base is None or not artifact.is_file():
