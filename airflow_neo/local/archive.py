@@ -19,6 +19,7 @@ __all__ = [
     "DEFAULT_MAX_TOTAL_BYTES",
     "MODEL_FILENAMES",
     "MODEL_SUFFIXES",
+    "PREFERRED_FILENAMES",
     "ModelArchiveError",
     "find_model_file",
     "safe_extract",
@@ -29,16 +30,29 @@ DEFAULT_MAX_TOTAL_BYTES = 4 * 1024**3
 
 #: The model-file suffixes the local backend looks for, per Framework (Neo's conventions):
 #: PyTorch ``.pt``/``.pth`` are TorchScript, ``.pt2`` is a ``torch.export`` program.
+#: TENSORFLOW is a SavedModel (``saved_model.pb`` beside ``variables/``) or a frozen graph; KERAS an
+#: HDF5 or ``.keras`` file; DARKNET the ``.cfg`` (its ``.weights`` lies beside it); MXNET the symbol
+#: ``.json`` (its ``.params`` lies beside it). The companion files are the converters' to find
+#: (:mod:`airflow_neo.local.convert`).
 MODEL_SUFFIXES: dict[str, tuple[str, ...]] = {
     "ONNX": (".onnx",),
     "PYTORCH": (".pt", ".pth", ".pt2"),
     "TFLITE": (".tflite",),
     "XGBOOST": (".model", ".json", ".ubj", ".bst", ".xgb"),
+    "TENSORFLOW": (".pb", ".pbtxt"),
+    "KERAS": (".h5", ".hdf5", ".keras"),
+    "DARKNET": (".cfg",),
+    "MXNET": (".json",),
 }
 #: Exact file names that also count as the model, per Framework (SageMaker's built-in XGBoost
 #: algorithm writes ``xgboost-model`` without a suffix).
 MODEL_FILENAMES: dict[str, tuple[str, ...]] = {
     "XGBOOST": ("xgboost-model",),
+}
+#: Exact file names that, when the archive holds exactly one of them, are the model whatever else
+#: matches: a SavedModel's ``saved_model.pb`` (TensorFlow writes a ``fingerprint.pb`` beside it).
+PREFERRED_FILENAMES: dict[str, tuple[str, ...]] = {
+    "TENSORFLOW": ("saved_model.pb", "saved_model.pbtxt"),
 }
 
 _COPY_CHUNK = 1024 * 1024
@@ -259,6 +273,9 @@ def find_model_file(extracted_dir: str | os.PathLike, framework: str) -> Path:
         and (PurePosixPath(rel).suffix.lower() in suffixes or PurePosixPath(rel).name in names)
     ]
     wanted = " or ".join([f"*{suffix}" for suffix in suffixes] + list(names))
+    preferred = [rel for rel in candidates if PurePosixPath(rel).name in PREFERRED_FILENAMES.get(framework, ())]
+    if len(preferred) == 1:
+        return root / preferred[0]
     if len(candidates) == 1:
         return root / candidates[0]
     if not candidates:

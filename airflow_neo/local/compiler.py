@@ -46,7 +46,8 @@ from airflow_neo.local.errors import (
 )
 from airflow_neo.local.files import atomic_file, blake2b_file
 from airflow_neo.local.frameworks import SUPPORTED_FRAMEWORKS, UNSUPPORTED_FRAMEWORKS, framework_problem
-from airflow_neo.local.frontends import IMPORTERS, Imported, InputSpec, first_line, importer_key, quiet
+from airflow_neo.local.convert import CONVERTERS, Source
+from airflow_neo.local.frontends import IMPORTERS, Imported, InputSpec, first_line, import_converted, importer_key, quiet
 from airflow_neo.local.targets import ResolvedTarget, resolve_target
 
 __all__ = [
@@ -165,7 +166,7 @@ def compile_model(
             runtime = "tl2cgen"
         else:
             with _phase("import", timings, log):
-                imported = IMPORTERS[importer_key(framework, model_file)](model_file, data_input, dtype_option, log)
+                imported = _import(framework, model_file, work, data_input, dtype_option, options, log)
                 log("inputs: " + "; ".join(spec.describe() for spec in imported.inputs))
             with _phase("build", timings, log):
                 tuning = _tuning_settings(validated.payload, started, tuning_trials, tuning_database, work)
@@ -202,6 +203,16 @@ def compile_model(
         _write_artifact(artifact_path, library, metadata, record=record)
     log(f"artifact: {artifact_path} ({os.path.getsize(artifact_path)} bytes) in {time.monotonic() - started:.2f} s")
     return metadata
+
+
+def _import(framework: str, model_file: Path, work: Path, data_input, dtype_option, options: dict, log: Log) -> Imported:
+    if framework in CONVERTERS:
+        if data_input is not None and not isinstance(data_input, dict):
+            raise ModelInputError(f"InputConfig.DataInputConfig for {framework} names its inputs: give a JSON object "
+                                  f"{{input name: shape}} (Neo's form), not {json.dumps(data_input)}")
+        source = Source(framework, model_file, work / "model", data_input or {}, options, work / "converted", log)
+        return import_converted(source, dtype_option)
+    return IMPORTERS[importer_key(framework, model_file)](model_file, data_input, dtype_option, log)
 
 
 def _check(metadata: dict, library: Path, model_file: Path, model_dir: Path, log: Log, *, verify: str, rtol,

@@ -10,13 +10,10 @@ from airflow_neo.local.archive import MODEL_SUFFIXES
 
 __all__ = ["SUPPORTED_FRAMEWORKS", "UNSUPPORTED_FRAMEWORKS", "framework_problem"]
 
-#: Frameworks with an import path (model file suffixes in :data:`~airflow_neo.local.archive.MODEL_SUFFIXES`).
-SUPPORTED_FRAMEWORKS: tuple[str, ...] = tuple(MODEL_SUFFIXES)  # ONNX, PYTORCH, TFLITE, XGBOOST
+#: Frameworks with an import path (model file suffixes in :data:`~airflow_neo.local.archive.MODEL_SUFFIXES`);
+#: TENSORFLOW, KERAS, DARKNET and MXNET by way of a conversion to ONNX (:mod:`airflow_neo.local.convert`).
+SUPPORTED_FRAMEWORKS: tuple[str, ...] = tuple(MODEL_SUFFIXES)
 UNSUPPORTED_FRAMEWORKS: dict[str, str] = {
-    "TENSORFLOW": "TVM 0.27 has no TensorFlow frontend; convert the model to TFLite or ONNX (tf2onnx)",
-    "KERAS": "TVM 0.27 has no Keras frontend; convert the model to TFLite or ONNX (tf2onnx)",
-    "MXNET": "TVM 0.27 has no MXNet frontend; export the model to ONNX (mx.onnx.export_model)",
-    "DARKNET": "TVM 0.27 has no DarkNet frontend; convert the model to ONNX",
     "SKLEARN": "no scikit-learn frontend; convert tree models to XGBoost or the model to ONNX (skl2onnx)",
 }
 

@@ -1,7 +1,8 @@
 """The local compiler's frontends: a model file in, a Relax module and its resolved inputs out.
 
 ONNX, TorchScript, ``torch.export`` programs and TFLite flatbuffers each have an importer
-(:data:`IMPORTERS`, keyed by :func:`importer_key`); the PyTorch ones live in
+(:data:`IMPORTERS`, keyed by :func:`importer_key`); TENSORFLOW, KERAS, DARKNET and MXNET models
+are converted to ONNX first (:func:`import_converted`, :mod:`airflow_neo.local.convert`); the PyTorch ones live in
 :mod:`airflow_neo.local.torch_import` (TorchScript tries the legacy ONNX export, then a
 ``torch.export`` conversion, and records the route used). They share one way of matching the
 model's declared inputs with DataInputConfig and the ``dtype`` compiler option
@@ -34,7 +35,10 @@ from airflow_neo.local.frontend_common import (
 )
 from airflow_neo.local.torch_import import import_pt2, import_torchscript
 
-__all__ = ["DEFAULT_DTYPE", "IMPORTERS", "Imported", "InputSpec", "first_line", "importer_key", "match_inputs", "quiet"]
+__all__ = [
+    "DEFAULT_DTYPE", "IMPORTERS", "Imported", "InputSpec", "first_line", "import_converted", "importer_key", "match_inputs",
+    "quiet",
+]
 
 
 def importer_key(framework: str, model_file: Path) -> str:
@@ -191,6 +195,20 @@ def _import_tflite(model_file: Path, data_input, dtype_option, log: Log) -> Impo
             dtype_dict={spec.name: spec.dtype for spec in resolved},
         )
     return Imported(mod, resolved, output_names, {"tflite": getattr(tflite, "__version__", None)})
+
+
+def import_converted(source, dtype_option) -> Imported:
+    """A framework without a TVM frontend (:mod:`airflow_neo.local.convert`): its converter writes
+    an ONNX graph, which the ONNX importer takes with the job's DataInputConfig; the converter's
+    versions join the artifact's. ``source`` is a :class:`~airflow_neo.local.convert.Source`."""
+    from airflow_neo.local.convert import converter_for
+
+    source.work.mkdir(parents=True, exist_ok=True)
+    converted = converter_for(source.framework)(source)
+    source.log(f"converted {source.framework} to ONNX: {converted.onnx_path.name} (inputs: {', '.join(converted.input_names)})")
+    versions = {"converted_to": "onnx", **converted.versions}
+    return _import_onnx(converted.onnx_path, source.data_input, dtype_option, source.log, framework=source.framework,
+                        extra_versions=versions)
 
 
 IMPORTERS = {

@@ -134,7 +134,8 @@ def _load(kind: str, request: dict):
         return model.run
     from airflow_neo.local.references import reference_for
 
-    return reference_for(metadata["framework"], Path(request["model_file"]), threads=request.get("threads")).run
+    return reference_for(metadata["framework"], Path(request["model_file"]), threads=request.get("threads"),
+                         metadata=metadata).run
 
 
 def child(request_path: str) -> dict:

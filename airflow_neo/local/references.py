@@ -3,7 +3,9 @@
 :func:`reference_for` picks the runner of a job's framework and model file: onnxruntime for ONNX,
 torch eager for PYTORCH (``torch.jit.load`` for TorchScript, ``torch.export.load(...).module()``
 for ``.pt2`` programs), xgboost for XGBOOST, a TFLite interpreter (``ai_edge_litert``,
-``tflite_runtime`` or ``tensorflow.lite``) for TFLITE. A runner takes ``{input name: array}`` in
+``tflite_runtime`` or ``tensorflow.lite``) for TFLITE; for the frameworks converted to ONNX
+(:mod:`airflow_neo.local.convert`), the framework's runtime (tensorflow, OpenCV's DarkNet reader,
+mxnet), else onnxruntime on the conversion. A runner takes ``{input name: array}`` in
 the order of the compiled model's inputs and returns the outputs as numpy arrays, flattened in the
 order the framework returns them. ``threads`` (the profile's baseline) pins the runner's thread
 count where the framework sets it at load (onnxruntime ``intra_op_num_threads``, xgboost
@@ -50,8 +52,15 @@ class Reference:
     threads: int | None = None
 
 
-def reference_for(framework: str, model_file: Path, *, threads: int | None = None) -> Reference:
-    """The reference runner of ``framework`` for ``model_file``; :class:`NotVerifiable` when none runs here."""
+def reference_for(framework: str, model_file: Path, *, threads: int | None = None,
+                  metadata: dict | None = None) -> Reference:
+    """The reference runner of ``framework`` for ``model_file``; :class:`NotVerifiable` when none runs here.
+
+    ``metadata`` (the artifact's ``metadata.json``) tells the converted frameworks (TENSORFLOW,
+    KERAS, DARKNET, MXNET) the job's DataInputConfig and CompilerOptions: their runner is the
+    framework's own runtime (its converter module's ``reference``) or, where that runtime is not
+    installed, onnxruntime on the model converted again, named as such.
+    """
     loaders: dict[str, Callable[[Path, int | None], Reference]] = {
         "ONNX": _onnxruntime,
         "PYTORCH": _torch,
@@ -59,6 +68,8 @@ def reference_for(framework: str, model_file: Path, *, threads: int | None = Non
         "TFLITE": _tflite,
     }
     loader = loaders.get(framework)
+    if loader is None and _converter_module(framework) is not None:
+        loader = lambda path, count: _converted(framework, path, count, metadata or {})  # noqa: E731
     if loader is None:
         raise NotVerifiable(f"no reference runner for the framework {framework}")
     try:
@@ -67,6 +78,46 @@ def reference_for(framework: str, model_file: Path, *, threads: int | None = Non
         raise
     except Exception as err:  # noqa: BLE001 - a reference that cannot load leaves the job unverified
         raise NotVerifiable(f"the reference could not load {model_file.name}: {type(err).__name__}: {_short(err)}") from err
+
+
+# ----------------------------------------------------------------------------- converted frameworks
+
+
+def _converter_module(framework: str) -> str | None:
+    from airflow_neo.local.convert import CONVERTERS
+
+    return CONVERTERS.get(framework)
+
+
+def _converted(framework: str, model_file: Path, threads: int | None, metadata: dict) -> Reference:
+    """The framework's own runtime; without it, onnxruntime on a fresh conversion of ``model_file``
+    (which checks the compile of the converted graph, not the conversion: the name says so)."""
+    import importlib
+
+    module = importlib.import_module(_converter_module(framework))
+    try:
+        return module.reference(model_file, metadata, threads)
+    except NotVerifiable as own:
+        why = str(own)
+    try:
+        reference = _on_conversion(framework, model_file, threads, metadata)
+    except Exception as err:  # noqa: BLE001 - neither runner: the job is "not verified" with both reasons
+        raise NotVerifiable(f"{why}; onnxruntime on a conversion failed too: {type(err).__name__}: {_short(err)}") from err
+    reference.name = f"{reference.name} on the {framework} model converted to ONNX ({why})"
+    return reference
+
+
+def _on_conversion(framework: str, model_file: Path, threads: int | None, metadata: dict) -> Reference:
+    import tempfile
+
+    from airflow_neo.local.convert import Source, converter_for
+
+    with tempfile.TemporaryDirectory(prefix="airflow-neo-reference-") as scratch:
+        data_input = metadata.get("data_input_config")
+        source = Source(framework, model_file, model_file.parent, data_input if isinstance(data_input, dict) else {},
+                        metadata.get("compiler_options") or {}, Path(scratch), lambda _line: None)
+        converted = converter_for(framework)(source)
+        return _onnxruntime(converted.onnx_path, threads)  # the session holds the graph: the file can go
 
 
 def _short(err: BaseException, limit: int = 300) -> str:

@@ -258,7 +258,7 @@ def _run_both(metadata: dict, library: Path, model_file: Path, inputs: dict):
             emulator = emulation.emulator_for(metadata)
         except emulation.EmulationUnavailable as why:
             raise NotVerifiable(f"{err}; no emulation: {why}") from err
-    reference = reference_for(metadata["framework"], model_file)
+    reference = reference_for(metadata["framework"], model_file, metadata=metadata)
     try:
         if emulator is None:
             outputs = CompiledModel(metadata, library).run(dict(inputs))

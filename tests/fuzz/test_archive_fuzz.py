@@ -227,7 +227,7 @@ def check_extraction(data: bytes, max_members: int, max_total_bytes: int, framew
 
 
 @settings(max_examples=examples(250, 4000))
-@given(data=archives(), limits=LIMITS, framework=st.sampled_from(["ONNX", "PYTORCH", "TFLITE", "XGBOOST", "MXNET", "onnx"]))
+@given(data=archives(), limits=LIMITS, framework=st.sampled_from(["ONNX", "PYTORCH", "TFLITE", "XGBOOST", "MXNET", "TENSORFLOW", "SKLEARN", "onnx"]))
 def test_hostile_archives_extract_cleanly_or_fail_with_model_archive_error(data, limits, framework, tally):
     tally(check_extraction(data, *limits, framework))
 

@@ -185,4 +185,28 @@ def test_ambiguous_model_lists_candidates(tmp_path):
 
 def test_find_model_file_unsupported_framework(tmp_path):
     with pytest.raises(UnsupportedFrameworkError, match="not supported by the local backend.*ONNX"):
-        find_model_file(tmp_path, "MXNET")
+        find_model_file(tmp_path, "SKLEARN")
+
+
+@pytest.mark.parametrize(
+    "framework, files, expected",
+    [
+        # a SavedModel: TensorFlow writes fingerprint.pb beside saved_model.pb
+        ("TENSORFLOW", {"export/saved_model.pb": b"s", "export/fingerprint.pb": b"f",
+                        "export/variables/variables.index": b"i"}, "export/saved_model.pb"),
+        ("TENSORFLOW", {"frozen_graph.pb": b"g"}, "frozen_graph.pb"),
+        ("KERAS", {"model.h5": b"h"}, "model.h5"),
+        ("KERAS", {"model.keras": b"k"}, "model.keras"),
+        ("DARKNET", {"yolov3-tiny.cfg": b"c", "yolov3-tiny.weights": b"w"}, "yolov3-tiny.cfg"),
+        ("MXNET", {"resnet-symbol.json": b"{}", "resnet-0000.params": b"p"}, "resnet-symbol.json"),
+    ],
+)
+def test_converted_frameworks_model_files(tmp_path, framework, files, expected):
+    root = _extracted(tmp_path, files)
+    assert find_model_file(root, framework) == root / expected
+
+
+def test_two_frozen_graphs_are_ambiguous(tmp_path):
+    root = _extracted(tmp_path, {"a.pb": b"1", "b.pb": b"2"})
+    with pytest.raises(ModelArchiveError, match=r"2 TENSORFLOW model files \(\*\.pb or \*\.pbtxt\).*exactly one"):
+        find_model_file(root, "TENSORFLOW")

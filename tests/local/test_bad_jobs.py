@@ -75,7 +75,7 @@ def unsupported_op(tmp):
 
 
 def unsupported_framework(tmp):
-    return write_sample_archive(tmp / "model.tar.gz"), {"Framework": "MXNET"}
+    return write_sample_archive(tmp / "model.tar.gz"), {"Framework": "SKLEARN"}
 
 
 def unsupported_target(tmp):
@@ -110,7 +110,7 @@ FAILED_CASES = {
 # Static facts the local backend knows at create time: refused there, nothing recorded.
 # (builder, field the error names, words it must contain)
 REFUSED_CASES = {
-    "unsupported-framework": (unsupported_framework, "InputConfig.Framework", ["MXNET", "ONNX"]),
+    "unsupported-framework": (unsupported_framework, "InputConfig.Framework", ["SKLEARN", "ONNX"]),
     "unsupported-target": (unsupported_target, "OutputConfig.TargetDevice", ["jetson_nano", "not supported by the local backend"]),
     "missing-input-file": (missing_input_file, "InputConfig.S3Uri", ["does not exist", "file:///absolute/path"]),
 }

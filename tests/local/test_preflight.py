@@ -36,11 +36,11 @@ def test_a_buildable_request_passes(tmp_path):
     check_local_request(_local_request(tmp_path, OutputConfig__TargetDevice=None, OutputConfig__TargetPlatform={"Os": "LINUX", "Arch": "ARM64"}))
 
 
-@pytest.mark.parametrize("framework, reason", [("MXNET", "no MXNet frontend"), ("KERAS", "no Keras frontend"), ("TENSORFLOW", "TFLite or ONNX")])
+@pytest.mark.parametrize("framework, reason", [("SKLEARN", "no scikit-learn frontend")])
 def test_unsupported_framework(tmp_path, framework, reason):
     message = _refusal(_local_request(tmp_path, InputConfig__Framework=framework))
     assert f"InputConfig.Framework: got {framework!r}" in message
-    assert reason in message and "supported: ONNX, PYTORCH, TFLITE, XGBOOST" in message
+    assert reason in message and "supported: ONNX, PYTORCH, TFLITE, XGBOOST, TENSORFLOW, KERAS, DARKNET, MXNET" in message
 
 
 @pytest.mark.parametrize(
@@ -83,7 +83,7 @@ def test_a_directory_is_not_a_model_archive(tmp_path):
 
 def test_every_problem_at_once(tmp_path):
     request = _local_request(
-        tmp_path, InputConfig__Framework="DARKNET", InputConfig__S3Uri="/nowhere/model.tar.gz", OutputConfig__TargetDevice="coreml"
+        tmp_path, InputConfig__Framework="SKLEARN", InputConfig__S3Uri="/nowhere/model.tar.gz", OutputConfig__TargetDevice="coreml"
     )
     with pytest.raises(InvalidCompilationRequest) as err:
         check_local_request(request)
