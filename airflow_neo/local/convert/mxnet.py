@@ -1,0 +1,310 @@
+"""MXNET: an MXNet 1.x symbol file (``*-symbol.json``) and its ``.params``, converted to ONNX
+without MXNet (our own readers: :mod:`.mxnet_params` for the weights, :mod:`.mxnet_ops` for the
+operators).
+
+The symbol file is nnvm's graph JSON: ``nodes`` (each ``op``, ``name``, attributes under
+``attrs`` (or ``attr``/``param`` in older files) as strings, and ``inputs`` as
+``[node, output, version]`` entries), ``arg_nodes`` and ``heads`` (the outputs). Its ``null``
+nodes are variables: a parameter when the ``.params`` file holds it (``arg:NAME``/``aux:NAME``) or
+when it feeds a parameter slot (a Convolution's weight, a BatchNorm's statistics), a training label
+when it feeds only a loss's label slot (SoftmaxOutput), else a model input. The inputs take
+DataInputConfig's shapes (NCHW, as Neo documents MXNet's); without DataInputConfig a shape comes
+from the variable's ``__shape__`` attribute or the job fails asking for DataInputConfig.
+
+Invariants: only the nodes the heads depend on are translated; every unknown op type among them is
+named in one :class:`UnsupportedOperatorsError`; the archive holds exactly one ``.params`` beside
+the symbol file and it holds every parameter the graph needs, else :class:`ModelArchiveError`
+naming the files; ONNX initializers keep the MXNet parameter names; outputs follow ``heads``.
+:func:`reference` runs the original files with the ``mxnet`` package when this Python imports it
+(MXNet 1.9 needs numpy < 2, so it is usually absent: the job is then "not verified").
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+from airflow_neo.local.convert import Converted, Source
+from airflow_neo.local.convert.mxnet_params import ParamsFormatError, read_params, split_params
+from airflow_neo.local.errors import (
+    ModelArchiveError,
+    ModelInputError,
+    OperatorAttributeNotImplementedError,
+    UnsupportedOperatorsError,
+)
+
+__all__ = ["MxGraph", "MxNode", "convert", "find_params_file", "load_symbol", "reference", "to_onnx"]
+
+#: the dtype of model inputs (MXNet's ``__dtype__`` flags; Neo compiles float32 models)
+_INPUT_DTYPE_FLAGS = {"0": "float32", "1": "float64", "2": "float16"}
+
+
+@dataclass
+class MxNode:
+    op: str
+    name: str
+    attrs: dict
+    inputs: list  # [(node index, output index)]
+
+
+@dataclass
+class MxGraph:
+    nodes: list[MxNode]
+    heads: list[tuple[int, int]]
+    #: null nodes by role: filled by :func:`classify`
+    params: set = field(default_factory=set)
+    labels: set = field(default_factory=set)
+    inputs: list = field(default_factory=list)
+
+
+def _listing(model_dir: Path) -> str:
+    from airflow_neo.local.archive import list_files
+
+    files = list_files(model_dir)
+    shown = ", ".join(files[:25]) + (f" and {len(files) - 25} more" if len(files) > 25 else "")
+    return f"{len(files)} file(s): {shown}" if files else "no files"
+
+
+def _is_junk(rel: str) -> bool:
+    return any(part == "__MACOSX" or part.startswith(".") for part in PurePosixPath(rel).parts)
+
+
+def load_symbol(path: Path, model_dir: Path | None = None) -> MxGraph:
+    """The symbol file's graph; :class:`ModelArchiveError` when it is not an MXNet symbol."""
+    def bad(why: str) -> ModelArchiveError:
+        holds = f"; the archive holds {_listing(model_dir)}" if model_dir is not None else ""
+        return ModelArchiveError(f"{path.name} is not an MXNet symbol file ({why}); MXNET needs the "
+                                 f"*-symbol.json that HybridBlock.export or Symbol.save writes{holds}")
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as err:
+        raise bad(f"not JSON: {err}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("nodes"), list) or not isinstance(data.get("heads"), list):
+        raise bad("no 'nodes' and 'heads' lists")
+    nodes = []
+    for index, raw in enumerate(data["nodes"]):
+        if not isinstance(raw, dict) or not isinstance(raw.get("op"), str) or "name" not in raw:
+            raise bad(f"node {index} lacks 'op' or 'name'")
+        attrs = raw.get("attrs", raw.get("attr", raw.get("param"))) or {}
+        entries = [_entry(entry, index, bad) for entry in raw.get("inputs", [])]
+        nodes.append(MxNode(raw["op"], str(raw["name"]), {str(k): str(v) for k, v in attrs.items()}, entries))
+    heads = [_entry(entry, len(nodes), bad) for entry in data["heads"]]
+    if not heads:
+        raise bad("no heads (outputs)")
+    return MxGraph(nodes, heads)
+
+
+def _entry(entry, before: int, bad) -> tuple[int, int]:
+    if not isinstance(entry, list) or len(entry) < 2 or not all(isinstance(v, int) for v in entry[:2]):
+        raise bad(f"an input entry {entry!r} is not [node, output, version]")
+    if not 0 <= entry[0] < before:
+        raise bad(f"an input entry {entry!r} names node {entry[0]}, not an earlier node")
+    return entry[0], entry[1]
+
+
+def needed_nodes(graph: MxGraph) -> list[int]:
+    """Indices of the nodes the heads depend on, in the file's (topological) order."""
+    seen, stack = set(), [node for node, _ in graph.heads]
+    while stack:
+        index = stack.pop()
+        if index not in seen:
+            seen.add(index)
+            stack.extend(node for node, _ in graph.nodes[index].inputs)
+    return sorted(seen)
+
+
+def classify(graph: MxGraph, order: list[int], saved: set[str]) -> None:
+    """Fill ``graph.params``, ``graph.labels`` and ``graph.inputs`` (see the module docstring)."""
+    from airflow_neo.local.convert.mxnet_ops import LABEL_INPUTS, PARAM_INPUTS
+
+    slots: dict[int, set[str]] = {}
+    for index in order:
+        node = graph.nodes[index]
+        for position, (source, _) in enumerate(node.inputs):
+            kind = ("param" if position in PARAM_INPUTS.get(node.op, ()) else
+                    "label" if position in LABEL_INPUTS.get(node.op, ()) else "data")
+            slots.setdefault(source, set()).add(kind)
+    for index in order:
+        node = graph.nodes[index]
+        if node.op != "null":
+            continue
+        kinds = slots.get(index, {"data"})
+        if node.name in saved or "param" in kinds:
+            graph.params.add(node.name)
+        elif kinds == {"label"}:
+            graph.labels.add(node.name)
+        else:
+            graph.inputs.append(node.name)
+
+
+def find_params_file(model_file: Path, model_dir: Path) -> Path:
+    """The one ``.params`` of the archive; :class:`ModelArchiveError` naming the files otherwise."""
+    from airflow_neo.local.archive import list_files
+
+    found = [rel for rel in list_files(model_dir) if rel.lower().endswith(".params") and not _is_junk(rel)]
+    if len(found) == 1:
+        return model_dir / found[0]
+    what = "no .params file" if not found else f"{len(found)} .params files ({', '.join(found)})"
+    raise ModelArchiveError(
+        f"the MXNET model archive holds {what} for the symbol file {model_file.name}; it must hold exactly "
+        f"one symbol file (*-symbol.json) and one parameter file (*.params, as HybridBlock.export writes "
+        f"them); it holds {_listing(model_dir)}")
+
+
+def load_params(params_file: Path, model_dir: Path) -> dict[str, np.ndarray]:
+    """``{name: array}`` of args and auxiliary states (prefixes removed)."""
+    try:
+        names, arrays = read_params(params_file)
+    except ParamsFormatError as err:
+        raise ModelArchiveError(f"{params_file.name} is not an MXNet parameter file: {err}; "
+                                f"the archive holds {_listing(model_dir)}") from None
+    if not names and arrays:
+        raise ModelArchiveError(f"{params_file.name} holds {len(arrays)} arrays without names; MXNET needs the "
+                                "named parameters that HybridBlock.export or mx.nd.save(dict) writes")
+    args, auxs = split_params(names, arrays)
+    return {**args, **auxs}
+
+
+def input_shapes(graph: MxGraph, data_input: dict) -> dict[str, list[int]]:
+    """Each model input's shape, from DataInputConfig or the variable's ``__shape__``."""
+    from airflow_neo.local.convert.mxnet_ops import ints
+
+    if data_input:
+        unknown = [name for name in data_input if name not in graph.inputs]
+        missing = [name for name in graph.inputs if name not in data_input]
+        if unknown or missing:
+            raise ModelInputError(
+                f"DataInputConfig names {sorted(data_input)}, but the MXNet symbol's inputs are {graph.inputs}"
+                + (f" ({', '.join(missing)} without a shape)" if missing else "")
+                + "; give each input's NCHW shape under its symbol name, e.g. {\"data\": [1, 3, 224, 224]}")
+        return {name: [int(v) for v in data_input[name]] for name in graph.inputs}
+    shapes = {}
+    by_name = {node.name: node for node in graph.nodes if node.op == "null"}
+    for name in graph.inputs:
+        shape = ints(by_name[name], "__shape__")
+        if not shape or any(dim <= 0 for dim in shape):
+            raise ModelInputError(
+                f"DataInputConfig is required for MXNet models: the symbol does not fix the shape of its input "
+                f"{name!r}; give it as {{\"{name}\": [1, 3, 224, 224]}} (NCHW)")
+        shapes[name] = shape
+    return shapes
+
+
+def to_onnx(graph: MxGraph, params: dict[str, np.ndarray], shapes: dict[str, list[int]], dtypes: dict | None = None):
+    """The ONNX model of ``graph`` (classified) with ``params`` as initializers."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from airflow_neo.local.convert.mxnet_ops import OPSET, TRANSLATORS, Builder, fit_prelu_slopes
+
+    order = needed_nodes(graph)
+    unknown = sorted({graph.nodes[i].op for i in order if graph.nodes[i].op != "null"} - set(TRANSLATORS))
+    if unknown:
+        raise UnsupportedOperatorsError(
+            f"the MXNet symbol uses operators the MXNET converter does not translate: {', '.join(unknown)}", unknown)
+    builder = Builder(params)
+    names: dict[tuple[int, int], str | None] = {}
+    for index in order:
+        node = graph.nodes[index]
+        if node.op == "null":
+            if node.name in graph.params:
+                builder.initializers[node.name] = params[node.name]
+            names[(index, 0)] = None if node.name in graph.labels else node.name
+            continue
+        ins = [names.get(entry) for entry in node.inputs]
+        outs = TRANSLATORS[node.op](builder, node, [name for name in ins if name is not None])
+        names.update({(index, k): out for k, out in enumerate(outs)})
+    outputs = _outputs(graph, names, builder)
+    dtypes = dtypes or {}
+    elem = {name: helper.np_dtype_to_tensor_dtype(np.dtype(dtypes.get(name, "float32"))) for name in shapes}
+    model = helper.make_model(
+        helper.make_graph(
+            builder.nodes, "mxnet",
+            [helper.make_tensor_value_info(name, elem[name], shapes[name]) for name in graph.inputs],
+            [helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None) for name in outputs],
+            [numpy_helper.from_array(np.ascontiguousarray(array), name) for name, array in builder.initializers.items()],
+        ),
+        opset_imports=[helper.make_opsetid("", OPSET)], producer_name="airflow-neo mxnet converter")
+    fit_prelu_slopes(model)
+    return model
+
+
+def _outputs(graph: MxGraph, names: dict, builder) -> list[str]:
+    outputs: list[str] = []
+    for node_index, out_index in graph.heads:
+        node = graph.nodes[node_index]
+        name = names.get((node_index, out_index))
+        if name is None:
+            raise OperatorAttributeNotImplementedError(
+                f"the symbol's output {out_index} of {node.name!r} ({node.op}) is not an inference output the "
+                "MXNET converter produces", [node.op])
+        if name in outputs or name in builder.initializers or name in graph.inputs:
+            name = builder.one("Identity", [name], f"{name}_output")
+        outputs.append(name)
+    return outputs
+
+
+def _input_dtypes(graph: MxGraph) -> dict[str, str]:
+    nodes = {node.name: node for node in graph.nodes if node.op == "null"}
+    return {name: _INPUT_DTYPE_FLAGS.get(nodes[name].attrs.get("__dtype__", "0"), "float32") for name in graph.inputs}
+
+
+def convert(source: Source) -> Converted:
+    """Write ``source.work/model.onnx`` from the archive's symbol file and ``.params``."""
+    try:
+        import onnx
+    except ImportError as err:
+        from airflow_neo.local.convert import MissingExtra
+
+        raise MissingExtra("the MXNET converter needs onnx (pip install onnx)") from err
+    from airflow_neo import __version__
+
+    graph = load_symbol(source.model_file, source.model_dir)
+    params_file = find_params_file(source.model_file, source.model_dir)
+    params = load_params(params_file, source.model_dir)
+    classify(graph, needed_nodes(graph), set(params))
+    _check_params(graph, params, params_file, source)
+    shapes = input_shapes(graph, source.data_input)
+    model = to_onnx(graph, params, shapes, _input_dtypes(graph))
+    path = Path(source.work) / "model.onnx"
+    onnx.save(model, str(path))
+    ops = sorted({graph.nodes[i].op for i in needed_nodes(graph)} - {"null"})
+    source.log(f"MXNet symbol {source.model_file.name}: {len(graph.nodes)} nodes ({', '.join(ops)}); "
+               f"{params_file.name}: {len(params)} arrays; inputs {shapes}")
+    return Converted(path, list(graph.inputs), {"mxnet_reader": f"airflow-neo {__version__}", "onnx": onnx.__version__})
+
+
+def _check_params(graph: MxGraph, params: dict, params_file: Path, source: Source) -> None:
+    missing = sorted(graph.params - set(params))
+    named = set(source.data_input or {})
+    # a variable that DataInputConfig leaves out, while every name it gives is an input, is a parameter
+    # the file lacks (a wrongly named input is the ModelInputError of input_shapes)
+    unresolved = [name for name in graph.inputs if named and named <= set(graph.inputs) and name not in named]
+    if missing or unresolved:
+        what = missing + unresolved
+        raise ModelArchiveError(
+            f"{params_file.name} lacks the argument(s) {', '.join(what)} that {source.model_file.name} needs"
+            + (" (and DataInputConfig does not name them as inputs)" if unresolved else "")
+            + f"; the archive holds {_listing(source.model_dir)}")
+
+
+def reference(model_file: Path, metadata: dict, threads: int | None = None):
+    """MXNet itself running the symbol and ``.params`` beside ``model_file``."""
+    from airflow_neo.local.convert import mxnet_runner
+    from airflow_neo.local.references import NotVerifiable, Reference
+
+    mx = mxnet_runner.import_mxnet(threads)
+    if mx is None:
+        raise NotVerifiable("mxnet is not installed in this Python (MXNet 1.9.1 needs numpy<2: "
+                            "pip install 'mxnet==1.9.1' 'numpy<2' in the worker's environment)")
+    model_file = Path(model_file)
+    params = [path for path in model_file.parent.rglob("*.params") if not path.name.startswith(".")]
+    if len(params) != 1:
+        raise NotVerifiable(f"{len(params)} .params files beside {model_file.name}; the reference needs one")
+    model = mxnet_runner.load(mx, model_file, params[0])
+    return Reference(name=f"mxnet {mx.__version__}", run=lambda inputs: mxnet_runner.forward(mx, model, inputs),
+                     threads=threads)
