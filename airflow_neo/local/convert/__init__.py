@@ -1,6 +1,6 @@
 """Converters: the frameworks TVM 0.27 has no frontend for, turned into ONNX for the ONNX import path.
 
-One module per framework (:mod:`.tensorflow` for TENSORFLOW and KERAS, :mod:`.darknet`,
+One module per framework (:mod:`.tensorflow`, :mod:`.keras`, :mod:`.darknet`,
 :mod:`.mxnet`), each with ``convert(source: Source) -> Converted``; :data:`CONVERTERS` maps the
 Framework to its converter's module path, imported only when a job of that framework runs.
 
@@ -47,7 +47,7 @@ Log = Callable[[str], Any]
 #: Framework -> the module whose ``convert`` turns its model files into ONNX.
 CONVERTERS: dict[str, str] = {
     "TENSORFLOW": "airflow_neo.local.convert.tensorflow",
-    "KERAS": "airflow_neo.local.convert.tensorflow",
+    "KERAS": "airflow_neo.local.convert.keras",
     "DARKNET": "airflow_neo.local.convert.darknet",
     "MXNET": "airflow_neo.local.convert.mxnet",
 }
