@@ -234,3 +234,43 @@ def test_reference_without_opencv_names_the_package(tmp_path, monkeypatch):
     with pytest.raises(NotVerifiable, match=r'pip install "opencv-python-headless<5"'):
         darknet.reference(_tiny(tmp_path), {}, 1)
 
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+def test_compile_through_tvm_and_run(tmp_path):
+    """One net through the local backend: archive -> reader -> ONNX import -> TVM -> artifact, run with
+    airflow_neo.runtime and checked against OpenCV (the job's own verification uses it too)."""
+    pytest.importorskip("cv2")
+    pytest.importorskip("tvm")
+    from airflow_neo import runtime
+    from airflow_neo.local.compiler import compile_model
+    from tests.local import models
+
+    text = nets.yolov4_tiny()
+    archive = models.write_archive(tmp_path, {"yolov4-tiny.cfg": text.encode(), "yolov4-tiny.weights": nets.weights_bytes(text)})
+    case = models.ModelCase(archive, None, framework="DARKNET", data_input_config={"images": [1, 3, 64, 64]},
+                            inputs={}, model_file="yolov4-tiny.cfg")
+    request = models.make_request(case, target_platform={"Os": "LINUX", "Arch": "X86_64"})
+    artifact = tmp_path / "out" / "model-compiled.tar.gz"
+    metadata = compile_model(request, str(archive), str(artifact), log=lambda _line: None, verify="gate")
+    assert metadata["verification"]["passed"] and metadata["verification"]["reference"].startswith("OpenCV 4.")
+    assert metadata["versions"]["darknet_reader"].startswith("airflow-neo ")
+
+    model = runtime.load(artifact)
+    assert model.input_names == ["images"] and model.output_names == ["yolo_12", "yolo_19"]
+    x = _image([1, 3, 64, 64], seed=7)
+    got = model.run({"images": x})
+    want = darknet.reference(_unpacked(archive, tmp_path), {}, None).run({"images": x})
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
+
+
+def _unpacked(archive, tmp_path):
+    import tarfile
+
+    folder = tmp_path / "unpacked"
+    with tarfile.open(archive) as tar:
+        tar.extractall(folder, filter="data")
+    return folder / "yolov4-tiny.cfg"
