@@ -22,6 +22,7 @@ naming the files; ONNX initializers keep the MXNet parameter names; outputs foll
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -219,6 +220,8 @@ def to_onnx(graph: MxGraph, params: dict[str, np.ndarray], shapes: dict[str, lis
         outs = TRANSLATORS[node.op](builder, node, [name for name in ins if name is not None])
         names.update({(index, k): out for k, out in enumerate(outs)})
     outputs = _outputs(graph, names, builder)
+    used = {name for node in builder.nodes for name in node.input}  # a fixed gamma leaves the file's unused
+    initializers = {name: array for name, array in builder.initializers.items() if name in used}
     dtypes = dtypes or {}
     elem = {name: helper.np_dtype_to_tensor_dtype(np.dtype(dtypes.get(name, "float32"))) for name in shapes}
     model = helper.make_model(
@@ -226,7 +229,7 @@ def to_onnx(graph: MxGraph, params: dict[str, np.ndarray], shapes: dict[str, lis
             builder.nodes, "mxnet",
             [helper.make_tensor_value_info(name, elem[name], shapes[name]) for name in graph.inputs],
             [helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None) for name in outputs],
-            [numpy_helper.from_array(np.ascontiguousarray(array), name) for name, array in builder.initializers.items()],
+            [numpy_helper.from_array(np.ascontiguousarray(array), name) for name, array in initializers.items()],
         ),
         opset_imports=[helper.make_opsetid("", OPSET)], producer_name="airflow-neo mxnet converter")
     fit_prelu_slopes(model)
@@ -292,19 +295,51 @@ def _check_params(graph: MxGraph, params: dict, params_file: Path, source: Sourc
             + f"; the archive holds {_listing(source.model_dir)}")
 
 
+#: a Python with MXNet 1.x (a side virtualenv: MXNet 1.9 needs numpy < 2) that the reference runs
+#: :mod:`.mxnet_runner` in when the worker's own Python lacks MXNet
+SIDE_PYTHON_ENV = "AIRFLOW_NEO_MXNET_PYTHON"
+
+
 def reference(model_file: Path, metadata: dict, threads: int | None = None):
-    """MXNet itself running the symbol and ``.params`` beside ``model_file``."""
+    """MXNet itself running the symbol and ``.params`` beside ``model_file``: in this Python when
+    it imports mxnet, else in the Python that ``$AIRFLOW_NEO_MXNET_PYTHON`` names (one process per
+    run); :class:`NotVerifiable` when neither has it."""
     from airflow_neo.local.convert import mxnet_runner
     from airflow_neo.local.references import NotVerifiable, Reference
 
-    mx = mxnet_runner.import_mxnet(threads)
-    if mx is None:
-        raise NotVerifiable("mxnet is not installed in this Python (MXNet 1.9.1 needs numpy<2: "
-                            "pip install 'mxnet==1.9.1' 'numpy<2' in the worker's environment)")
     model_file = Path(model_file)
-    params = [path for path in model_file.parent.rglob("*.params") if not path.name.startswith(".")]
+    params = [path for path in model_file.parent.rglob("*.params") if not _is_junk(path.name)]
     if len(params) != 1:
         raise NotVerifiable(f"{len(params)} .params files beside {model_file.name}; the reference needs one")
-    model = mxnet_runner.load(mx, model_file, params[0])
-    return Reference(name=f"mxnet {mx.__version__}", run=lambda inputs: mxnet_runner.forward(mx, model, inputs),
-                     threads=threads)
+    mx = mxnet_runner.import_mxnet(threads)
+    if mx is not None:
+        model = mxnet_runner.load(mx, model_file, params[0])
+        return Reference(name=f"mxnet {mx.__version__}", run=lambda inputs: mxnet_runner.forward(mx, model, inputs),
+                         threads=threads)
+    side = os.environ.get(SIDE_PYTHON_ENV)
+    if side and Path(side).is_file():
+        return Reference(name=f"mxnet ({side})", run=lambda inputs: _run_side(side, model_file, params[0], inputs, threads),
+                         threads=threads)
+    raise NotVerifiable("mxnet is not installed in this Python (MXNet 1.9.1 needs numpy<2): install it in a "
+                        f"separate virtualenv (pip install 'mxnet==1.9.1' 'numpy<2') and set {SIDE_PYTHON_ENV} "
+                        "to its python")
+
+
+def _run_side(python: str, symbol_file: Path, params_file: Path, inputs: dict, threads: int | None) -> list:
+    """:mod:`.mxnet_runner` as a script in ``python``; the outputs in head order."""
+    import subprocess
+    import tempfile
+
+    from airflow_neo.local.convert import mxnet_runner
+
+    env = dict(os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {}))
+    with tempfile.TemporaryDirectory(prefix="mxnet-reference-") as tmp:
+        inputs_file, outputs_file = Path(tmp, "inputs.npz"), Path(tmp, "outputs.npz")
+        np.savez(inputs_file, **{name: np.asarray(value) for name, value in inputs.items()})
+        done = subprocess.run([python, mxnet_runner.__file__, str(symbol_file), str(params_file), str(inputs_file),
+                               str(outputs_file)], capture_output=True, text=True, env=env, check=False)
+        if done.returncode != 0:
+            tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+            raise RuntimeError(f"the MXNet reference in {python} failed (exit {done.returncode}): {' | '.join(tail)}")
+        with np.load(outputs_file) as saved:
+            return [saved[f"out{index}"] for index in range(len(saved.files))]
