@@ -23,6 +23,11 @@ def _archive(directory: Path, root: Path) -> Path:
     return write_archive(directory, files)
 
 
+def _with_root(case: ModelCase, root: Path) -> ModelCase:
+    case.root = root  # the model's files, unpacked (for calling a converter directly)
+    return case
+
+
 def keras_cnn():
     """conv-bn-relu, depthwise conv-relu6, max pool, 1x1 conv, global average pool, dense."""
     import keras
@@ -61,9 +66,9 @@ def keras_case(directory: Path, suffix: str, model=None) -> ModelCase:
     def reference(inputs: dict) -> list:
         return [np.asarray(model(inputs["input_1"].transpose(0, 2, 3, 1), training=False))]
 
-    return ModelCase(_archive(root / "archive", root), reference, framework="KERAS",
-                     data_input_config={"input_1": [1, 3, IMAGE, IMAGE]}, inputs={"input_1": image},
-                     model_file=f"model{suffix}")
+    return _with_root(ModelCase(_archive(directory / f"archive{suffix.replace('.', '_')}", root), reference,
+                                framework="KERAS", data_input_config={"input_1": [1, 3, IMAGE, IMAGE]},
+                                inputs={"input_1": image}, model_file=f"model{suffix}"), root)
 
 
 def saved_model_case(directory: Path, signature_key: str = "serving_custom") -> ModelCase:
@@ -95,9 +100,9 @@ def saved_model_case(directory: Path, signature_key: str = "serving_custom") -> 
         out = module.serve(tf.constant(feeds["images"]), tf.constant(feeds["bias"]))
         return [out["features"].numpy(), out["scores"].numpy()]  # the signature's keys, sorted
 
-    return ModelCase(_archive(directory / "saved_model_archive", root), reference, framework="TENSORFLOW",
-                     data_input_config={"images": [2, 16, 16, 3], "bias": [2, 5]}, inputs=inputs,
-                     model_file="saved_model.pb")
+    return _with_root(ModelCase(_archive(directory / "saved_model_archive", root), reference, framework="TENSORFLOW",
+                                data_input_config={"images": [2, 16, 16, 3], "bias": [2, 5]}, inputs=inputs,
+                                model_file="saved_model.pb"), root)
 
 
 def frozen_graph_case(directory: Path) -> ModelCase:
@@ -123,6 +128,20 @@ def frozen_graph_case(directory: Path) -> ModelCase:
         with tf.compat.v1.Session(graph=graph) as session:
             return [session.run("output_tensor:0", {"input_tensor:0": feeds["input_tensor:0"]})]
 
-    return ModelCase(_archive(directory / "frozen_archive", root), reference, framework="TENSORFLOW",
-                     data_input_config={"input_tensor:0": [1, 24, 24, 3]}, inputs=inputs,
-                     model_file="frozen_graph.pb")
+    return _with_root(ModelCase(_archive(directory / "frozen_archive", root), reference, framework="TENSORFLOW",
+                                data_input_config={"input_tensor:0": [1, 24, 24, 3]}, inputs=inputs,
+                                model_file="frozen_graph.pb"), root)
+
+
+def unsupported_op_graph(directory: Path) -> Path:
+    """A frozen graph using ``Lgamma``, an op tf2onnx 1.17 has no ONNX conversion for."""
+    import tensorflow as tf
+
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf.compat.v1.placeholder(tf.float32, [1, 4], name="x")
+        tf.identity(tf.math.lgamma(x) + 1.0, name="y")
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "lgamma.pb"
+    path.write_bytes(graph.as_graph_def().SerializeToString())
+    return path
