@@ -21,7 +21,9 @@ Invariants: the supported layer types are :data:`~.darknet_layers.SUPPORTED_LAYE
 implement, raises an :class:`~airflow_neo.local.errors.UnsupportedOperatorsError` subclass naming
 the layer, its index and its cfg line, before any weight is read. Differences from OpenCV that a
 model may hit (DarkNet is followed): a ``softmax`` over a spatial tensor covers all C*H*W values,
-a ``connected`` layer's batch-norm arrays follow its weights, ``relu`` is a plain ReLU.
+a ``connected`` layer's batch-norm arrays follow its weights. OpenCV 4.14 reads the activations
+linear, leaky, relu, tanh, logistic, swish and mish; a cfg with another one (elu, selu, relu6,
+hardtan, loggy) converts, but :func:`reference` raises NotVerifiable with OpenCV's reason.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from pathlib import Path
 from airflow_neo.local.archive import list_files
 from airflow_neo.local.convert import Converted, Source
 from airflow_neo.local.convert.darknet_cfg import Layer, Shape, ShapeMismatch, layer_shapes, parse_cfg, read_weights
-from airflow_neo.local.convert.darknet_layers import SUPPORTED_LAYERS, GraphBuilder, emit_layer
+from airflow_neo.local.convert.darknet_layers import SUPPORTED_LAYERS, GraphBuilder, emit_layer, validate
 from airflow_neo.local.errors import ModelArchiveError, ModelInputError, UnsupportedOperatorsError
 
 __all__ = ["convert", "output_layers", "reference"]
@@ -74,7 +76,8 @@ def convert(source: Source) -> Converted:
 
 
 def read_cfg(path: Path) -> tuple[Layer, list[Layer]]:
-    """The cfg's ``[net]`` and layers; an unsupported layer type fails here, all of them named."""
+    """The cfg's ``[net]`` and layers; an unsupported layer type fails here (all of them named), as
+    does an option value or activation the reader does not implement."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except UnicodeDecodeError:
@@ -86,6 +89,8 @@ def read_cfg(path: Path) -> tuple[Layer, list[Layer]]:
             "the DarkNet reader does not support " + "; ".join(layer.where for layer in unknown)
             + "; supported layer types: " + ", ".join(SUPPORTED_LAYERS),
             sorted({layer.type for layer in unknown}))
+    for layer in layers:
+        validate(layer)
     return net, layers
 
 
@@ -199,7 +204,11 @@ def reference(model_file: Path, metadata: dict, threads: int | None):
         raise NotVerifiable(f"OpenCV {cv2.__version__} has no DarkNet reader (OpenCV 5 dropped it: {OPENCV_INSTALL})")
     model_file = Path(model_file)
     _, layers = read_cfg(model_file)
-    net = cv2.dnn.readNetFromDarknet(str(model_file), str(find_weights(model_file, model_file.parent)))
+    try:
+        net = cv2.dnn.readNetFromDarknet(str(model_file), str(find_weights(model_file, model_file.parent)))
+    except cv2.error as err:  # e.g. an activation OpenCV does not read (elu, selu, relu6, hardtan, loggy)
+        reason = next((line.split("error: ", 1)[-1] for line in str(err).splitlines() if "error:" in line), str(err))
+        raise NotVerifiable(f"OpenCV {cv2.__version__} cannot read {model_file.name}: {reason.strip()}") from None
     net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
     net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
     if hasattr(net, "enableWinograd"):

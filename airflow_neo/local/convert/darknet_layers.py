@@ -23,7 +23,7 @@ from airflow_neo.local.convert.darknet_cfg import (
 )
 from airflow_neo.local.errors import OperatorAttributeNotImplementedError, UnsupportedOperatorsError
 
-__all__ = ["ACTIVATIONS", "GraphBuilder", "SUPPORTED_LAYERS"]
+__all__ = ["ACTIVATIONS", "GraphBuilder", "SUPPORTED_LAYERS", "emit_layer", "validate"]
 
 #: DarkNet's batch-norm epsilon (``.000001f`` in normalize_cpu), which OpenCV uses as well.
 BN_EPSILON = 1e-6
@@ -79,6 +79,20 @@ class GraphBuilder:
         if not shape.flat:
             return tensor
         return self.node("Reshape", [tensor, self.shape_const(stem + "_shape", [0, shape.c, 1, 1])], stem + "_4d")
+
+
+#: the layer types that read ``activation=`` (DarkNet's parse_convolutional/connected/shortcut)
+ACTIVATED_LAYERS = ("convolutional", "connected", "shortcut")
+
+
+def validate(layer: Layer) -> None:
+    """Raise for an option value or activation of ``layer`` that the reader does not implement."""
+    check_options(layer)
+    name = layer.text("activation", "linear")
+    if layer.type in ACTIVATED_LAYERS and name not in ACTIVATIONS:
+        raise UnsupportedOperatorsError(
+            f"{layer.where}: activation={name} is not supported by the DarkNet reader; supported: "
+            + ", ".join(sorted(ACTIVATIONS)), [f"activation={name}"])
 
 
 def check_options(layer: Layer) -> None:
@@ -141,11 +155,7 @@ ACTIVATIONS = {
 
 def activate(b: GraphBuilder, layer: Layer, x: str) -> str:
     name = layer.text("activation", "linear")
-    if name not in ACTIVATIONS:
-        raise UnsupportedOperatorsError(
-            f"{layer.where}: activation={name} is not supported by the DarkNet reader; supported: "
-            + ", ".join(sorted(ACTIVATIONS)), [f"activation={name}"])
-    emit = ACTIVATIONS[name]
+    emit = ACTIVATIONS[name]  # validate() has checked the name
     return x if emit is None else emit(b, x, f"l{layer.index}_{name}")
 
 
@@ -289,8 +299,8 @@ def emit_route(b: GraphBuilder, layer: Layer, shapes: list[Shape]) -> str:
 
 
 def emit_layer(b: GraphBuilder, layer: Layer, previous: Shape, shapes: list[Shape], arrays: dict, transposed: bool) -> str:
-    """Emit ``layer`` reading the last tensor (shape ``previous``); ``shapes`` are the earlier layers'."""
-    check_options(layer)
+    """Emit ``layer`` reading the last tensor (shape ``previous``); ``shapes`` are the earlier layers'.
+    ``layer`` has passed :func:`validate`."""
     if layer.type == "route":
         return emit_route(b, layer, shapes)
     x = b.tensors[-1] if b.tensors else b.input_name

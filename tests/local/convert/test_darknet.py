@@ -140,13 +140,24 @@ def test_activation_is_darknets(tmp_path, activation):
     np.testing.assert_allclose(out, FORMULAS[activation](x.astype(np.float64)), rtol=1e-5, atol=1e-6)
 
 
-def test_unsupported_activation_is_named(tmp_path):
-    text, weights = _identity_conv_net("plse")
-    (tmp_path / "a.cfg").write_text(text)
-    (tmp_path / "a.weights").write_bytes(weights)
+def test_unsupported_activation_is_named_before_the_weights_are_read(tmp_path):
+    text, _ = _identity_conv_net("plse")
+    (tmp_path / "a.cfg").write_text(text)  # no .weights: the cfg is refused first
     with pytest.raises(UnsupportedOperatorsError, match=r"layer 0 \[convolutional\] \(line \d+ of a.cfg\): "
                                                         r"activation=plse.*supported: elu"):
         _convert(tmp_path / "a.cfg")
+
+
+def test_reference_names_what_opencv_cannot_read(tmp_path):
+    pytest.importorskip("cv2")
+    from airflow_neo.local.references import NotVerifiable
+
+    text, weights = _identity_conv_net("selu")
+    (tmp_path / "a.cfg").write_text(text)
+    (tmp_path / "a.weights").write_bytes(weights)
+    _convert(tmp_path / "a.cfg")  # the reader takes it
+    with pytest.raises(NotVerifiable, match=r"OpenCV 4\.\S+ cannot read a\.cfg: .*selu"):
+        darknet.reference(tmp_path / "a.cfg", {}, 1)
 
 
 # ----------------------------------------------------------------------------- archive and input errors
