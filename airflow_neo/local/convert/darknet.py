@@ -78,10 +78,11 @@ def convert(source: Source) -> Converted:
 def read_cfg(path: Path) -> tuple[Layer, list[Layer]]:
     """The cfg's ``[net]`` and layers; an unsupported layer type fails here (all of them named), as
     does an option value or activation the reader does not implement."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise ModelArchiveError(f"{Path(path).name} is not a text file; a DarkNet .cfg is text") from None
+    data = Path(path).read_bytes()
+    if b"\0" in data:
+        raise ModelArchiveError(f"{Path(path).name} is a binary file; a DarkNet .cfg is text ([net], then one "
+                                "[section] per layer)")
+    text = data.decode("utf-8-sig", errors="replace")  # DarkNet reads bytes: comments in any encoding
     net, layers = parse_cfg(text, Path(path).name)
     unknown = [layer for layer in layers if layer.type not in SUPPORTED_LAYERS]
     if unknown:

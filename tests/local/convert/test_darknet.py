@@ -228,6 +228,19 @@ def test_not_a_cfg(tmp_path):
         _convert(cfg)
 
 
+def test_weights_given_as_the_cfg(tmp_path):
+    cfg = _tiny(tmp_path)
+    cfg.write_bytes((cfg.parent / "tiny.weights").read_bytes())
+    with pytest.raises(ModelArchiveError, match=r"tiny\.cfg is a binary file; a DarkNet \.cfg is text"):
+        _convert(cfg)
+
+
+def test_cfg_with_a_byte_order_mark_and_windows_line_ends(tmp_path):
+    cfg = _tiny(tmp_path)
+    cfg.write_bytes(b"\xef\xbb\xbf" + cfg.read_text().replace("\n", "\r\n").encode())
+    assert _convert(cfg).input_names == ["data"]
+
+
 def test_data_input_config_with_two_inputs(tmp_path):
     with pytest.raises(ModelInputError, match=r"names 2 inputs \(data, extra\).*one image input"):
         _convert(_tiny(tmp_path), {"data": [1, 3, 34, 34], "extra": [1, 3, 34, 34]})
