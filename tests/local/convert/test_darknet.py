@@ -16,6 +16,7 @@ from airflow_neo.local.errors import (
     UnsupportedOperatorsError,
 )
 from tests.local.convert import darknet_nets as nets
+from tests.support.requires import require
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -48,7 +49,7 @@ CASES = {
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_graph_matches_opencv(tmp_path, name):
-    pytest.importorskip("cv2")
+    require("cv2", "pip install 'opencv-python-headless<5'")
     data_input, expected = CASES[name]
     cfg = nets.write_model(tmp_path / "model", name, nets.NETS[name]())
     converted = _convert(cfg, data_input, tmp_path)
@@ -149,7 +150,7 @@ def test_unsupported_activation_is_named_before_the_weights_are_read(tmp_path):
 
 
 def test_reference_names_what_opencv_cannot_read(tmp_path):
-    pytest.importorskip("cv2")
+    require("cv2", "pip install 'opencv-python-headless<5'")
     from airflow_neo.local.references import NotVerifiable
 
     text, weights = _identity_conv_net("selu")
@@ -266,7 +267,7 @@ def test_reference_without_opencv_names_the_package(tmp_path, monkeypatch):
 def test_compile_through_tvm_and_run(tmp_path):
     """One net through the local backend: archive -> reader -> ONNX import -> TVM -> artifact, run with
     airflow_neo.runtime and checked against OpenCV (the job's own verification uses it too)."""
-    pytest.importorskip("cv2")
+    require("cv2", "pip install 'opencv-python-headless<5'")
     pytest.importorskip("tvm")
     from airflow_neo import runtime
     from airflow_neo.local.compiler import compile_model
