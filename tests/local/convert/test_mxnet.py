@@ -149,22 +149,29 @@ def test_reference_without_mxnet_is_not_verifiable(tmp_path, monkeypatch):
         mxconv.reference(model_file, {}, None)
 
 
-def test_compile_resnet_end_to_end(gluon, tmp_path):
+def test_compile_end_to_end_verified_by_mxnet(gluon, tmp_path, monkeypatch):
+    """Archive -> converter -> TVM -> runtime, the job's verification run by MXNet (side Python)."""
     from airflow_neo import runtime
     from airflow_neo.local.compiler import compile_model
     from tests.local import models
 
-    symbol, data_input, inputs, want = _gluon_case(gluon, "resnet")
+    monkeypatch.setenv(mxconv.SIDE_PYTHON_ENV, SIDE_PYTHON)
+    symbol, data_input, inputs, want = _gluon_case(gluon, "ops")
     archive = models.write_archive(tmp_path, {p.name: p.read_bytes() for p in symbol.parent.iterdir()
                                               if p.suffix in (".json", ".params")})
     case = models.ModelCase(archive, lambda _: want, framework="MXNET", data_input_config=data_input,
                             inputs=inputs, model_file=symbol.name)
     request = models.make_request(case, target_platform={"Os": "LINUX", "Arch": "X86_64"})
     artifact = tmp_path / "artifact" / "model-compiled.tar.gz"
-    metadata = compile_model(request, str(archive), str(artifact), log=print, verify="off")
+    lines: list[str] = []
+    metadata = compile_model(request, str(archive), str(artifact), log=lines.append, verify="gate")
     got = runtime.load(artifact).run(inputs)
-    print(f"compile: {metadata['timings_s']}; max abs error {np.abs(got[0] - want[0]).max():.2e}")
-    np.testing.assert_allclose(got[0], want[0], rtol=1e-4, atol=1e-5)
+    print("\n".join(line for line in lines if "verif" in line))
+    print(f"compile: {metadata['timings_s']}; max abs errors {[float(np.abs(g - w).max()) for g, w in zip(got, want)]}")
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
+    assert any("mxnet" in line and "verif" in line for line in lines), [l for l in lines if "verif" in l]
 
 
 # -- against the operators' definitions (no MXNet) ----------------------------------------------
