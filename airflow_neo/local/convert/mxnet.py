@@ -1,35 +1,32 @@
 """MXNET: an MXNet 1.x symbol file (``*-symbol.json``) and its ``.params``, converted to ONNX
-without MXNet (our own readers: :mod:`.mxnet_params` for the weights, :mod:`.mxnet_ops` for the
-operators).
+without MXNet (our own readers: :mod:`.mxnet_symbol` for the graph, :mod:`.mxnet_params` for the
+weights; :mod:`.mxnet_ops` translates the operators).
 
-The symbol file is nnvm's graph JSON: ``nodes`` (each ``op``, ``name``, attributes under
-``attrs`` (or ``attr``/``param`` in older files) as strings, and ``inputs`` as
-``[node, output, version]`` entries), ``arg_nodes`` and ``heads`` (the outputs). Its ``null``
-nodes are variables: a parameter when the ``.params`` file holds it (``arg:NAME``/``aux:NAME``) or
-when it feeds a parameter slot (a Convolution's weight, a BatchNorm's statistics), a training label
-when it feeds only a loss's label slot (SoftmaxOutput), else a model input. The inputs take
-DataInputConfig's shapes (NCHW, as Neo documents MXNet's); without DataInputConfig a shape comes
-from the variable's ``__shape__`` attribute or the job fails asking for DataInputConfig.
+The symbol's variables are parameters (saved in the ``.params`` file as ``arg:NAME``/``aux:NAME``,
+or feeding a parameter slot such as a Convolution's weight), training labels (SoftmaxOutput's) or
+model inputs. The inputs take DataInputConfig's shapes (NCHW, as Neo documents MXNet's); without
+DataInputConfig a shape comes from the variable's ``__shape__`` attribute or the job fails asking
+for DataInputConfig.
 
 Invariants: only the nodes the heads depend on are translated; every unknown op type among them is
-named in one :class:`UnsupportedOperatorsError`; the archive holds exactly one ``.params`` beside
-the symbol file and it holds every parameter the graph needs, else :class:`ModelArchiveError`
-naming the files; ONNX initializers keep the MXNet parameter names; outputs follow ``heads``.
-:func:`reference` runs the original files with the ``mxnet`` package when this Python imports it
-(MXNet 1.9 needs numpy < 2, so it is usually absent: the job is then "not verified").
+named in one :class:`UnsupportedOperatorsError`; the archive holds exactly one ``.params`` and it
+holds every parameter the graph needs, else :class:`ModelArchiveError` naming the files; ONNX
+initializers keep the MXNet parameter names; outputs follow ``heads``. :func:`reference` runs the
+original files with MXNet itself: in this Python when it imports ``mxnet`` (MXNet 1.9 needs
+numpy < 2, so usually not), else in the side Python ``$AIRFLOW_NEO_MXNET_PYTHON`` names, else the
+job is "not verified".
 """
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 
 from airflow_neo.local.convert import Converted, Source
 from airflow_neo.local.convert.mxnet_params import ParamsFormatError, read_params, split_params
+from airflow_neo.local.convert.mxnet_symbol import MxGraph, classify, load_symbol, needed_nodes
 from airflow_neo.local.errors import (
     ModelArchiveError,
     ModelInputError,
@@ -37,28 +34,12 @@ from airflow_neo.local.errors import (
     UnsupportedOperatorsError,
 )
 
-__all__ = ["MxGraph", "MxNode", "convert", "find_params_file", "load_symbol", "reference", "to_onnx"]
+__all__ = ["SIDE_PYTHON_ENV", "convert", "find_params_file", "input_shapes", "reference", "to_onnx"]
 
 #: the dtype of model inputs (MXNet's ``__dtype__`` flags; Neo compiles float32 models)
 _INPUT_DTYPE_FLAGS = {"0": "float32", "1": "float64", "2": "float16"}
-
-
-@dataclass
-class MxNode:
-    op: str
-    name: str
-    attrs: dict
-    inputs: list  # [(node index, output index)]
-
-
-@dataclass
-class MxGraph:
-    nodes: list[MxNode]
-    heads: list[tuple[int, int]]
-    #: null nodes by role: filled by :func:`classify`
-    params: set = field(default_factory=set)
-    labels: set = field(default_factory=set)
-    inputs: list = field(default_factory=list)
+#: parameters past this size go to ``model.onnx.data`` beside the graph (protobuf's 2 GiB limit)
+_EXTERNAL_DATA_BYTES = 1 << 30
 
 
 def _listing(model_dir: Path) -> str:
@@ -71,75 +52,6 @@ def _listing(model_dir: Path) -> str:
 
 def _is_junk(rel: str) -> bool:
     return any(part == "__MACOSX" or part.startswith(".") for part in PurePosixPath(rel).parts)
-
-
-def load_symbol(path: Path, model_dir: Path | None = None) -> MxGraph:
-    """The symbol file's graph; :class:`ModelArchiveError` when it is not an MXNet symbol."""
-    def bad(why: str) -> ModelArchiveError:
-        holds = f"; the archive holds {_listing(model_dir)}" if model_dir is not None else ""
-        return ModelArchiveError(f"{path.name} is not an MXNet symbol file ({why}); MXNET needs the "
-                                 f"*-symbol.json that HybridBlock.export or Symbol.save writes{holds}")
-
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, ValueError) as err:
-        raise bad(f"not JSON: {err}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("nodes"), list) or not isinstance(data.get("heads"), list):
-        raise bad("no 'nodes' and 'heads' lists")
-    nodes = []
-    for index, raw in enumerate(data["nodes"]):
-        if not isinstance(raw, dict) or not isinstance(raw.get("op"), str) or "name" not in raw:
-            raise bad(f"node {index} lacks 'op' or 'name'")
-        attrs = raw.get("attrs", raw.get("attr", raw.get("param"))) or {}
-        entries = [_entry(entry, index, bad) for entry in raw.get("inputs", [])]
-        nodes.append(MxNode(raw["op"], str(raw["name"]), {str(k): str(v) for k, v in attrs.items()}, entries))
-    heads = [_entry(entry, len(nodes), bad) for entry in data["heads"]]
-    if not heads:
-        raise bad("no heads (outputs)")
-    return MxGraph(nodes, heads)
-
-
-def _entry(entry, before: int, bad) -> tuple[int, int]:
-    if not isinstance(entry, list) or len(entry) < 2 or not all(isinstance(v, int) for v in entry[:2]):
-        raise bad(f"an input entry {entry!r} is not [node, output, version]")
-    if not 0 <= entry[0] < before:
-        raise bad(f"an input entry {entry!r} names node {entry[0]}, not an earlier node")
-    return entry[0], entry[1]
-
-
-def needed_nodes(graph: MxGraph) -> list[int]:
-    """Indices of the nodes the heads depend on, in the file's (topological) order."""
-    seen, stack = set(), [node for node, _ in graph.heads]
-    while stack:
-        index = stack.pop()
-        if index not in seen:
-            seen.add(index)
-            stack.extend(node for node, _ in graph.nodes[index].inputs)
-    return sorted(seen)
-
-
-def classify(graph: MxGraph, order: list[int], saved: set[str]) -> None:
-    """Fill ``graph.params``, ``graph.labels`` and ``graph.inputs`` (see the module docstring)."""
-    from airflow_neo.local.convert.mxnet_ops import LABEL_INPUTS, PARAM_INPUTS
-
-    slots: dict[int, set[str]] = {}
-    for index in order:
-        node = graph.nodes[index]
-        for position, (source, _) in enumerate(node.inputs):
-            kind = ("param" if position in PARAM_INPUTS.get(node.op, ()) else
-                    "label" if position in LABEL_INPUTS.get(node.op, ()) else "data")
-            slots.setdefault(source, set()).add(kind)
-    for index in order:
-        node = graph.nodes[index]
-        if node.op != "null":
-            continue
-        kinds = slots.get(index, {"data"})
-        if node.name in saved or "param" in kinds:
-            graph.params.add(node.name)
-        elif kinds == {"label"}:
-            graph.labels.add(node.name)
-        else:
-            graph.inputs.append(node.name)
 
 
 def find_params_file(model_file: Path, model_dir: Path) -> Path:
@@ -208,6 +120,8 @@ def to_onnx(graph: MxGraph, params: dict[str, np.ndarray], shapes: dict[str, lis
         raise UnsupportedOperatorsError(
             f"the MXNet symbol uses operators the MXNET converter does not translate: {', '.join(unknown)}", unknown)
     builder = Builder(params)
+    builder.taken.update(graph.inputs)
+    builder.taken.update(graph.params)
     names: dict[tuple[int, int], str | None] = {}
     for index in order:
         node = graph.nodes[index]
@@ -266,7 +180,7 @@ def convert(source: Source) -> Converted:
         raise MissingExtra("the MXNET converter needs onnx (pip install onnx)") from err
     from airflow_neo import __version__
 
-    graph = load_symbol(source.model_file, source.model_dir)
+    graph = load_symbol(source.model_file, _listing(source.model_dir))
     params_file = find_params_file(source.model_file, source.model_dir)
     params = load_params(params_file, source.model_dir)
     classify(graph, needed_nodes(graph), set(params))
@@ -274,7 +188,9 @@ def convert(source: Source) -> Converted:
     shapes = input_shapes(graph, source.data_input)
     model = to_onnx(graph, params, shapes, _input_dtypes(graph))
     path = Path(source.work) / "model.onnx"
-    onnx.save(model, str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    large = sum(array.nbytes for array in params.values()) > _EXTERNAL_DATA_BYTES
+    onnx.save(model, str(path), save_as_external_data=large, location="model.onnx.data")
     ops = sorted({graph.nodes[i].op for i in needed_nodes(graph)} - {"null"})
     source.log(f"MXNet symbol {source.model_file.name}: {len(graph.nodes)} nodes ({', '.join(ops)}); "
                f"{params_file.name}: {len(params)} arrays; inputs {shapes}")

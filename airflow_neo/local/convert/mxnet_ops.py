@@ -38,6 +38,8 @@ class Builder:
         self.nodes: list = []
         self.initializers: dict[str, np.ndarray] = {}
         self._count = 0
+        #: every tensor name in use (graph inputs, initializers, node outputs): new outputs avoid them
+        self.taken: set[str] = set()
 
     def fresh(self, base: str) -> str:
         self._count += 1
@@ -46,19 +48,18 @@ class Builder:
     def const(self, base: str, value) -> str:
         name = self.fresh(base)
         self.initializers[name] = np.asarray(value)
+        self.taken.add(name)
         return name
 
     def add(self, op_type: str, inputs: list[str], base: str, outputs: int = 1, **attrs) -> list[str]:
-        names = [base if outputs == 1 and not self._taken(base) else self.fresh(base) for _ in range(outputs)]
+        names = [base if outputs == 1 and base not in self.taken else self.fresh(base) for _ in range(outputs)]
+        self.taken.update(names)
         self.nodes.append(self.helper.make_node(op_type, inputs, names, name=self.fresh(base + "_" + op_type),
                                                 **attrs))
         return names
 
     def one(self, op_type: str, inputs: list[str], base: str, **attrs) -> str:
         return self.add(op_type, inputs, base, **attrs)[0]
-
-    def _taken(self, name: str) -> bool:
-        return name in self.initializers or any(name in node.output for node in self.nodes)
 
 
 # -- attribute parsing --------------------------------------------------------------------------
@@ -258,6 +259,11 @@ def _concat(g: Builder, node, ins):
     return g.add("Concat", ins, node.name, axis=int(attr(node, "dim", 1)))
 
 
+def _regression_output(g: Builder, node, ins):
+    """The regression losses' forward at inference (the label is unused)."""
+    return g.add("Sigmoid" if node.op == "LogisticRegressionOutput" else "Identity", ins[:1], node.name)
+
+
 def _identity(g: Builder, node, ins):
     return g.add("Identity", ins[:1], node.name)
 
@@ -364,6 +370,8 @@ TRANSLATORS: dict[str, Callable] = {
     "softmax": _softmax, "log_softmax": _softmax,
     "SoftmaxOutput": _softmax_output, "Softmax": _softmax_output,
     "SoftmaxActivation": _softmax_activation,
+    "LinearRegressionOutput": _regression_output, "MAERegressionOutput": _regression_output,
+    "LogisticRegressionOutput": _regression_output,
     "clip": _clip,
     "Reshape": _reshape, "reshape": _reshape,
     "transpose": _transpose,
@@ -404,4 +412,7 @@ PARAM_INPUTS: dict[str, tuple[int, ...]] = {
     "Convolution": (1, 2), "FullyConnected": (1, 2), "BatchNorm": (1, 2, 3, 4), "LeakyReLU": (1,),
 }
 #: op -> the input positions that are training labels (unused at inference)
-LABEL_INPUTS: dict[str, tuple[int, ...]] = {"SoftmaxOutput": (1,), "Softmax": (1,)}
+LABEL_INPUTS: dict[str, tuple[int, ...]] = {
+    "SoftmaxOutput": (1,), "Softmax": (1,), "LinearRegressionOutput": (1,), "MAERegressionOutput": (1,),
+    "LogisticRegressionOutput": (1,),
+}

@@ -1,6 +1,7 @@
 """Run with MXNet's Python (a side virtualenv; MXNet 1.9.1 needs numpy < 2), not by pytest:
 
     python mxnet_gluon.py OUT_DIR
+    python mxnet_gluon.py OUT_DIR --zoo resnet18_v1 mobilenetv2_1.0 ...   (benchmarks/mxnet_models.py)
 
 Builds small real MXNet models with random weights (and random BatchNorm statistics), exports
 each as MXNet does (``HybridBlock.export``: ``NAME-symbol.json`` + ``NAME-0000.params``; the
@@ -108,13 +109,24 @@ def _symbol_api(mx, rng, directory: str) -> tuple:
     return x, [out.asnumpy() for out in executor.forward(is_train=False)]
 
 
-def main(out_dir: str) -> int:
+def _zoo(name: str):
+    """A Gluon model zoo architecture at its full size (random weights: nothing is downloaded)."""
+    from mxnet.gluon.model_zoo import vision
+
+    def build(mx):
+        size = 299 if name.startswith("inception") else 224
+        return vision.get_model(name, pretrained=False), (1, 3, size, size)
+    return build
+
+
+def main(out_dir: str, zoo: list[str] | None = None) -> int:
     import mxnet as mx
 
     mx.random.seed(SEED)
     rng = np.random.RandomState(SEED)
     manifest = {}
-    for name, build in (("resnet", _resnet), ("ops", _ops_net)):
+    builders = [(name, _zoo(name)) for name in zoo] if zoo else [("resnet", _resnet), ("ops", _ops_net)]
+    for name, build in builders:
         directory = os.path.join(out_dir, name)
         os.makedirs(directory, exist_ok=True)
         net, shape = build(mx)
@@ -127,10 +139,11 @@ def main(out_dir: str) -> int:
         outputs = [outputs] if not isinstance(outputs, (list, tuple)) else outputs
         net.export(os.path.join(directory, name))
         _write(directory, manifest, name, shape, x, [out.asnumpy() for out in outputs])
-    directory = os.path.join(out_dir, "classifier")
-    os.makedirs(directory, exist_ok=True)
-    x, outputs = _symbol_api(mx, rng, directory)
-    _write(directory, manifest, "classifier", x.shape, x, outputs)
+    if not zoo:
+        directory = os.path.join(out_dir, "classifier")
+        os.makedirs(directory, exist_ok=True)
+        x, outputs = _symbol_api(mx, rng, directory)
+        _write(directory, manifest, "classifier", x.shape, x, outputs)
     with open(os.path.join(out_dir, "manifest.json"), "w") as handle:
         json.dump({"mxnet": mx.__version__, "models": manifest}, handle)
     return 0
@@ -144,4 +157,4 @@ def _write(directory: str, manifest: dict, name: str, shape, x, outputs) -> None
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))
+    sys.exit(main(sys.argv[1], sys.argv[3:] if sys.argv[2:3] == ["--zoo"] else None))
