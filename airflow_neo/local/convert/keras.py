@@ -8,8 +8,8 @@ Invariants (beyond the package's contract):
   the model's NHWC first (tf2onnx folds that Transpose into the convolutions that follow); inputs
   of other ranks are taken as given. A rank-4 shape that does not fit the model read as NCHW is a
   ModelInputError that says so and shows the NCHW shape the model takes.
-- Inputs are the Keras model's inputs, named as Keras names them (DataInputConfig keys must be
-  those names), in the model's order; outputs are the model's outputs in Keras' order
+- Inputs are the Keras model's inputs, named by their InputLayers (DataInputConfig keys must be
+  those names, e.g. ``input_1``), in the model's order; outputs are the model's outputs in Keras' order
   (``model.outputs``: a dict of outputs sorted by key), named by the layers that give them.
 - Models load with Keras' safe mode (no deserialised Python lambdas); a file Keras cannot load is
   a ModelArchiveError.
@@ -78,18 +78,22 @@ def load_model(model_file: Path):
 
 def model_inputs(model) -> dict[str, tuple[list | None, str]]:
     """``{input name: (NHWC shape with None for dynamic dims, dtype)}`` in the model's order."""
-    return {tensor.name: (list(tensor.shape), str(tensor.dtype)) for tensor in model.inputs}
+    return {layer_name(tensor): (list(tensor.shape), str(tensor.dtype)) for tensor in model.inputs}
 
 
 def output_names(model) -> list[str]:
-    """The names of the layers that give the model's outputs, in ``model.outputs``' order (a
-    KerasTensor's own name is an automatic ``keras_tensor_N``)."""
+    """The names of the layers that give the model's outputs, in ``model.outputs``' order."""
     names = getattr(model, "output_names", None)  # Functional models; Sequential has none
     if names and len(names) == len(model.outputs):
         return [str(name) for name in names]
-    history = [getattr(tensor, "_keras_history", None) for tensor in model.outputs]
-    return [getattr(getattr(item, "operation", None), "name", None) or tensor.name
-            for item, tensor in zip(history, model.outputs)]
+    return [layer_name(tensor) for tensor in model.outputs]
+
+
+def layer_name(tensor) -> str:
+    """The name of the layer that gives a KerasTensor (an input's is its InputLayer's, e.g. ``input_1``);
+    the tensor's own name is an automatic ``keras_tensor_N`` in a model built in this process."""
+    operation = getattr(getattr(tensor, "_keras_history", None), "operation", None)
+    return getattr(operation, "name", None) or tensor.name
 
 
 def to_nhwc(declared: dict[str, tuple], given: dict) -> dict:
