@@ -20,7 +20,11 @@ from typing import Callable
 
 import numpy as np
 
-from airflow_neo.local.errors import OperatorAttributeNotImplementedError, OperatorAttributeValueNotValidError
+from airflow_neo.local.errors import (
+    OperatorAttributeNotImplementedError,
+    OperatorAttributeRequiredError,
+    OperatorAttributeValueNotValidError,
+)
 
 __all__ = ["LABEL_INPUTS", "OPSET", "PARAM_INPUTS", "TRANSLATORS", "Builder", "fit_prelu_slopes"]
 
@@ -88,6 +92,16 @@ def ints(node, key: str, default=()) -> list[int]:
     return [int(v) for v in value]
 
 
+def kernel(node) -> list[int]:
+    """The ``kernel`` attribute, required by Convolution and by Pooling unless global."""
+    value = ints(node, "kernel")
+    if not value or any(size <= 0 for size in value):
+        raise OperatorAttributeRequiredError(
+            f"MXNet node {node.name!r} ({node.op}) needs a kernel of positive sizes; it has {node.attrs.get('kernel')!r}",
+            [node.op])
+    return value
+
+
 def not_implemented(node, key: str, value, allowed: str) -> OperatorAttributeNotImplementedError:
     return OperatorAttributeNotImplementedError(
         f"MXNet node {node.name!r} ({node.op}): {key}={value!r} is not implemented; implemented: {allowed}",
@@ -105,12 +119,35 @@ def _check_layout(node, allowed=("NCW", "NCHW", "NCDHW")) -> None:
 
 def _conv(g: Builder, node, ins):
     _check_layout(node)
-    kernel = ints(node, "kernel")
-    nd = len(kernel)
+    kernel_shape = kernel(node)
+    nd = len(kernel_shape)
     pad = ints(node, "pad") or [0] * nd
     inputs = ins[:2] if attr(node, "no_bias", False) else ins[:3]
-    return g.add("Conv", inputs, node.name, kernel_shape=kernel, strides=ints(node, "stride") or [1] * nd,
+    return g.add("Conv", inputs, node.name, kernel_shape=kernel_shape, strides=ints(node, "stride") or [1] * nd,
                  dilations=ints(node, "dilate") or [1] * nd, pads=pad + pad, group=int(attr(node, "num_group", 1)))
+
+
+def _deconv(g: Builder, node, ins):
+    _check_layout(node)
+    if ints(node, "target_shape"):
+        raise not_implemented(node, "target_shape", attr(node, "target_shape"), "unset (use pad and adj)")
+    kernel_shape = kernel(node)
+    nd = len(kernel_shape)
+    pad = ints(node, "pad") or [0] * nd
+    inputs = ins[:2] if attr(node, "no_bias", True) else ins[:3]  # Deconvolution's no_bias defaults to True
+    return g.add("ConvTranspose", inputs, node.name, kernel_shape=kernel_shape, strides=ints(node, "stride") or [1] * nd,
+                 dilations=ints(node, "dilate") or [1] * nd, pads=pad + pad, output_padding=ints(node, "adj") or [0] * nd,
+                 group=int(attr(node, "num_group", 1)))
+
+
+def _norm(onnx_op: str, default_eps: float) -> Callable:
+    """LayerNorm (over ``axis``, default -1) and InstanceNorm: data, gamma, beta."""
+    def translate(g: Builder, node, ins):
+        extra = {"axis": int(attr(node, "axis", -1))} if onnx_op == "LayerNormalization" else {}
+        if attr(node, "output_mean_var", False):
+            raise not_implemented(node, "output_mean_var", True, "False")
+        return g.add(onnx_op, ins[:3], node.name, epsilon=float(attr(node, "eps", default_eps)), **extra)
+    return translate
 
 
 def _batchnorm(g: Builder, node, ins):
@@ -184,7 +221,13 @@ def fit_prelu_slopes(model) -> None:
     initializers = {init.name: init for init in model.graph.initializer}
     for node in prelus:
         slope, rank = initializers.get(node.input[1]), ranks.get(node.input[0])
-        if slope is None or rank is None or rank < 3 or len(slope.dims) != 1:
+        if slope is None or len(slope.dims) != 1:
+            continue
+        if rank is None:
+            raise OperatorAttributeNotImplementedError(
+                f"PReLU {node.name!r}: the rank of its data could not be inferred, so its per-channel slope "
+                "cannot be placed on the channel axis", ["LeakyReLU"])
+        if rank < 3:
             continue
         array = numpy_helper.to_array(slope)
         slope.CopyFrom(numpy_helper.from_array(array.reshape((-1,) + (1,) * (rank - 2)), slope.name))
@@ -199,13 +242,13 @@ def _pooling(g: Builder, node, ins):
         if pool == "sum":
             raise not_implemented(node, "pool_type", pool, "max, avg with global_pool=True")
         return g.add("GlobalMaxPool" if pool == "max" else "GlobalAveragePool", ins[:1], node.name)
-    kernel = ints(node, "kernel")
-    nd = len(kernel)
+    kernel_shape = kernel(node)
+    nd = len(kernel_shape)
     pad = ints(node, "pad") or [0] * nd
     convention = attr(node, "pooling_convention", "valid")
     if convention not in ("valid", "full"):
         raise not_implemented(node, "pooling_convention", convention, "valid, full")
-    common = dict(kernel_shape=kernel, strides=ints(node, "stride") or [1] * nd, pads=pad + pad,
+    common = dict(kernel_shape=kernel_shape, strides=ints(node, "stride") or [1] * nd, pads=pad + pad,
                   ceil_mode=int(convention == "full"))
     if pool == "max":
         return g.add("MaxPool", ins[:1], node.name, **common)
@@ -213,7 +256,7 @@ def _pooling(g: Builder, node, ins):
     if pool == "avg":
         return g.add("AveragePool", ins[:1], node.name, count_include_pad=include_pad, **common)
     mean = g.one("AveragePool", ins[:1], node.name + "_mean", count_include_pad=1, **common)
-    return g.add("Mul", [mean, g.const("window", np.float32(np.prod(kernel)))], node.name)
+    return g.add("Mul", [mean, g.const("window", np.float32(np.prod(kernel_shape)))], node.name)
 
 
 def _fully_connected(g: Builder, node, ins):
@@ -358,7 +401,9 @@ def _upsampling(g: Builder, node, ins):
 
 TRANSLATORS: dict[str, Callable] = {
     "Convolution": _conv,
+    "Deconvolution": _deconv,
     "BatchNorm": _batchnorm,
+    "LayerNorm": _norm("LayerNormalization", 1e-5), "InstanceNorm": _norm("InstanceNormalization", 1e-3),
     "Activation": _activation,
     "LeakyReLU": _leaky_relu,
     "Pooling": _pooling,
@@ -409,7 +454,8 @@ for _names, _onnx, _reverse in (
 
 #: op -> the input positions that are learned parameters (weights, biases, statistics)
 PARAM_INPUTS: dict[str, tuple[int, ...]] = {
-    "Convolution": (1, 2), "FullyConnected": (1, 2), "BatchNorm": (1, 2, 3, 4), "LeakyReLU": (1,),
+    "Convolution": (1, 2), "Deconvolution": (1, 2), "FullyConnected": (1, 2), "BatchNorm": (1, 2, 3, 4),
+    "LayerNorm": (1, 2), "InstanceNorm": (1, 2), "LeakyReLU": (1,),
 }
 #: op -> the input positions that are training labels (unused at inference)
 LABEL_INPUTS: dict[str, tuple[int, ...]] = {

@@ -46,7 +46,7 @@ def _resnet(mx):
 
 def _ops_net(mx):
     """A CNN exercising the translated operators: fixed-gamma BatchNorm, per-channel PReLU, grouped
-    dilated convolution, ceil-mode max pooling, avg pooling without padding counted, concat,
+    dilated convolution, transposed convolution, instance and layer norm, ceil-mode max pooling, avg pooling without padding counted, concat,
     scalar arithmetic, clip, transpose, Dense without flattening, reshape, dropout, softmax, two outputs."""
     from mxnet.gluon import nn
 
@@ -58,6 +58,9 @@ def _ops_net(mx):
                 self.bn_fixed = nn.BatchNorm(scale=False, epsilon=1e-3)
                 self.prelu = nn.PReLU(in_channels=8)
                 self.gconv = nn.Conv2D(8, 3, groups=4, dilation=2, padding=2, use_bias=False)
+                self.deconv = nn.Conv2DTranspose(8, 3, strides=2, padding=1, output_padding=1)
+                self.inorm = nn.InstanceNorm()
+                self.lnorm = nn.LayerNorm()
                 self.pool_full = nn.MaxPool2D(3, 2, ceil_mode=True)
                 self.branch_a = nn.Conv2D(4, 1)
                 self.branch_b = nn.Conv2D(4, 1, strides=1)
@@ -70,13 +73,13 @@ def _ops_net(mx):
             y = self.prelu(self.bn_fixed(self.conv(x)))
             y = F.LeakyReLU(y, act_type="leaky", slope=0.1)
             y = F.LeakyReLU(self.gconv(y), act_type="elu", slope=0.7)
-            y = self.pool_full(y)
+            y = self.pool_full(self.inorm(self.deconv(y)))
             y = F.concat(self.branch_a(y), F.Activation(self.branch_b(y), act_type="softrelu"), dim=1)
             y = F.LeakyReLU(self.avg(y), act_type="gelu")
             y = F.clip(y * 2.0 + 1.0, -3.0, 3.0) - 0.5
             z = F.sigmoid(y) * F.tanh(y)
             z = self.dense_nf(F.transpose(z, axes=(0, 2, 3, 1)))
-            z = F.reshape(z, shape=(0, -1))
+            z = F.reshape(self.lnorm(z), shape=(0, -1))
             return F.softmax(self.dense(self.drop(z)), axis=-1), F.relu(z)
 
     return Ops(), (1, 3, 16, 16)
