@@ -16,7 +16,12 @@ import pytest
 from airflow_neo.local.convert import Source
 from airflow_neo.local.convert import mxnet as mxconv
 from airflow_neo.local.convert.mxnet_params import ParamsFormatError, read_params, split_params, write_params
-from airflow_neo.local.errors import ModelArchiveError, ModelInputError, UnsupportedOperatorsError
+from airflow_neo.local.errors import (
+    ModelArchiveError,
+    ModelInputError,
+    OperatorAttributeNotImplementedError,
+    UnsupportedOperatorsError,
+)
 from tests.local.convert import mxnet_handmade as handmade
 
 HERE = Path(__file__).parent
@@ -231,6 +236,21 @@ def test_unknown_operators_are_all_listed(tmp_path):
     with pytest.raises(UnsupportedOperatorsError, match="RNN, _contrib_Fancy") as err:
         _convert(model_file, {"data": [1, 1, 4, 4]}, tmp_path / "w")
     assert err.value.operators == ["RNN", "_contrib_Fancy"]
+
+
+@pytest.mark.parametrize("layer, match", [
+    (("Pooling", "pool", {"kernel": (2, 2), "pooling_convention": "same"}, ["data"]), "pooling_convention='same'"),
+    (("Pooling", "pool", {"kernel": (2, 2), "pool_type": "lp"}, ["data"]), "pool_type='lp'"),
+    (("Reshape", "flat", {"shape": (-3, -2)}, ["data"]), r"shape=\(-3, -2\)"),
+    (("BatchNorm", "bn", {"axis": 3}, ["data", "g", "b", "m", "v"]), "axis=3"),
+], ids=["pool-same", "pool-lp", "reshape-special", "batchnorm-axis"])
+def test_unimplemented_attribute_values_are_named(tmp_path, layer, match):
+    params = {f"{kind}:{name}": np.ones((2,), np.float32) for kind, name in
+              (("arg", "g"), ("arg", "b"), ("aux", "m"), ("aux", "v"))}
+    model_file, _ = _model(tmp_path, symbol=handmade.symbol_json([layer], ["data"], [layer[1]]), params=params)
+    with pytest.raises(OperatorAttributeNotImplementedError, match=f"MXNet node '{layer[1]}' .*{match}") as err:
+        _convert(model_file, {"data": [1, 2, 4, 4]}, tmp_path / "w")
+    assert err.value.operators == [layer[0]]
 
 
 def test_input_shapes_need_data_input_config(tmp_path):
