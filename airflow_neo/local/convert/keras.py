@@ -101,17 +101,17 @@ def to_nhwc(declared: dict[str, tuple], given: dict) -> dict:
     given, for :func:`~.tf_common.resolve_shapes` to check)."""
     nhwc = {}
     for name, shape in given.items():
-        if name not in declared or not isinstance(shape, (list, tuple)) or len(shape) != 4:
-            nhwc[name] = shape
+        model_shape = declared[name][0] if name in declared else None
+        if model_shape is None or len(model_shape) != 4:
+            nhwc[name] = shape  # other ranks as given; unknown names for resolve_shapes to report
             continue
         shape = common.static_shape("KERAS", name, shape)
-        candidate = [shape[0], shape[2], shape[3], shape[1]]
-        model_shape = declared[name][0]
-        if model_shape is not None and len(model_shape) == 4 and not common.fits(model_shape, candidate):
+        candidate = [shape[0], shape[2], shape[3], shape[1]] if len(shape) == 4 else shape
+        if not common.fits(model_shape, candidate):
             raise ModelInputError(
                 f"KERAS DataInputConfig is NCHW (channels first, as Neo documents for KERAS): {name!r} {shape} does "
                 f"not fit the model's NHWC input {common.shape_text(model_shape)} read as NCHW; the NCHW shape it takes "
-                f"is {_expected_nchw(model_shape, shape[0])}")
+                f"is {_expected_nchw(model_shape, shape[0] if len(shape) == 4 else 1)}")
         nhwc[name] = candidate
     return nhwc
 

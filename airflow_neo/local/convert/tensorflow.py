@@ -10,7 +10,8 @@ Invariants (beyond the package's contract):
 - ONNX inputs are named exactly as DataInputConfig names them (a SavedModel's signature input
   names, e.g. ``inputs``; a frozen graph's tensor names, ``input_tensor:0``, or node names), with
   DataInputConfig's static shapes in the graph's own layout (NHWC for images) and the dtype the
-  model declares; an input DataInputConfig leaves out takes the model's shape, which must be static.
+  model declares, in DataInputConfig's order; an input DataInputConfig leaves out follows (a
+  signature's sorted by name) with the model's shape, which must be static.
 - Outputs: a SavedModel's are the signature's outputs in the order of their keys, sorted (what
   ``tf.nest.flatten`` of the signature's dict gives), named by key, or the keys ``output_names``
   lists, in its order; a frozen graph's are ``output_names``' tensors in its order (without it, the
@@ -99,7 +100,9 @@ def _signature(tf, model_file: Path, key: str):
 
 def _saved_model_function(tf, source: Source, key: str, output_names: list[str] | None):
     loaded, signature = _signature(tf, source.model_file, key)
-    declared = {name: (common.shape_of(spec.shape), spec.dtype) for name, spec in signature.structured_input_signature[1].items()}
+    specs_by_name = signature.structured_input_signature[1]
+    # keyword inputs have no order of their own (a loaded signature's dict order varies): sorted by name
+    declared = {name: (common.shape_of(specs_by_name[name].shape), specs_by_name[name].dtype) for name in sorted(specs_by_name)}
     shapes = common.resolve_shapes("TENSORFLOW", {name: shape for name, (shape, _) in declared.items()},
                                    source.data_input, f"the signature {key!r}")
     keys = sorted(signature.structured_outputs)
@@ -227,18 +230,23 @@ def reference(model_file: Path, metadata: dict, threads: int | None):
 
         name = f"tensorflow {tf.__version__} (SavedModel signature {key!r})"
     else:
-        run = _frozen_runner(tf, model_file, output_names)
+        run = _frozen_runner(tf, model_file, output_names, threads)
         name = f"tensorflow {tf.__version__} (frozen graph)"
+        pinned = threads or None  # the session's own thread pools
     return Reference(name, run, threads=pinned)
 
 
-def _frozen_runner(tf, model_file: Path, output_names: list[str] | None):
+def _frozen_runner(tf, model_file: Path, output_names: list[str] | None, threads: int | None):
     graph_def = load_graph_def(tf, model_file)
     outputs = _frozen_outputs(graph_def, model_file, output_names)
     graph = tf.Graph()
     with graph.as_default():
         tf.compat.v1.import_graph_def(graph_def, name="")
-    session = tf.compat.v1.Session(graph=graph)
+    config = tf.compat.v1.ConfigProto()
+    if threads:
+        config.intra_op_parallelism_threads = threads
+        config.inter_op_parallelism_threads = 1
+    session = tf.compat.v1.Session(graph=graph, config=config)
 
     def run(inputs: dict) -> list:
         feeds = {tensor_name(name): array for name, array in inputs.items()}

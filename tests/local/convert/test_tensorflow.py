@@ -122,6 +122,9 @@ def test_frozen_graph_outputs(cases, tmp_path):
     named = _convert(case, tmp_path / "named", options={"output_names": ["output_tensor:0", "aux"]})
     assert [v.name for v in onnx.load(str(named.onnx_path)).graph.output] == ["output_tensor:0", "aux:0"]
     assert named.input_names == ["input_tensor:0"]
+    by_node_name = _convert(case, tmp_path / "node", data_input={"input_tensor": [1, 24, 24, 3]})
+    assert by_node_name.input_names == ["input_tensor"]
+    assert [v.name for v in onnx.load(str(by_node_name.onnx_path)).graph.input] == ["input_tensor"]
 
 
 # ----------------------------------------------------------------------------- errors
@@ -146,6 +149,7 @@ def test_both_signature_def_key_and_output_names(tmp_path):
     ("frozen_graph", None, {"signature_def_key": "serving_default"}, "signature_def_key .* is for a SavedModel"),
     ("keras_h5", {"input_1": [1, 32, 32, 3]}, {},
      r"KERAS DataInputConfig is NCHW.*\[\?, 32, 32, 3\].*the NCHW shape it takes is \[1, 3, 32, 32\]"),
+    ("keras_keras", {"input_1": [3, 32, 32]}, {}, r"KERAS DataInputConfig is NCHW.*\[1, 3, 32, 32\]"),
     ("keras_keras", {"input": [1, 3, 32, 32]}, {}, r"names \['input'\].*its inputs are \['input_1'\]"),
 ])
 def test_input_errors_name_what_the_model_has(cases, tmp_path, name, data_input, options, match):
