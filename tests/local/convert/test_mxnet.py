@@ -25,7 +25,7 @@ from airflow_neo.local.errors import (
 from tests.local.convert import mxnet_handmade as handmade
 
 HERE = Path(__file__).parent
-#: the side virtualenv with MXNet 1.9.1 (scripts/setup.sh); $AIRFLOW_NEO_MXNET_PYTHON overrides
+#: the side virtualenv with MXNet 1.9.1 (its own numpy < 1.24); $AIRFLOW_NEO_MXNET_PYTHON overrides
 SIDE_PYTHON = os.environ.get(mxconv.SIDE_PYTHON_ENV, "/var/cache/airflow-neo/mxnet-venv/bin/python")
 
 
@@ -45,7 +45,8 @@ def _run_onnx(path: Path, inputs: dict) -> list:
 def gluon(tmp_path_factory):
     """Models that MXNet built and exported, with MXNet's outputs (tests/local/convert/mxnet_gluon.py)."""
     if not Path(SIDE_PYTHON).is_file():
-        pytest.skip(f"no MXNet side virtualenv at {SIDE_PYTHON} (scripts/setup.sh creates it)")
+        pytest.skip(f"no MXNet side virtualenv at {SIDE_PYTHON} (python3.11 -m venv DIR && DIR/bin/pip install "
+                    f"'mxnet==1.9.1' 'numpy<1.24'; set {mxconv.SIDE_PYTHON_ENV}=DIR/bin/python)")
     out = tmp_path_factory.mktemp("mxnet-gluon")
     done = subprocess.run([SIDE_PYTHON, str(HERE / "mxnet_gluon.py"), str(out)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
