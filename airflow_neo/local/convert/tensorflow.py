@@ -44,18 +44,11 @@ def convert(source: Source) -> Converted:
     signature_key, output_names = _options(source.options)
     tf, tf2onnx = common.import_tensorflow()
     if is_saved_model(source.model_file):
-        function, specs, outputs = _saved_model_function(tf, source, signature_key or DEFAULT_SIGNATURE, output_names)
-    else:
-        if signature_key is not None:
-            raise ModelInputError(f"CompilerOptions signature_def_key ({signature_key!r}) is for a SavedModel; "
-                                  f"{source.model_file.name} is a frozen graph: name its outputs with output_names")
-        return _convert_frozen_graph(tf, tf2onnx, source, output_names)
-    path = source.work / "tensorflow.onnx"
-    names = [spec.name for spec in specs]
-    common.function_to_onnx(tf2onnx, function, specs, path, input_names=names, output_names=outputs,
-                            framework="TENSORFLOW")
-    source.log(f"TENSORFLOW SavedModel signature {signature_key or DEFAULT_SIGNATURE!r}: outputs {', '.join(outputs)}")
-    return Converted(path, names, common.versions(tf, tf2onnx))
+        return _convert_saved_model(tf, tf2onnx, source, signature_key or DEFAULT_SIGNATURE, output_names)
+    if signature_key is not None:
+        raise ModelInputError(f"CompilerOptions signature_def_key ({signature_key!r}) is for a SavedModel; "
+                              f"{source.model_file.name} is a frozen graph: name its outputs with output_names")
+    return _convert_frozen_graph(tf, tf2onnx, source, output_names)
 
 
 def is_saved_model(model_file: Path) -> bool:
@@ -96,6 +89,16 @@ def _signature(tf, model_file: Path, key: str):
         raise ModelInputError(f"CompilerOptions signature_def_key {key!r} is not a signature of the SavedModel; "
                               f"it has {sorted(signatures) or 'none'}")
     return loaded, signatures[key]
+
+
+def _convert_saved_model(tf, tf2onnx, source: Source, key: str, output_names: list[str] | None) -> Converted:
+    function, specs, outputs = _saved_model_function(tf, source, key, output_names)
+    path = source.work / "tensorflow.onnx"
+    names = [spec.name for spec in specs]
+    common.function_to_onnx(tf2onnx, function, specs, path, input_names=names, output_names=outputs,
+                            framework="TENSORFLOW")
+    source.log(f"TENSORFLOW SavedModel signature {key!r}: inputs {', '.join(names)}; outputs {', '.join(outputs)}")
+    return Converted(path, names, common.versions(tf, tf2onnx))
 
 
 def _saved_model_function(tf, source: Source, key: str, output_names: list[str] | None):
