@@ -36,6 +36,21 @@ if [ -z "${AIRFLOW_NEO_ARM64_ROOT:-}" ] && { [ "$(id -u)" = 0 ] || command -v qe
     export AIRFLOW_NEO_ARM64_ROOT_LOG="$arm_log"
   fi
 fi
+# The MXNET tests build Gluon models and take MXNet's outputs as the reference in a side virtualenv
+# (MXNet 1.9.1 needs numpy < 1.24; scripts/mxnet_venv.sh, cached beside the aarch64 root), unless
+# AIRFLOW_NEO_MXNET_PYTHON already names one. Without it they skip, except under CI=true.
+if [ -z "${AIRFLOW_NEO_MXNET_PYTHON:-}" ]; then
+  echo "==> MXNet side virtualenv for the MXNET reference (scripts/mxnet_venv.sh)"
+  mx_log="$(mktemp -t airflow-neo-mxnet-venv.XXXXXX)"
+  if mx_python="$(bash scripts/mxnet_venv.sh 2>"$mx_log" | tail -n 1)" && [ -n "$mx_python" ]; then
+    export AIRFLOW_NEO_MXNET_PYTHON="$mx_python"
+    tail -n 1 "$mx_log"
+  else
+    tail -n 8 "$mx_log" >&2
+    echo "==> no MXNet side virtualenv: the MXNet-backed tests will be skipped (they fail under CI=true)" >&2
+  fi
+  rm -f "$mx_log"
+fi
 echo "==> pytest"
 status=0
 "$VENV/bin/python" -m pytest -q -p no:cacheprovider "$@" || status=$?
