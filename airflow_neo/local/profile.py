@@ -166,6 +166,8 @@ def _baseline(metadata: dict, model_file: Path, inputs: dict, budget: float, thr
     framework = metadata.get("framework")
     try:
         reference = reference_for(framework, model_file, threads=threads, metadata=metadata)
+        if reference.not_timeable:
+            return {"skipped": f"{reference.name}: {reference.not_timeable}"}
         with _torch_threads(framework, threads) as torch_threads:
             figures = latency(lambda: reference.run(inputs), budget)
     except NotVerifiable as err:

@@ -50,6 +50,9 @@ class Reference:
     quantized: bool = False
     #: the thread count the runner was pinned to; None: the framework's default
     threads: int | None = None
+    #: why the runner's latency and memory are not the framework's (each run starts a process, say):
+    #: the profile then has no baseline; None: it can be timed
+    not_timeable: str | None = None
 
 
 def reference_for(framework: str, model_file: Path, *, threads: int | None = None,

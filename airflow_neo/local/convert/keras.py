@@ -143,10 +143,14 @@ def reference(model_file: Path, metadata: dict, threads: int | None):
     model = load_model(model_file)
     names = list(model_inputs(model))
 
+    # a graph function, as the model serves (the eager call pays Python dispatch per layer, which
+    # would make the profile's baseline a strawman); traced once for the job's fixed shapes
+    call = tf.function(lambda args: model(args, training=False))
+
     def run(inputs: dict) -> list:
         arrays = [np.asarray(inputs[name]) for name in names]
         arrays = [array.transpose(TO_NHWC) if array.ndim == 4 else array for array in arrays]
-        result = model(arrays[0] if len(arrays) == 1 else arrays, training=False)
+        result = call(arrays[0] if len(arrays) == 1 else arrays)
         return [np.asarray(leaf) for leaf in tf.nest.flatten(result)]
 
     return Reference(f"keras {keras.__version__} on tensorflow {tf.__version__}", run, threads=pinned)

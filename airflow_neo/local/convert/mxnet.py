@@ -234,11 +234,24 @@ def reference(model_file: Path, metadata: dict, threads: int | None = None):
                          threads=threads)
     side = os.environ.get(SIDE_PYTHON_ENV)
     if side and Path(side).is_file():
-        return Reference(name=f"mxnet ({side})", run=lambda inputs: _run_side(side, model_file, params[0], inputs, threads),
-                         threads=threads)
-    raise NotVerifiable("mxnet is not installed in this Python (MXNet 1.9.1 needs numpy<2): install it in a "
-                        f"separate virtualenv (pip install 'mxnet==1.9.1' 'numpy<2') and set {SIDE_PYTHON_ENV} "
-                        "to its python")
+        return Reference(name=f"mxnet {_side_version(side)} ({side})",
+                         run=lambda inputs: _run_side(side, model_file, params[0], inputs, threads), threads=threads,
+                         not_timeable="each run starts a process in that Python: its time would be the start and "
+                                      "the import of MXNet, not the model")
+    raise NotVerifiable("mxnet is not installed in this Python (MXNet 1.9.1 needs numpy<1.24, the worker has numpy "
+                        f"{np.__version__}): build a side virtualenv (bash scripts/mxnet_venv.sh, or python3.11 -m venv "
+                        f"DIR && DIR/bin/pip install 'mxnet==1.9.1' 'numpy<1.24') and set {SIDE_PYTHON_ENV} to its "
+                        "python")
+
+
+def _side_version(python: str) -> str:
+    """The version of the mxnet package installed for ``python`` (read from its metadata, without
+    importing MXNet); ``?`` when it cannot be read."""
+    import subprocess
+
+    done = subprocess.run([python, "-c", "import importlib.metadata as m; print(m.version('mxnet'))"],
+                          capture_output=True, text=True, check=False, timeout=60)
+    return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else "?"
 
 
 def _run_side(python: str, symbol_file: Path, params_file: Path, inputs: dict, threads: int | None) -> list:

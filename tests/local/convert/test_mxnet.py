@@ -139,9 +139,15 @@ def test_side_python_reference_runs_mxnet(gluon, monkeypatch):
     monkeypatch.setenv(mxconv.SIDE_PYTHON_ENV, SIDE_PYTHON)
     ref = mxconv.reference(symbol, {"data_input_config": {"data": list(inputs["data"].shape)}}, threads=1)
     got = ref.run(inputs)
-    assert ref.name.startswith("mxnet") and len(got) == len(want)
+    assert ref.name.startswith("mxnet 1.9.1 (") and len(got) == len(want)
     for g, w in zip(got, want):
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+    # a process per run: the profile has no baseline rather than timing MXNet's start-up
+    from airflow_neo.local import profile
+
+    metadata = {"framework": "MXNET", "data_input_config": {"data": list(inputs["data"].shape)}}
+    baseline = profile._baseline(metadata, symbol, inputs, 5.0, 1, 60.0)
+    assert set(baseline) == {"skipped"} and "each run starts a process" in baseline["skipped"], baseline
 
 
 def test_reference_without_mxnet_is_not_verifiable(tmp_path, monkeypatch):
@@ -151,7 +157,7 @@ def test_reference_without_mxnet_is_not_verifiable(tmp_path, monkeypatch):
     model_file = handmade.write_model(tmp_path, symbol, params)
     monkeypatch.setattr("airflow_neo.local.convert.mxnet_runner.import_mxnet", lambda threads=None: None)
     monkeypatch.delenv(mxconv.SIDE_PYTHON_ENV, raising=False)
-    with pytest.raises(NotVerifiable, match="mxnet is not installed"):
+    with pytest.raises(NotVerifiable, match=r"mxnet is not installed.*scripts/mxnet_venv\.sh.*numpy<1\.24"):
         mxconv.reference(model_file, {}, None)
 
 
