@@ -63,7 +63,7 @@ CASES = {
     # a reduction long enough to be blocked, an odd row count, batch > 1
     "dense-k256": (lambda: _dense(5, 256, 24), (5, 256)),
     "pointwise-c192": (lambda: _pointwise(192, 32), (1, 192, 7, 9)),
-    "conv3x3-c8": (lambda: _conv3x3(8, 16), (2, 8, 6, 7)),
+    "conv3x3-c8": (lambda: _conv3x3(8, 32), (2, 8, 6, 7)),  # 32 out: two vector widths at 8 or 16 lanes
 }
 
 
