@@ -1,6 +1,16 @@
 """The local backend through the same hook methods, operators, sensor and trigger as SageMaker.
 
-Every test runs on a SQLite store and on a PostgreSQL store (see tests/support/stores.py).
+The tests where the job store's behaviour is the point (the describe payload as read back from the
+store, the trigger's serialized store and polling, the API errors: a duplicate name, deleting a
+running job) run on a SQLite store and on a PostgreSQL store (``any_store``, see
+tests/support/stores.py); the others run on SQLite (``store``): PostgreSQL under the operator, the
+sensor, S3 and listing is covered by tests/local/test_shared_store.py and the store itself by
+tests/local/test_store*.py.
+
+One real compile of the sample CNN for LINUX/X86_64 fills a module-wide compile cache
+(``warm_cache``); the tests that need a finished job of that model use it (``cached``), so their
+jobs run the whole runner (fetch, cache hit, publish, record) without compiling again. A test whose
+job must be compiling (the stop) or has another target (S3, ``ml_c5``) compiles for itself.
 """
 
 from __future__ import annotations
@@ -35,7 +45,13 @@ NEVER_LOCAL = {"InferenceImage", "ModelPackageVersionArn", "VpcConfig"}
 
 
 @pytest.fixture
-def store(store_kind, store_target, tmp_path):
+def store(tmp_path):
+    """The job store: a SQLite file (store-independent tests)."""
+    return str(tmp_path / "store" / "jobs.sqlite")
+
+
+@pytest.fixture
+def any_store(store_kind, store_target, tmp_path):
     """The job store: a SQLite file, or (``[postgres]``) a URL of a private PostgreSQL schema."""
     return str(tmp_path / "store" / "jobs.sqlite") if store_kind == "sqlite" else store_target
 
@@ -43,6 +59,32 @@ def store(store_kind, store_target, tmp_path):
 @pytest.fixture(scope="module")
 def sample_archive(tmp_path_factory):
     return write_sample_archive(tmp_path_factory.mktemp("models") / "model.tar.gz")
+
+
+@pytest.fixture(scope="module")
+def warm_cache(tmp_path_factory, sample_archive) -> Path:
+    """A compile cache holding the sample CNN compiled for LINUX/X86_64: one real compile, by the hook."""
+    root = tmp_path_factory.mktemp("warm-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        _share_cache(patch, root)
+        hook = LocalNeoHook(store_path=str(root / "jobs.sqlite"))
+        hook.create_compilation_job(local_request("warm", sample_archive, root / "out"))
+        payload = hook.wait_for_compilation_job("warm", check_interval=0.5)
+    assert payload["CompilationJobStatus"] == "COMPLETED", payload.get("FailureReason", "") + hook.job_log("warm")
+    return root / "cache"
+
+
+@pytest.fixture
+def cached(warm_cache, monkeypatch) -> Path:
+    """Jobs made in this test look their artifact up in ``warm_cache``."""
+    _share_cache(monkeypatch, warm_cache.parent)
+    return warm_cache
+
+
+def _share_cache(patch: pytest.MonkeyPatch, root: Path) -> None:
+    """``[neo] cache_dir`` and ``tuning_database`` under ``root`` (the tuning root is part of the cache key)."""
+    patch.setenv("AIRFLOW__NEO__CACHE_DIR", str(root / "cache"))
+    patch.setenv("AIRFLOW__NEO__TUNING_DATABASE", str(root / "tuning"))
 
 
 def local_request(name, archive: Path, out_dir: Path, **output) -> dict:
@@ -65,7 +107,8 @@ def test_factory_picks_the_local_hook(store):
     assert isinstance(hook, LocalNeoHook) and hook.store_path == store
 
 
-def test_local_compile_payload_has_the_api_shape_and_the_artifact_runs(store, sample_archive, tmp_path):
+def test_local_compile_payload_has_the_api_shape_and_the_artifact_runs(any_store, cached, sample_archive, tmp_path):
+    store = any_store
     payload = _op(local_request("local-ok", sample_archive, tmp_path / "out"), store).execute(make_context())
     assert payload["CompilationJobStatus"] == "COMPLETED"
     api_members = list(output_shape("DescribeCompilationJob").members)
@@ -91,7 +134,8 @@ def test_local_compile_payload_has_the_api_shape_and_the_artifact_runs(store, sa
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
 
-def test_deferred_local_compile_runs_the_trigger(store, sample_archive, tmp_path):
+def test_deferred_local_compile_runs_the_trigger(any_store, cached, sample_archive, tmp_path):
+    store = any_store
     op = _op(local_request("local-def", sample_archive, tmp_path / "out"), store, deferrable=True)
     context = make_context()
     with pytest.raises(TaskDeferred) as info:
@@ -112,7 +156,7 @@ def test_deferred_local_compile_runs_the_trigger(store, sample_archive, tmp_path
 
 
 def test_local_compile_in_a_kubernetes_executor_pod_waits_instead_of_deferring(
-    store, sample_archive, tmp_path, monkeypatch
+    store, cached, sample_archive, tmp_path, monkeypatch
 ):
     """Deferring would end the pod and the compile process in it: the operator waits in the pod."""
     from structlog.testing import capture_logs
@@ -151,7 +195,7 @@ def test_unsupported_target_fails_the_task_naming_the_reason(store, sample_archi
     assert LocalNeoHook(store_path=store).list_compilation_jobs() == []
 
 
-def test_sensor_waits_for_a_local_job_started_elsewhere(store, sample_archive, tmp_path):
+def test_sensor_waits_for_a_local_job_started_elsewhere(store, cached, sample_archive, tmp_path):
     LocalNeoHook(store_path=store).create_compilation_job(local_request("local-ext", sample_archive, tmp_path / "out"))
     sensor = NeoCompilationJobSensor(
         task_id="wait", compilation_job_name="local-ext", backend="local", local_store=store, poke_interval=0.5
@@ -175,7 +219,10 @@ def test_stop_mid_compile_publishes_nothing(store, sample_archive, tmp_path):
     assert described == payload
 
 
-def test_local_api_errors_match_sagemaker(store, sample_archive, tmp_path):
+def test_local_api_errors_match_sagemaker(any_store, sample_archive, tmp_path):
+    """A real compile (no cache hit), so that the job is still running when it is deleted; it is
+    then stopped, which ends it sooner than its compile would."""
+    store = any_store
     hook = LocalNeoHook(store_path=store)
     hook.create_compilation_job(local_request("local-dup", sample_archive, tmp_path / "out"))
     with pytest.raises(CompilationJobExists):
@@ -184,13 +231,14 @@ def test_local_api_errors_match_sagemaker(store, sample_archive, tmp_path):
         hook.delete_compilation_job("local-dup")
     with pytest.raises(CompilationJobNotFound):
         hook.describe_compilation_job("nope")
-    hook.wait_for_compilation_job("local-dup", check_interval=0.5)
+    hook.stop_compilation_job("local-dup")
+    assert hook.wait_for_compilation_job("local-dup", check_interval=0.2)["CompilationJobStatus"] == "STOPPED"
     hook.delete_compilation_job("local-dup")
     with pytest.raises(CompilationJobNotFound):
         hook.describe_compilation_job("local-dup")
 
 
-def test_list_operator_on_local_jobs(store, sample_archive, tmp_path):
+def test_list_operator_on_local_jobs(store, cached, sample_archive, tmp_path):
     hook = LocalNeoHook(store_path=store)
     for name in ("b-job", "a-job"):
         hook.create_compilation_job(local_request(name, sample_archive, tmp_path / name))
@@ -203,7 +251,7 @@ def test_list_operator_on_local_jobs(store, sample_archive, tmp_path):
     assert listed[0]["CompilationTargetPlatformOs"] == "LINUX" and listed[0]["CompilationJobStatus"] == "COMPLETED"
 
 
-def test_retry_reattaches_to_the_local_job(store, sample_archive, tmp_path):
+def test_retry_reattaches_to_the_local_job(store, cached, sample_archive, tmp_path):
     config = local_request("local-retry", sample_archive, tmp_path / "out")
     _op(config, store, wait_for_completion=False).execute(make_context(try_number=1))
     payload = _op(config, store).execute(make_context(try_number=2))
