@@ -27,6 +27,12 @@ from tests.support.waiting import wait_for
 
 POLL = 0.1
 
+#: The supervisor's paths that read and write the store as every other path does (create, claim,
+#: one terminal transition): run on SQLite only. The store-specific ones (the record of a success,
+#: stop requests, a lost runner, concurrent runners, the detached runner given a URL through its
+#: environment) keep both stores; the store itself is tested in tests/local/test_store*.py.
+SQLITE_ONLY = pytest.mark.parametrize("store_kind", ["sqlite"])
+
 
 # ----------------------------------------------------------------------------- fake compilers
 
@@ -178,6 +184,7 @@ def test_success_publishes_atomically_to_file_uri(store_path, model_archive, tmp
                      "phase compile: done", "phase publish: done", "job COMPLETED", "phase timings:"):
         assert expected in log_text
 
+@SQLITE_ONLY
 
 def test_success_to_plain_path_with_target_platform(store_path, model_archive, tmp_path):
     out = tmp_path / "deep" / "out"
@@ -200,6 +207,7 @@ def test_run_of_finished_job_is_a_no_op(store_path, model_archive, tmp_path):
 # ----------------------------------------------------------------------------- failures
 
 
+@SQLITE_ONLY
 @pytest.mark.parametrize(
     ("fn", "reason"),
     [
@@ -222,6 +230,7 @@ def test_compile_error_fails_and_publishes_nothing(store_path, model_archive, tm
     assert files_in(out) == []
     assert files_in(store.work_dir) == []
 
+@SQLITE_ONLY
 
 def test_supervisor_error_is_a_server_error(store_path, model_archive, tmp_path):
     # A compile function the spawned child cannot receive fails in the supervisor, not the child.
@@ -235,6 +244,7 @@ def test_supervisor_error_is_a_server_error(store_path, model_archive, tmp_path)
     assert files_in(tmp_path / "out") == []
     assert files_in(store.work_dir) == []
 
+@SQLITE_ONLY
 
 def test_missing_input_fails_clearly(store_path, tmp_path):
     store = JobStore(store_path)
@@ -242,6 +252,7 @@ def test_missing_input_fails_clearly(store_path, tmp_path):
     assert runner.run_job(store_path, "noinput", compile_fn=fake_ok, poll_interval=POLL) == st.FAILED
     assert store.describe("noinput")["FailureReason"] == f"ClientError: InputConfiguration: InputConfig.S3Uri: file://{tmp_path}/absent.tar.gz does not exist"
 
+@SQLITE_ONLY
 
 def test_publish_failure_fails_without_partial_artifact(store_path, model_archive, tmp_path):
     blocker = tmp_path / "blocker"
@@ -252,6 +263,7 @@ def test_publish_failure_fails_without_partial_artifact(store_path, model_archiv
     reason = store.describe("nopub")["FailureReason"]
     assert reason.startswith(f"ClientError: Could not publish the compiled model to {blocker}/out/resnet-ml_c5.tar.gz")
 
+@SQLITE_ONLY
 
 def test_max_runtime_times_out(store_path, model_archive, tmp_path):
     out = tmp_path / "out"
@@ -310,6 +322,7 @@ def test_stop_before_start(store_path, model_archive, tmp_path):
     assert store.describe("early")["CompilationJobStatus"] == st.STOPPED
     assert files_in(tmp_path / "out") == []
 
+@SQLITE_ONLY
 
 def test_child_segfault_is_a_failed_job(store_path, model_archive, tmp_path):
     store = JobStore(store_path)
@@ -320,6 +333,7 @@ def test_child_segfault_is_a_failed_job(store_path, model_archive, tmp_path):
     assert files_in(tmp_path / "out") == []
     assert "[compiler] about to crash" in store.log_path("segv").read_text()
 
+@SQLITE_ONLY
 
 def test_memory_cap(store_path, model_archive, tmp_path):
     store = JobStore(store_path)
@@ -442,6 +456,7 @@ class FakeS3:
         self.objects[(bucket, key)] = Path(filename).read_bytes()
         self.uploads.append({"bucket": bucket, "key": key, "extra": ExtraArgs})
 
+@SQLITE_ONLY
 
 def test_s3_input_and_output_with_kms(store_path, model_archive):
     s3 = FakeS3({("in-bucket", "models/resnet.tar.gz"): model_archive.read_bytes()})
@@ -456,6 +471,7 @@ def test_s3_input_and_output_with_kms(store_path, model_archive):
     assert job["ModelArtifacts"]["S3ModelArtifacts"] == "s3://out-bucket/compiled/resnet-ml_c5.tar.gz"
     assert job["ModelDigests"]["ArtifactDigest"] == hashlib.blake2b(s3.objects[("out-bucket", "compiled/resnet-ml_c5.tar.gz")]).hexdigest()
 
+@SQLITE_ONLY
 
 def test_s3_with_moto(store_path, model_archive, monkeypatch):
     moto = pytest.importorskip("moto")
@@ -512,6 +528,7 @@ def _tiny_onnx_archive(path: Path) -> None:
     model.ir_version = 8
     _write_tar_gz(str(path), {"model.onnx": model.SerializeToString()})
 
+@SQLITE_ONLY
 
 def test_real_compiler_end_to_end(store_path, tmp_path):
     import importlib.util
@@ -536,6 +553,7 @@ def test_real_compiler_end_to_end(store_path, tmp_path):
         assert {"model.so", "metadata.json"} <= set(tar.getnames())
     assert store.compile_metadata("real")["framework"] == "ONNX"
 
+@SQLITE_ONLY
 
 def test_real_compiler_bad_input_name_fails_clearly(store_path, tmp_path):
     import importlib.util
