@@ -1,5 +1,8 @@
 """The report on the asset events of the compile task's outlets, read by a downstream task in a
-real ``airflow dags test`` run (tests/operators/dags/neo_report_assets.py)."""
+real ``airflow dags test`` run (tests/operators/dags/neo_report_assets.py); in the same run (one
+Airflow database, one DAG run: each costs tens of seconds), NeoVerifyArtifactOperator in a real task
+context: its templated artifact_uri rendered from the compile's XCom, its report pushed to XCom and
+pulled by a downstream task."""
 
 from __future__ import annotations
 
@@ -50,3 +53,9 @@ def test_outlet_asset_events_carry_the_report(tmp_path):
     assert report["verification"]["passed"] is True and report["verification"]["reference"].startswith("onnxruntime")
     assert "profile_seconds" in report["profile"]["skipped"]  # the suite runs without profiles
     assert events[(tmp_path / "elsewhere").as_uri()] == [{}], "an outlet that is not the artifact gets no report"
+
+    verified = _line(output, "NEO_VERIFY_REPORT")
+    assert verified["artifact"] == artifact  # the template was rendered
+    assert verified["verification"]["passed"] is True
+    assert verified["verification"]["reference"].endswith("(recorded at compile)")
+    assert verified["profile"]["runs"] >= 1 and verified["host"]["machine"] == "x86_64"

@@ -1,19 +1,17 @@
 """NeoVerifyArtifactOperator: a real artifact (the small CNN of tests/local/models.py, compiled
-for this host), checked in a real task context (``airflow dags test``: templates rendered, the
-report pushed to XCom and pulled by a downstream task) and by ``execute`` for the gate, report
-mode, S3 through an Airflow AWS connection (moto), a library that crashes its check process (the
-task fails naming the signal) and argument checks."""
+for this host), checked by ``execute`` for the gate, report mode, S3 through an Airflow AWS
+connection (moto), a library that crashes its check process (the task fails naming the signal) and
+argument checks. The operator in a real task context (``airflow dags test``: its template rendered
+from the compile's XCom, the report pushed to XCom and pulled by a downstream task) runs in the DAG
+of tests/operators/test_report_assets.py, which shares that run's Airflow database and DAG run."""
 
 from __future__ import annotations
 
 import io
 import json
-import os
 import subprocess
 import sys
 import tarfile
-import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,10 +21,6 @@ from airflow_neo.local.compiler import compile_model
 from airflow_neo.operators.verify import NeoVerifyArtifactOperator
 from tests.local import models, native_libraries
 from tests.support.context import make_context
-
-REPO = Path(__file__).resolve().parents[2]
-AIRFLOW = str(Path(sys.executable).with_name("airflow"))
-
 
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory) -> dict:
@@ -57,44 +51,6 @@ def _operator(artifact_uri: str, **kwargs) -> NeoVerifyArtifactOperator:
     kwargs.setdefault("aws_conn_id", None)
     kwargs.setdefault("profile_seconds", 0)
     return NeoVerifyArtifactOperator(task_id="verify", artifact_uri=artifact_uri, **kwargs)
-
-
-DAG_FILE = """
-import json
-from airflow.sdk import DAG, task
-from airflow_neo.operators.verify import NeoVerifyArtifactOperator
-
-with DAG("neo_verify_artifact", schedule=None, params={{"artifact": {artifact!r}}}):
-    verify = NeoVerifyArtifactOperator(task_id="verify", artifact_uri="{{{{ params.artifact }}}}", profile_seconds=0.05,
-                                       aws_conn_id=None)
-
-    @task
-    def keep(report):
-        with open({out!r}, "w") as handle:
-            json.dump(report, handle)
-
-    keep(verify.output)
-"""
-
-
-def test_the_operator_in_a_real_task_context(artifacts, tmp_path):
-    home, dags = tmp_path / "home", tmp_path / "dags"
-    dags.mkdir()
-    out = tmp_path / "report.json"
-    (dags / "neo_verify_artifact.py").write_text(textwrap.dedent(DAG_FILE.format(artifact=artifacts["good"].as_uri(),
-                                                                                  out=str(out))))
-    env = {**os.environ, "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
-           "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "AIRFLOW__CORE__UNIT_TEST_MODE": "False", "PYTHONPATH": str(REPO)}
-    subprocess.run([AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
-    result = subprocess.run([AIRFLOW, "dags", "test", "neo_verify_artifact"], env=env, capture_output=True, text=True,
-                            timeout=300)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0 and "state=success" in output, output[-6000:]
-    report = json.loads(out.read_text())
-    assert report["artifact"] == artifacts["good"].as_uri()  # the template was rendered
-    assert report["verification"]["passed"] is True
-    assert report["verification"]["reference"].endswith("(recorded at compile)")
-    assert report["profile"]["runs"] >= 1 and report["host"]["machine"] == "x86_64"
 
 
 def test_the_gate_fails_the_task_with_the_figures_and_report_mode_returns_them(artifacts):
