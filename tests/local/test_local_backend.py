@@ -10,7 +10,8 @@ tests/local/test_store*.py.
 One real compile of the sample CNN for LINUX/X86_64 fills a module-wide compile cache
 (``warm_cache``); the tests that need a finished job of that model use it (``cached``), so their
 jobs run the whole runner (fetch, cache hit, publish, record) without compiling again. A test whose
-job must be compiling (the stop) or has another target (S3, ``ml_c5``) compiles for itself.
+job must be compiling (the stop, the API errors' delete of a running job) or has another target
+(S3, ``ml_c5``) compiles for itself.
 """
 
 from __future__ import annotations
