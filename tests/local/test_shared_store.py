@@ -86,6 +86,9 @@ class Cluster:
                 "AIRFLOW_CONN_NEO_STORE": json.dumps(store_connection),
                 "AIRFLOW__NEO__LOCAL_STORE_CONN_ID": "neo_store",
                 "AIRFLOW__NEO__LOCAL_LEASE_SECONDS": str(LEASE_SECONDS),
+                # no latency profile: its peak-RSS children (about 15 s a compile) are not what these
+                # tests are about (tests/local/test_profile.py and the example DAGs' batch test profile)
+                "AIRFLOW__NEO__PROFILE_SECONDS": "0",
                 "AIRFLOW__CORE__UNIT_TEST_MODE": "True",
                 "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
                 "AWS_ACCESS_KEY_ID": "testing",
@@ -282,12 +285,20 @@ def test_sixteen_concurrent_creates_leave_one_job_per_name(cluster):
     assert sorted(s["CompilationJobName"] for s in iter_all(observer, NameContains="race")) == sorted(names)
 
 
-def test_second_worker_reuses_what_the_first_tuned_and_compiled(cluster):
+def test_second_worker_reuses_what_the_first_tuned_and_compiled(cluster, tmp_path):
     """Tuning database and compile cache on S3: worker A tunes and compiles; worker B (another
     AIRFLOW_HOME, nothing on its disk) gets A's artifact from the shared cache, and with the cache
-    off recompiles with A's tuning records, measuring nothing new."""
+    off recompiles with A's tuning records, measuring nothing new.
+
+    The model is the tiny conv-relu-dense CNN of tests/local/test_tuning.py (two tunable kernels,
+    8x8 inputs), not the sample CNN (six kernels, each measured before tuning starts)."""
+    from tests.local.test_tuning import _tiny_cnn_archive
+
     bucket = cluster.bucket
-    model = f"s3://{bucket}/in/model.tar.gz"
+    archive, _reference = _tiny_cnn_archive(tmp_path / "tiny.tar.gz")
+    cluster.s3().upload_file(str(archive), bucket, "in/tiny.tar.gz")
+    model = f"s3://{bucket}/in/tiny.tar.gz"
+    inputs = json.dumps({"input0": [1, 3, 8, 8]})
     shared = {
         "AIRFLOW__NEO__TUNING_TRIALS": "8",
         "AIRFLOW__NEO__TUNING_DATABASE": f"s3://{bucket}/neo/tuning",
@@ -298,7 +309,7 @@ def test_second_worker_reuses_what_the_first_tuned_and_compiled(cluster):
 
     def compiled(worker: str, name: str, **extra: str) -> tuple[dict, dict, str]:
         result = result_of(cluster.start(worker, "compile", name, model, f"s3://{bucket}/{name}",
-                                         env={**shared, **extra}))
+                                         "--data-input-config", inputs, env={**shared, **extra}))
         assert "payload" in result, result
         assert result["payload"]["CompilationJobStatus"] == "COMPLETED", result["payload"]["FailureReason"]
         log = (cluster.home(worker) / "neo" / "logs" / f"{name}.log").read_text()

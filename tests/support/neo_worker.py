@@ -5,8 +5,10 @@ connections as ``AIRFLOW_CONN_*`` variables, ``[neo]`` options as ``AIRFLOW__NEO
 another machine would be. It prints one JSON object on its last line of stdout.
 
 Commands
-    ``compile NAME INPUT OUTPUT [--no-wait]``: NeoCompilationOperator(backend="local") with the
-        job store from the configuration; prints the payload (or the error).
+    ``compile NAME INPUT OUTPUT [--no-wait] [--data-input-config JSON]``:
+        NeoCompilationOperator(backend="local") with the job store from the configuration (the
+        model's inputs: the sample CNN's ``{"data": [1, 3, 32, 32]}`` unless given); prints the
+        payload (or the error).
     ``sense NAME --local-store URL``: NeoCompilationJobSensor(backend="local", local_store=URL);
         prints the payload (or the error) and, for a COMPLETED job, the BLAKE2b digest of the
         artifact read back from S3 through the AWS connection.
@@ -28,11 +30,14 @@ AWS_CONN_ID = "aws_neo_test"
 ROLE_ARN = "arn:aws:iam::123456789012:role/NeoRole"
 
 
-def _request(name: str, input_uri: str, output_uri: str) -> dict:
+SAMPLE_DATA_INPUT_CONFIG = '{"data": [1, 3, 32, 32]}'
+
+
+def _request(name: str, input_uri: str, output_uri: str, data_input_config: str = SAMPLE_DATA_INPUT_CONFIG) -> dict:
     return {
         "CompilationJobName": name,
         "RoleArn": ROLE_ARN,
-        "InputConfig": {"S3Uri": input_uri, "Framework": "ONNX", "DataInputConfig": '{"data": [1, 3, 32, 32]}'},
+        "InputConfig": {"S3Uri": input_uri, "Framework": "ONNX", "DataInputConfig": data_input_config},
         "OutputConfig": {"S3OutputLocation": output_uri, "TargetPlatform": {"Os": "LINUX", "Arch": "X86_64"}},
         "StoppingCondition": {"MaxRuntimeInSeconds": 600},
     }
@@ -51,7 +56,7 @@ def compile_job(args: argparse.Namespace) -> dict:
         task_id="compile",
         backend="local",
         aws_conn_id=AWS_CONN_ID,
-        config=_request(args.name, args.input, args.output),
+        config=_request(args.name, args.input, args.output, args.data_input_config),
         wait_for_completion=not args.no_wait,
         check_interval=0.5,
     )
@@ -123,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     p_compile.add_argument("input")
     p_compile.add_argument("output")
     p_compile.add_argument("--no-wait", action="store_true")
+    p_compile.add_argument("--data-input-config", default=SAMPLE_DATA_INPUT_CONFIG)
     p_sense = commands.add_parser("sense")
     p_sense.add_argument("name")
     p_sense.add_argument("--local-store", required=True)
