@@ -70,25 +70,36 @@ def _job(store_path, case, out: Path, name: str, settings: CompileSettings | Non
 # ----------------------------------------------------------------------------- jobs: gate and report
 
 
-def test_gate_fails_the_job_and_publishes_nothing(tmp_path):
-    case = models.onnx_cnn(tmp_path / "model")
-    out = tmp_path / "out"
-    store_path = tmp_path / "state" / "jobs.db"
-    final, job = _job(store_path, case, out, "gated")
+@pytest.fixture(scope="module")
+def report_then_gate(tmp_path_factory) -> dict:
+    """Two real jobs on one store and one compile cache, the reference tampered in both: "reported"
+    (verify="report") publishes and is not cached; "gated" (verify="gate", the same model) then
+    compiles again and fails. Shared by the three tests below (a job costs a compile child)."""
+    root = tmp_path_factory.mktemp("report-then-gate")
+    case = models.onnx_cnn(root / "model")
+    store_path = root / "state" / "jobs.db"
+    cache = str(root / "cache")
+    reported = _job(store_path, case, root / "out-reported", "reported", CompileSettings(verify="report", cache_dir=cache))
+    gated = _job(store_path, case, root / "out-gated", "gated", CompileSettings(verify="gate", cache_dir=cache))
+    return {"store_path": store_path, "root": root, "reported": reported, "gated": gated}
+
+
+def test_gate_fails_the_job_and_publishes_nothing(report_then_gate):
+    final, job = report_then_gate["gated"]
+    out = report_then_gate["root"] / "out-gated"
     assert final == st.FAILED
     reason = job["FailureReason"]
     assert reason.startswith("ClientError: AccuracyCheckFailed: output output0: max abs diff "), reason
     assert "> tolerance " in reason and "(reference: onnxruntime " in reason and "inputs: random (seed 0)" in reason
     assert "ModelDigests" not in job and "DerivedInformation" not in job
     assert not out.exists() or list(out.iterdir()) == []
-    assert "verification (gate): FAILED against onnxruntime" in JobStore(store_path).log_path("gated").read_text()
+    log = JobStore(report_then_gate["store_path"]).log_path("gated").read_text()
+    assert "verification (gate): FAILED against onnxruntime" in log
 
 
-def test_report_mode_publishes_with_the_failed_comparison(tmp_path):
-    case = models.onnx_cnn(tmp_path / "model")
-    out = tmp_path / "out"
-    store_path = tmp_path / "state" / "jobs.db"
-    final, job = _job(store_path, case, out, "reported", CompileSettings(verify="report"))
+def test_report_mode_publishes_with_the_failed_comparison(report_then_gate):
+    final, job = report_then_gate["reported"]
+    out = report_then_gate["root"] / "out-reported"
     assert final == st.COMPLETED, job.get("FailureReason")
     [artifact] = list(out.iterdir())
     verification = runtime.read_metadata(artifact)["verification"]
@@ -97,7 +108,17 @@ def test_report_mode_publishes_with_the_failed_comparison(tmp_path):
     assert output["name"] == "output0" and output["passed"] is False
     assert output["max_abs_diff"] > output["tolerance"] > 0
     assert verification["reference"].startswith("onnxruntime ")
-    assert JobStore(store_path).compile_metadata("reported")["verification"]["passed"] is False
+    assert JobStore(report_then_gate["store_path"]).compile_metadata("reported")["verification"]["passed"] is False
+
+
+def test_an_artifact_that_failed_verification_is_never_a_cache_hit(report_then_gate):
+    """Published under "report", not cached: a later identical job under "gate" compiles and is refused."""
+    store = JobStore(report_then_gate["store_path"])
+    assert report_then_gate["reported"][0] == st.COMPLETED
+    assert "not cached: the artifact failed verification" in store.log_path("reported").read_text()
+    final, job = report_then_gate["gated"]
+    assert final == st.FAILED and job["FailureReason"].startswith("ClientError: AccuracyCheckFailed: ")
+    assert "compile cache hit" not in store.log_path("gated").read_text()
 
 
 # ----------------------------------------------------------------------------- the compiler
@@ -298,18 +319,6 @@ def test_the_operators_verify_mode_reaches_the_compile(tmp_path):
     assert "verification" not in metadata and "profile" not in metadata  # off; tests/conftest.py: profile_seconds 0
 
 
-def test_an_artifact_that_failed_verification_is_never_a_cache_hit(tmp_path):
-    """Published under "report", not cached: a later identical job under "gate" compiles and is refused."""
-    case = models.onnx_cnn(tmp_path / "model")
-    store_path = tmp_path / "state" / "jobs.db"
-    cache = str(tmp_path / "cache")
-    final, _ = _job(store_path, case, tmp_path / "out1", "reported", CompileSettings(verify="report", cache_dir=cache))
-    assert final == st.COMPLETED
-    assert "not cached: the artifact failed verification" in JobStore(store_path).log_path("reported").read_text()
-    final, job = _job(store_path, case, tmp_path / "out2", "gated-later", CompileSettings(verify="gate", cache_dir=cache))
-    assert final == st.FAILED and job["FailureReason"].startswith("ClientError: AccuracyCheckFailed: ")
-
-
 def test_a_cached_artifact_without_the_checks_a_job_asks_for_is_not_a_hit(tmp_path):
     """A hit keeps the first compile's metadata: one compiled with the profile (or verification) off
     must not answer a job that asks for it (its max_slowdown gate would have no figures)."""
@@ -328,6 +337,11 @@ def test_a_cached_artifact_without_the_checks_a_job_asks_for_is_not_a_hit(tmp_pa
     metadata, log = job("profiled", profile_seconds=0.2)
     assert "lacks the verification and the profile this job asks for" in log
     assert metadata["verification"]["passed"] is True and metadata["profile"]["latency_ms"]["p50"] > 0
+    # the job's profile_seconds reaches its compile (was test_profile.test_a_job_profiles_with_its_settings)
+    profile = JobStore(store_path).compile_metadata("profiled")["profile"]
+    assert profile["budget_seconds"] == 0.2 and profile["runs"] >= 1 and profile["warmup_runs"] == 1
+    ms = profile["latency_ms"]
+    assert 0 < ms["min"] <= ms["p50"] <= ms["p90"] <= ms["p99"] and ms["mean"] > 0
     metadata, log = job("profiled-again", profile_seconds=0.2)
     assert "compile cache hit" in log and "lacks" not in log
     assert metadata["profile"]["latency_ms"]["p50"] > 0
