@@ -73,9 +73,23 @@ def test_dagbag_imports_every_dag_and_records_parse_time(airflow_home, record_pr
     assert all(not r["errors"] for r in results.values()), results
 
 
-def test_neo_local_compile(airflow_home):
-    home, env = airflow_home
-    output = _dags_test(env, "neo_local_compile")
+# The batch DAG's profile budget (its max_slowdown gate needs the figures); the local DAG's runs use
+# it too, so that their compile-cache entry of the sample CNN (seed 0: cnn-small's bytes) carries a
+# profile and answers the batch's cnn-small x86-64 job.
+PROFILED = {"AIRFLOW__NEO__PROFILE_SECONDS": "1"}
+
+
+@pytest.fixture(scope="module")
+def local_compile_run(airflow_home) -> str:
+    """One run of neo_local_compile (its output), shared by the tests of its first and its second
+    run and by the batch test (whose cnn-small x86-64 job it compiled)."""
+    _, env = airflow_home
+    return _dags_test({**env, **PROFILED}, "neo_local_compile")
+
+
+def test_neo_local_compile(airflow_home, local_compile_run):
+    home, _ = airflow_home
+    output = local_compile_run
     assert '"CompilationJobStatus": "COMPLETED"' in output
     assert "Ran once: output shapes [[1, 10]]" in output
     assert "Report from the asset event: verification gate: passed=True against onnxruntime" in output
@@ -85,16 +99,16 @@ def test_neo_local_compile(airflow_home):
     assert "XCom not found" not in output, "a local task's log must not show the console link's failed lookup"
 
 
-def test_rerunning_the_local_compile_hits_the_cache_and_keeps_every_digest_true(airflow_home):
-    """The sample archive is byte-stable: a second run is a cache hit whose artifact has the same bytes,
-    so the first job's ArtifactDigest still describes the file its payload points to."""
+def test_rerunning_the_local_compile_hits_the_cache_and_keeps_every_digest_true(airflow_home, local_compile_run):
+    """The sample archive is byte-stable: a second run (after the module's first, which compiled)
+    is a cache hit whose artifact has the same bytes, so the first job's ArtifactDigest still
+    describes the file its payload points to."""
     import hashlib
 
     from airflow_neo.local.store import JobStore
 
     home, env = airflow_home
-    _dags_test(env, "neo_local_compile")
-    _dags_test(env, "neo_local_compile")
+    _dags_test({**env, **PROFILED}, "neo_local_compile")
     store = JobStore(home / "neo" / "jobs.sqlite")
     names = [n for n, status in _jobs(home) if n.startswith("sample-cnn-x86-64") and status == "COMPLETED"]
     assert len(names) >= 2, names
@@ -107,11 +121,23 @@ def test_rerunning_the_local_compile_hits_the_cache_and_keeps_every_digest_true(
         assert hashlib.blake2b(path.read_bytes()).hexdigest() == payload["ModelDigests"]["ArtifactDigest"], payload
 
 
-def test_neo_batch_compile(airflow_home):
+def test_neo_batch_compile(airflow_home, local_compile_run, tmp_path):
     """Six jobs, each verified and profiled (profile_seconds 1: the DAG's max_slowdown gate needs
-    the figures); the summary tabulates every report and the gated x86-64 rows pass the gate."""
+    the figures); the summary tabulates every report and the gated x86-64 rows pass the gate.
+
+    cnn-small is the sample CNN that neo_local_compile compiled for x86-64 with the same profile
+    budget (``local_compile_run``): that job is a compile-cache hit whose row carries the cached
+    verification and profile, and passes the gate on them; cnn-alt's x86-64 job compiles and profiles.
+
+    The aarch64 root is withheld (``AIRFLOW_NEO_ARM64_ROOT`` names an empty directory), so the ARM64
+    jobs complete "not verified" and their rows say ``unverified``: the emulated verification
+    (15-20 s of qemu per job) is the subject of tests/local/test_emulation.py (an ARM64 artifact
+    passes the gate under emulation, a wrong one is caught) and test_arm_emulation.py."""
     home, env = airflow_home
-    output = _dags_test({**env, "AIRFLOW__NEO__PROFILE_SECONDS": "1"}, "neo_batch_compile", "2026-11-20")
+    no_arm_root = tmp_path / "no-arm64-root"
+    no_arm_root.mkdir()
+    env = {**env, **PROFILED, "AIRFLOW_NEO_ARM64_ROOT": str(no_arm_root)}
+    output = _dags_test(env, "neo_batch_compile", "2026-11-20")
     jobs = [job for job in _jobs(home) if job[0].endswith("-20261120")]
     assert len(jobs) == 6 and {status for _, status in jobs} == {"COMPLETED"}, jobs
     for model in ("cnn-small", "cnn-alt"):
@@ -124,7 +150,19 @@ def test_neo_batch_compile(airflow_home):
         job, status, target, verified, p50, speedup, gate = rows[f"{model}-x86-64-20261120"][:7]
         assert (status, target, verified, gate) == ("COMPLETED", "LINUX/X86_64", "passed", "passed"), rows
         assert float(p50) > 0 and float(speedup.rstrip("x")) > 0
-        assert rows[f"{model}-arm64-20261120"][6] == "-"  # no gate: ARM artifacts are profiled on the device
+        arm = rows[f"{model}-arm64-20261120"]
+        assert arm[1:3] == ["COMPLETED", "LINUX/ARM64"], rows
+        assert arm[3] == "unverified", rows  # a job that could not be verified completes, and says so
+        assert arm[6] == "-"  # no gate: ARM artifacts are profiled on the device
+    from airflow_neo.local.store import JobStore
+
+    store = JobStore(home / "neo" / "jobs.sqlite")
+    small_log = store.log_path("cnn-small-x86-64-20261120").read_text()
+    assert "compile cache hit (" in small_log and "; not compiling" in small_log, small_log[-3000:]
+    alt_log = store.log_path("cnn-alt-x86-64-20261120").read_text()
+    assert "compile cache miss" in alt_log and "profile: p50 " in alt_log, alt_log[-3000:]
+    arm_log = store.log_path("cnn-small-arm64-20261120").read_text()
+    assert "verification: not verified: " in arm_log and f"no aarch64 root at $AIRFLOW_NEO_ARM64_ROOT={no_arm_root}" in arm_log, arm_log[-3000:]
 
 
 @pytest.fixture
