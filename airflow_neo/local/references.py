@@ -277,5 +277,7 @@ def _tflite_interpreter():
             found = importlib.import_module(module)
         except ImportError:
             continue
-        return found.Interpreter, f"TFLite interpreter ({label})"
-    raise NotVerifiable("no TFLite interpreter is installed (pip install ai-edge-litert, or tflite-runtime or tensorflow)")
+        if hasattr(found, "Interpreter"):  # TensorFlow 2.21's tensorflow.lite has none (moved to ai-edge-litert)
+            return found.Interpreter, f"TFLite interpreter ({label})"
+    raise NotVerifiable("no TFLite interpreter is installed (pip install ai-edge-litert, or tflite-runtime; TensorFlow 2.21's "
+                        "tensorflow.lite has none)")

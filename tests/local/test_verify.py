@@ -10,6 +10,8 @@ the reference is not, so the outputs differ well beyond tolerance and the gate m
 from __future__ import annotations
 
 import json
+import sys
+import types
 import tarfile
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from airflow_neo.local.settings import CompileSettings, check_verify
 from airflow_neo.local.store import JobStore
 from airflow_neo.local.verify import sample_inputs, tolerance_for, verify_build
 from tests.local import models
+from tests.support.requires import require
 
 LINUX_X86_64 = {"Os": "LINUX", "Arch": "X86_64"}
 POLL = 0.1
@@ -162,11 +165,24 @@ def test_xgboost_is_verified_against_xgboost(tmp_path):
     assert verification["passed"] is True and verification["reference"].startswith("xgboost ")
 
 
-def test_tflite_without_an_interpreter_is_not_verified(tmp_path):
-    import importlib.util
+#: where the TFLite reference looks for an interpreter (airflow_neo.local.references._tflite_interpreter)
+TFLITE_INTERPRETERS = ("ai_edge_litert", "ai_edge_litert.interpreter", "tflite_runtime", "tflite_runtime.interpreter",
+                       "tensorflow", "tensorflow.lite")
 
-    if any(importlib.util.find_spec(m) for m in ("ai_edge_litert", "tflite_runtime", "tensorflow")):
-        pytest.skip("a TFLite interpreter is installed here")
+
+def test_tflite_is_verified_by_an_interpreter(tmp_path):
+    require("ai_edge_litert.interpreter", "pip install ai-edge-litert")  # in the test extra
+    verification = _compile(models.tflite_cnn(tmp_path / "model"), tmp_path)["verification"]
+    assert verification["passed"] is True and verification["reference"].startswith("TFLite interpreter ("), verification
+
+
+@pytest.mark.parametrize("tensorflow_lite", ["absent", "without Interpreter"])
+def test_tflite_without_an_interpreter_is_not_verified(tmp_path, monkeypatch, tensorflow_lite):
+    for module in TFLITE_INTERPRETERS:  # None in sys.modules: the import raises ImportError
+        monkeypatch.setitem(sys.modules, module, None)
+    if tensorflow_lite != "absent":  # TensorFlow 2.21: tensorflow.lite imports, its Interpreter moved to ai-edge-litert
+        monkeypatch.setitem(sys.modules, "tensorflow", types.ModuleType("tensorflow"))
+        monkeypatch.setitem(sys.modules, "tensorflow.lite", types.ModuleType("tensorflow.lite"))
     metadata = _compile(models.tflite_cnn(tmp_path / "model"), tmp_path)
     verification = metadata["verification"]
     assert verification["passed"] is None
