@@ -22,6 +22,9 @@ __all__ = [
     "PREFERRED_FILENAMES",
     "ModelArchiveError",
     "find_model_file",
+    "is_junk",
+    "list_files",
+    "listing",
     "safe_extract",
 ]
 
@@ -233,9 +236,9 @@ def _human(size: int) -> str:
     return f"{size} B"
 
 
-def _is_junk(rel: PurePosixPath) -> bool:
+def is_junk(rel: str | PurePosixPath) -> bool:
     """Files that archiving tools add and that are never the model (macOS resource forks, hidden files)."""
-    return any(part == "__MACOSX" or part.startswith(".") for part in rel.parts)
+    return any(part == "__MACOSX" or part.startswith(".") for part in PurePosixPath(rel).parts)
 
 
 def list_files(extracted_dir: str | os.PathLike) -> list[str]:
@@ -269,7 +272,7 @@ def find_model_file(extracted_dir: str | os.PathLike, framework: str) -> Path:
     candidates = [
         rel
         for rel in files
-        if not _is_junk(PurePosixPath(rel))
+        if not is_junk(rel)
         and (PurePosixPath(rel).suffix.lower() in suffixes or PurePosixPath(rel).name in names)
     ]
     wanted = " or ".join([f"*{suffix}" for suffix in suffixes] + list(names))
@@ -286,6 +289,11 @@ def find_model_file(extracted_dir: str | os.PathLike, framework: str) -> Path:
         f"the model archive holds {len(candidates)} {framework} model files ({wanted}): {_listing(candidates)}; "
         "it must hold exactly one"
     )
+
+
+def listing(extracted_dir: str | os.PathLike) -> str:
+    """What an extracted archive holds, for error messages: ``N file(s): a, b ... and K more``."""
+    return _listing(list_files(extracted_dir))
 
 
 def _listing(files: list[str]) -> str:

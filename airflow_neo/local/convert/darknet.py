@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from airflow_neo.local.archive import list_files
+from airflow_neo.local.archive import listing
 from airflow_neo.local.convert import Converted, Source
 from airflow_neo.local.convert.darknet_cfg import Layer, Shape, ShapeMismatch, layer_shapes, parse_cfg, read_weights
 from airflow_neo.local.convert.darknet_layers import SUPPORTED_LAYERS, GraphBuilder, emit_layer, validate
@@ -62,7 +62,7 @@ def convert(source: Source) -> Converted:
                                 f"{at_cfg.c}x{at_cfg.h}x{at_cfg.w} (CxHxW): {err}") from None
     weights_file = find_weights(source.model_file, source.model_dir)
     weights = read_weights(weights_file, layers, [at_cfg, *cfg_shapes[:-1]],
-                           _listing(source.model_dir))
+                           listing(source.model_dir))
     shapes = _shapes_for_input(layers, name, shape, at_cfg, cfg_shapes)
     model = build_onnx(layers, name, shape, shapes, weights)
     onnx_path = Path(source.work) / "model.onnx"
@@ -146,13 +146,8 @@ def find_weights(cfg: Path, model_dir: Path) -> Path:
         return found[0]
     what = "no .weights file" if not found else f"{len(found)} .weights files ({', '.join(p.name for p in found)})"
     raise ModelArchiveError(f"{what} beside {Path(cfg).name}; a DARKNET archive holds one .cfg and, in the same folder, "
-                            f"exactly one .weights; the archive holds {_listing(model_dir)}")
+                            f"exactly one .weights; the archive holds {listing(model_dir)}")
 
-
-def _listing(model_dir: Path) -> str:
-    files = list_files(model_dir)
-    shown = ", ".join(files[:20]) + (f" and {len(files) - 20} more" if len(files) > 20 else "")
-    return shown or "no files"
 
 
 def output_layers(layers: list[Layer]) -> list[Layer]:

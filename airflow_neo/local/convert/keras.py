@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from airflow_neo.local.archive import listing
 from airflow_neo.local.convert import Converted, MissingExtra, Source
 from airflow_neo.local.convert import tf_common as common
 from airflow_neo.local.errors import ModelArchiveError, ModelInputError
@@ -66,7 +67,7 @@ def load_model(model_file: Path):
     except Exception as err:  # noqa: BLE001 - any load failure is the archive's
         raise ModelArchiveError(
             f"{model_file.name} is not a Keras model Keras {keras.__version__} can load ({type(err).__name__}: "
-            f"{common.first_line(err)}); the archive holds {common.listing(model_file.parent)}; KERAS takes one "
+            f"{common.first_line(err)}); the archive holds {listing(model_file.parent)}; KERAS takes one "
             f".keras or .h5 file of a Sequential or Functional model") from err
     try:
         model.inputs and model.outputs  # noqa: B018 - a subclassed model that was never built has neither

@@ -20,10 +20,11 @@ job is "not verified".
 from __future__ import annotations
 
 import os
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 
+from airflow_neo.local.archive import is_junk, list_files, listing
 from airflow_neo.local.convert import Converted, Source
 from airflow_neo.local.convert.mxnet_params import ParamsFormatError, read_params, split_params
 from airflow_neo.local.convert.mxnet_symbol import MxGraph, classify, load_symbol, needed_nodes
@@ -42,30 +43,16 @@ _INPUT_DTYPE_FLAGS = {"0": "float32", "1": "float64", "2": "float16"}
 _EXTERNAL_DATA_BYTES = 1 << 30
 
 
-def _listing(model_dir: Path) -> str:
-    from airflow_neo.local.archive import list_files
-
-    files = list_files(model_dir)
-    shown = ", ".join(files[:25]) + (f" and {len(files) - 25} more" if len(files) > 25 else "")
-    return f"{len(files)} file(s): {shown}" if files else "no files"
-
-
-def _is_junk(rel: str) -> bool:
-    return any(part == "__MACOSX" or part.startswith(".") for part in PurePosixPath(rel).parts)
-
-
 def find_params_file(model_file: Path, model_dir: Path) -> Path:
     """The one ``.params`` of the archive; :class:`ModelArchiveError` naming the files otherwise."""
-    from airflow_neo.local.archive import list_files
-
-    found = [rel for rel in list_files(model_dir) if rel.lower().endswith(".params") and not _is_junk(rel)]
+    found = [rel for rel in list_files(model_dir) if rel.lower().endswith(".params") and not is_junk(rel)]
     if len(found) == 1:
         return model_dir / found[0]
     what = "no .params file" if not found else f"{len(found)} .params files ({', '.join(found)})"
     raise ModelArchiveError(
         f"the MXNET model archive holds {what} for the symbol file {model_file.name}; it must hold exactly "
         f"one symbol file (*-symbol.json) and one parameter file (*.params, as HybridBlock.export writes "
-        f"them); it holds {_listing(model_dir)}")
+        f"them); it holds {listing(model_dir)}")
 
 
 def load_params(params_file: Path, model_dir: Path) -> dict[str, np.ndarray]:
@@ -74,7 +61,7 @@ def load_params(params_file: Path, model_dir: Path) -> dict[str, np.ndarray]:
         names, arrays = read_params(params_file)
     except ParamsFormatError as err:
         raise ModelArchiveError(f"{params_file.name} is not an MXNet parameter file: {err}; "
-                                f"the archive holds {_listing(model_dir)}") from None
+                                f"the archive holds {listing(model_dir)}") from None
     if not names and arrays:
         raise ModelArchiveError(f"{params_file.name} holds {len(arrays)} arrays without names; MXNET needs the "
                                 "named parameters that HybridBlock.export or mx.nd.save(dict) writes")
@@ -180,7 +167,7 @@ def convert(source: Source) -> Converted:
         raise MissingExtra("the MXNET converter needs onnx (pip install onnx)") from err
     from airflow_neo import __version__
 
-    graph = load_symbol(source.model_file, _listing(source.model_dir))
+    graph = load_symbol(source.model_file, listing(source.model_dir))
     params_file = find_params_file(source.model_file, source.model_dir)
     params = load_params(params_file, source.model_dir)
     classify(graph, needed_nodes(graph), set(params))
@@ -208,7 +195,7 @@ def _check_params(graph: MxGraph, params: dict, params_file: Path, source: Sourc
         raise ModelArchiveError(
             f"{params_file.name} lacks the argument(s) {', '.join(what)} that {source.model_file.name} needs"
             + (" (and DataInputConfig does not name them as inputs)" if unresolved else "")
-            + f"; the archive holds {_listing(source.model_dir)}")
+            + f"; the archive holds {listing(source.model_dir)}")
 
 
 #: a Python with MXNet 1.x (a side virtualenv: MXNet 1.9 needs numpy < 2) that the reference runs
@@ -224,7 +211,7 @@ def reference(model_file: Path, metadata: dict, threads: int | None = None):
     from airflow_neo.local.references import NotVerifiable, Reference
 
     model_file = Path(model_file)
-    params = [path for path in model_file.parent.rglob("*.params") if not _is_junk(path.name)]
+    params = [path for path in model_file.parent.rglob("*.params") if not is_junk(path.name)]
     if len(params) != 1:
         raise NotVerifiable(f"{len(params)} .params files beside {model_file.name}; the reference needs one")
     mx = mxnet_runner.import_mxnet(threads)

@@ -25,6 +25,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from airflow_neo.local.archive import listing
 from airflow_neo.local.convert import Converted, Source
 from airflow_neo.local.convert import tf_common as common
 from airflow_neo.local.errors import ModelArchiveError, ModelInputError
@@ -78,7 +79,7 @@ def _load_saved_model(tf, model_file: Path):
     except Exception as err:  # noqa: BLE001 - any load failure is the archive's
         raise ModelArchiveError(
             f"{model_file.name} is not a SavedModel TensorFlow can load ({type(err).__name__}: {common.first_line(err)}); "
-            f"its directory holds {common.listing(model_file.parent)}; a SavedModel is saved_model.pb with its "
+            f"its directory holds {listing(model_file.parent)}; a SavedModel is saved_model.pb with its "
             f"variables/ folder beside it") from err
 
 
@@ -142,7 +143,7 @@ def load_graph_def(tf, model_file: Path):
             graph_def.ParseFromString(model_file.read_bytes())
     except (DecodeError, text_format.ParseError, UnicodeDecodeError, ValueError) as err:
         raise ModelArchiveError(f"{model_file.name} is not a TensorFlow GraphDef ({type(err).__name__}: {common.first_line(err)}); "
-                                f"the archive holds {common.listing(model_file.parent)}; TENSORFLOW takes a SavedModel "
+                                f"the archive holds {listing(model_file.parent)}; TENSORFLOW takes a SavedModel "
                                 f"(saved_model.pb beside variables/) or one frozen graph .pb/.pbtxt") from err
     if not graph_def.node:
         raise ModelArchiveError(f"{model_file.name} holds no graph nodes: it is not a frozen TensorFlow graph")

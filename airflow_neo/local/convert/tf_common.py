@@ -74,13 +74,6 @@ def versions(tf, tf2onnx, **more) -> dict:
     return {"tensorflow": tf.__version__, "tf2onnx": tf2onnx.__version__, **more}
 
 
-def listing(directory: Path, limit: int = 20) -> str:
-    """The files under ``directory`` (relative paths), at most ``limit`` of them."""
-    files = sorted(str(path.relative_to(directory)) for path in directory.rglob("*") if path.is_file())
-    shown = ", ".join(files[:limit]) + (f" and {len(files) - limit} more" if len(files) > limit else "")
-    return f"[{shown}]" if files else "no files"
-
-
 # ----------------------------------------------------------------------------- shapes
 
 

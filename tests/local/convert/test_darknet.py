@@ -173,7 +173,7 @@ def test_missing_weights(tmp_path):
     (cfg.parent / "tiny.weights").unlink()
     (cfg.parent / "labels.txt").write_text("cat\n")
     with pytest.raises(ModelArchiveError, match=r"no \.weights file beside tiny\.cfg.*exactly one \.weights.*"
-                                                r"holds labels\.txt, tiny\.cfg"):
+                                                r"holds 2 file\(s\): labels\.txt, tiny\.cfg"):
         _convert(cfg)
 
 
