@@ -15,6 +15,7 @@ from functools import lru_cache
 from typing import Any
 
 from airflow_neo.core.exceptions import InvalidCompilationRequest, Problem
+from airflow_neo.core.input_shapes import parse_data_input
 from airflow_neo.core.service_model import input_shape
 
 OPERATION = "CreateCompilationJob"
@@ -22,6 +23,8 @@ JSON_STRING_MEMBERS = ("DataInputConfig", "CompilerOptions")
 NVIDIA_REQUIRED_OPTIONS = ("gpu-code", "trt-ver", "cuda-ver")
 # Neo accepts the list form of DataInputConfig only for PyTorch.
 LIST_FORM_FRAMEWORKS = frozenset({"PYTORCH"})
+# The only target that takes Core ML's object form of DataInputConfig entries.
+COREML_DEVICE = "coreml"
 # Schemes the local backend reads and writes besides those of the API's S3Uri pattern.
 LOCAL_URI_PREFIXES = ("file://", "/")
 # An integer given as a string (Jinja renders strings): ASCII digits only ("²".isdigit() is True).
@@ -269,7 +272,7 @@ def _check_semantics(request: dict, problems: list[Problem]) -> None:
                     "exactly one of TargetDevice and TargetPlatform is required",
                 )
             )
-    _check_data_input_config(input_config, problems)
+    _check_data_input_config(input_config, problems, output_config.get("TargetDevice"))
     options = _check_compiler_options(output_config, problems)
     platform = output_config.get("TargetPlatform")
     if isinstance(platform, dict) and platform.get("Accelerator") == "NVIDIA":
@@ -285,7 +288,10 @@ def _check_semantics(request: dict, problems: list[Problem]) -> None:
     _check_stopping_condition(request.get("StoppingCondition"), problems)
 
 
-def _check_data_input_config(input_config: dict, problems: list[Problem]) -> None:
+def _check_data_input_config(input_config: dict, problems: list[Problem], target_device: Any = None) -> None:
+    """DataInputConfig's form: shapes whose dimensions are positive integers or ``"lo..hi"`` ranges
+    (every target), Core ML's object form only for TargetDevice ``coreml``
+    (:mod:`airflow_neo.core.input_shapes` parses both)."""
     raw = input_config.get("DataInputConfig")
     if not isinstance(raw, str):
         return
@@ -298,23 +304,27 @@ def _check_data_input_config(input_config: dict, problems: list[Problem]) -> Non
         return
     list_ok = isinstance(framework, str) and framework in LIST_FORM_FRAMEWORKS
     forms = '{"input_name": [1, 3, 224, 224], ...}' + (" or [[1, 3, 224, 224], ...]" if list_ok else "")
-    if isinstance(parsed, dict):
-        bad = {name: shape for name, shape in parsed.items() if not _is_shape(shape)}
-        if not parsed or bad:
-            problems.append(Problem(path, raw, f"for {framework} must be of the form {forms}: each shape a list of positive integers"))
-    elif isinstance(parsed, list) and list_ok:
-        if not parsed or not all(_is_shape(shape) for shape in parsed):
-            problems.append(Problem(path, raw, f"for {framework} must be of the form {forms}: each shape a list of positive integers"))
-    else:
+    if not isinstance(parsed, dict) and not (isinstance(parsed, list) and list_ok):
         problems.append(Problem(path, raw, f"for {framework} must be of the form {forms}"))
-
-
-def _is_shape(shape: Any) -> bool:
-    return (
-        isinstance(shape, list)
-        and len(shape) > 0
-        and all(isinstance(dim, int) and not isinstance(dim, bool) and dim > 0 for dim in shape)
-    )
+        return
+    try:
+        entries = parse_data_input(parsed)
+    except ValueError as err:
+        problems.append(Problem(path, raw, f"for {framework}: {err}; DataInputConfig is of the form {forms}"))
+        return
+    if target_device == COREML_DEVICE:
+        return
+    objects = [entry.name for entry in entries if entry.object_form]
+    if objects:
+        problems.append(
+            Problem(
+                path,
+                raw,
+                f"inputs {objects} use Core ML's object form ({{\"shape\": ..., \"type\": ...}}), which is for "
+                f"OutputConfig.TargetDevice {COREML_DEVICE!r} only; for {target_device or 'TargetPlatform'} give each "
+                f"input a plain shape of the form {forms} (dimensions may be ranges such as \"1..10\")",
+            )
+        )
 
 
 def _check_compiler_options(output_config: dict, problems: list[Problem]) -> dict | None:
