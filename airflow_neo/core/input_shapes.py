@@ -268,8 +268,9 @@ def parse_data_input(config: Any) -> list[InputShape]:
     """Every entry of a parsed DataInputConfig, in the order given.
 
     A dict is keyed by input name; a list (Neo's PyTorch list form) names its entries ``input0``,
-    ``input1``, ... with ``positional`` set; a list of dimensions is one input's shape (as the
-    PyTorch frontend reads it). Which frameworks may use the list form is the caller's rule.
+    ``input1``, ... with ``positional`` set; each item of the list is an entry (a flat list of
+    dimensions is refused, as Neo's form is ``[[1, 3, 224, 224]]``). Which frameworks may use the
+    list form is the caller's rule.
     """
     if isinstance(config, dict):
         if not config:
@@ -278,8 +279,12 @@ def parse_data_input(config: Any) -> list[InputShape]:
     if isinstance(config, (list, tuple)):
         if not config:
             raise ValueError("DataInputConfig is an empty list; give at least one shape, e.g. [[1, 3, 224, 224]]")
-        if not any(isinstance(item, (list, tuple, dict)) for item in config):
-            return [parse_input_entry("input0", config, positional=True)]
+        flat = [item for item in config if not isinstance(item, (list, tuple, dict))]
+        if flat:
+            raise ValueError(
+                f"DataInputConfig list form {config!r} holds {flat[0]!r}; the list form is a list of entries, "
+                f"one per input, e.g. [[1, 3, 224, 224]] or [{{\"shape\": [1, 3, 224, 224]}}]"
+            )
         return [parse_input_entry(f"input{i}", item, positional=True) for i, item in enumerate(config)]
     raise ValueError(
         f"DataInputConfig is {config!r}; it must be an object {{\"name\": shape, ...}} or (PyTorch) a list of shapes"

@@ -125,9 +125,9 @@ def test_parse_data_input_list_form_is_positional():
     assert entries[1].enumerated == ((1, 10), (2, 10)) and entries[1].default_shape == (2, 10)
 
 
-def test_parse_data_input_single_shape_list():
-    (entry,) = parse_data_input(["1..8", 3, 8, 8])
-    assert entry.name == "input0" and entry.dims == (Range(1, 8), 3, 8, 8)
+def test_parse_data_input_flat_list_is_refused():
+    with pytest.raises(ValueError, match=r"holds '1..8'; the list form is a list of entries"):
+        parse_data_input(["1..8", 3, 8, 8])
 
 
 @pytest.mark.parametrize("config", [{}, [], "[1, 3]", 3, None])
