@@ -274,6 +274,10 @@ class CompiledModel:
                 raise ModelInputError(
                     f"input {spec['name']!r} must have shape {shape} (None: any size); got {list(array.shape)}"
                 )
+            if spec.get("ranges"):  # a flexible dim: memory is planned for its upper bound
+                from airflow_neo.local.flexible_shapes import check_ranges
+
+                check_ranges(spec, array.shape)
             arrays.append(np.ascontiguousarray(array))
         return arrays
 

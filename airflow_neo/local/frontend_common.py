@@ -2,8 +2,11 @@
 
 Invariants: :func:`match_inputs` returns every model input with a fully static shape and a dtype,
 or raises :class:`~airflow_neo.local.errors.ModelInputError` naming the input, what the model
-declares and what the request gave; models are never cast. Nothing here imports a framework or
-TVM, and nothing here imports another frontend module (they import this one).
+declares and what the request gave; models are never cast. The one exception to "fully static":
+with ``flexible_ok``, a DataInputConfig range (``"1..8"``) on a dim the model leaves dynamic gives a
+:class:`~airflow_neo.local.flexible_shapes.FlexibleInputSpec` (None at that dim, its range in
+``ranges``); without it a range is refused. Nothing here imports a framework or TVM, and nothing
+here imports another frontend module (they import this one).
 """
 
 from __future__ import annotations
@@ -77,11 +80,13 @@ def match_inputs(
     dtype_option,
     *,
     positional_ok: bool = False,
+    flexible_ok: bool = False,
 ) -> list[InputSpec]:
     """Resolve each model input's shape and dtype from DataInputConfig and the model's declarations.
 
     ``positional_ok``: a dict whose keys are not the model's input names is taken in order
-    (Neo's PyTorch convention: input0, input1, ...).
+    (Neo's PyTorch convention: input0, input1, ...). ``flexible_ok``: the importer keeps range
+    dims symbolic (:mod:`airflow_neo.local.flexible_shapes`); else a range is a ModelInputError.
     """
     if isinstance(dtype_option, dict):
         unknown = sorted(set(dtype_option) - {spec.name for spec in model_inputs})
@@ -120,6 +125,10 @@ def match_inputs(
     resolved = []
     for spec in model_inputs:
         shape = given.get(spec.name)
+        dims = _range_dims(spec, shape)
+        if dims is not None:
+            resolved.append(_flexible(spec, dims, framework, flexible_ok, dtype_option))
+            continue
         if shape is not None:
             if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape):
                 raise ModelInputError(f"DataInputConfig shape for {spec.name!r} must be a list of positive integers; got {shape!r}")
@@ -147,6 +156,35 @@ def match_inputs(
                 )
             shape = list(spec.shape)
         resolved.append(InputSpec(spec.name, [int(d) for d in shape], dtype_for(spec.name, spec.dtype, dtype_option)))
+    return resolved
+
+
+def _range_dims(spec: InputSpec, shape) -> list | None:
+    """``shape``'s dims with its ranges parsed, its rank checked against the model's; None: no range."""
+    from airflow_neo.local.flexible_shapes import parse_dims
+
+    dims = parse_dims(spec.name, shape)
+    if dims is not None and spec.shape is not None and len(dims) != len(spec.shape):
+        raise ModelInputError(
+            f"DataInputConfig gives input {spec.name!r} rank {len(dims)} {shape}, but the model declares "
+            f"rank {len(spec.shape)} {spec.shape_text}"
+        )
+    return dims
+
+
+def _flexible(spec: InputSpec, dims: list, framework: str, flexible_ok: bool, dtype_option) -> InputSpec:
+    from airflow_neo.local.flexible_shapes import flexible_spec, is_range
+
+    fixed = [(i, d, s) for i, (d, s) in enumerate(zip(dims, spec.shape or [])) if not is_range(d)
+             and s is not None and d != s]
+    if fixed:
+        i, d, s = fixed[0]
+        raise ModelInputError(
+            f"DataInputConfig gives input {spec.name!r} size {d} at dimension {i}, which the model fixes at {s} "
+            f"({spec.describe()})"
+        )
+    resolved = flexible_spec(spec, dims, framework, flexible_ok)
+    resolved.dtype = dtype_for(spec.name, spec.dtype, dtype_option)
     return resolved
 
 

@@ -33,6 +33,7 @@ from airflow_neo.local.frontend_common import (
     match_inputs,
     quiet,
 )
+from airflow_neo.local.flexible_shapes import FLEXIBLE_FRAMEWORKS
 from airflow_neo.local.torch_import import import_pt2, import_torchscript
 
 __all__ = [
@@ -59,6 +60,7 @@ def _import_onnx(model_file: Path, data_input, dtype_option, log: Log, *, framew
     _check_references(graph, model_file)
     initializers = {init.name for init in graph.initializer}
     model_inputs = []
+    dim_names = {}
     for value in graph.input:
         if value.name in initializers:
             continue
@@ -68,11 +70,13 @@ def _import_onnx(model_file: Path, data_input, dtype_option, log: Log, *, framew
         shape = None
         if tensor_type.HasField("shape"):
             shape = [dim.dim_value if dim.HasField("dim_value") and dim.dim_value > 0 else None for dim in tensor_type.shape.dim]
+            dim_names[value.name] = [dim.dim_param or None for dim in tensor_type.shape.dim]
         dtype = None
         if tensor_type.elem_type:
             dtype = str(onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type))
         model_inputs.append(InputSpec(value.name, shape, dtype))
-    resolved = match_inputs(framework, model_inputs, data_input, dtype_option)
+    resolved = match_inputs(framework, model_inputs, data_input, dtype_option,
+                            flexible_ok=framework in FLEXIBLE_FRAMEWORKS)
     shapes = {spec.name: spec.shape for spec in resolved}
     dtypes = {spec.name: spec.dtype for spec in resolved}
     versions = {"onnx": onnx.__version__, "onnx_opset": _onnx_opset(model)}
@@ -80,6 +84,10 @@ def _import_onnx(model_file: Path, data_input, dtype_option, log: Log, *, framew
     output_names = [value.name for value in graph.output]
     model, normalized = _normalize_onnx(model, model_file, shapes, log)
     versions["onnx_normalized"] = normalized
+    flexible = [spec for spec in resolved if getattr(spec, "ranges", None)]
+    if flexible:
+        mod = _from_onnx_flexible(model, model_file, resolved, dim_names, dtypes, dtype_option, log, framework)
+        return Imported(mod, resolved, output_names, versions)
     try:
         mod = _from_onnx(model, shapes, dtypes)
     except Exception as err:
@@ -94,6 +102,71 @@ def _import_onnx(model_file: Path, data_input, dtype_option, log: Log, *, framew
             raise err from None
         versions["onnx_normalized"] = {**normalized, "applied": False, "skipped": f"import failed: {type(err).__name__}"}
     return Imported(mod, resolved, output_names, versions)
+
+
+def _from_onnx_flexible(model, model_file: Path, resolved: list[InputSpec], dim_names: dict, dtypes: dict,
+                        dtype_option, log: Log, framework: str):
+    """The graph imported with its range dims symbolic (:mod:`airflow_neo.local.flexible_shapes`).
+
+    Where the symbolic import or legalization fails, the model is imported again with each range
+    at its lower bound: if that fails too, its failure is the job's (the range is not the cause);
+    else the job fails with a ModelInputError naming the range dims and the op."""
+    from airflow_neo.local.flexible_shapes import refusal, static_at_lower_bound, symbolic_shapes, with_bounds
+
+    symbolic, bounds = symbolic_shapes(resolved, dim_names)
+    log("flexible input shapes: " + ", ".join(f"{name} in {lo}..{hi}" for name, (lo, hi) in bounds.items()))
+    try:
+        mod = _from_onnx(model, symbolic, dtypes)
+    except LocalCompilationError:
+        raise
+    except Exception as err:  # noqa: BLE001 - compared with a static import
+        log(f"flexible input shapes: the symbolic import failed ({type(err).__name__}: {first_line(err)}); "
+            "importing with each range at its lower bound to compare")
+        _import_onnx(model_file, static_at_lower_bound(resolved), dtype_option, lambda _line: None, framework=framework)
+        raise refusal(err, resolved, "import") from err
+    try:
+        _check_legalizes(mod)
+    except RuntimeError as err:
+        static = _import_onnx(model_file, static_at_lower_bound(resolved), dtype_option, lambda _line: None,
+                              framework=framework)
+        try:
+            _check_legalizes(static.mod)
+        except RuntimeError:
+            pass  # not the ranges' doing: the build says what it says
+        else:
+            raise refusal(err, resolved, "legalization") from err
+    return with_bounds(mod, bounds)
+
+
+def _check_legalizes(mod) -> None:
+    """Raise where an operator of ``mod`` does not legalize with its symbolic shapes: an op the
+    CPU pipeline leaves as a Relax call on tensors, which the VM cannot run (a ``relax.arange``
+    whose end is a symbolic size, for one)."""
+    import tvm
+    from tvm import relax
+
+    legalized = relax.transform.LegalizeOps()(relax.transform.DecomposeOpsForInference()(mod))
+    left = set()
+
+    def visit(expr) -> None:
+        if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) and expr.op.name not in _VM_OPS:
+            if any(isinstance(getattr(arg, "ty", None), relax.TensorType) for arg in [expr, *expr.args]):
+                left.add(expr.op.name)
+
+    for _, func in legalized.functions_items():
+        if isinstance(func, relax.Function):
+            relax.analysis.post_order_visit(func.body, visit)
+    if left:
+        raise RuntimeError(f"operators not legalized with symbolic shapes: {', '.join(sorted(left))}")
+
+
+#: Relax operators the VM runs as they are after legalization
+_VM_OPS = frozenset({
+    "relax.call_tir", "relax.call_tir_inplace", "relax.call_tir_with_grad", "relax.call_pure_packed",
+    "relax.call_dps_packed", "relax.call_inplace_packed", "relax.shape_of", "relax.null_value",
+    "relax.print", "relax.assert_op", "relax.hint_on_device", "relax.to_vdevice", "relax.tensor_to_shape",
+    "relax.shape_to_tensor", "relax.invoke_closure", "relax.invoke_pure_closure", "relax.make_closure",
+})
 
 
 def _check_references(graph, model_file: Path) -> None:

@@ -4,6 +4,9 @@
 artifact is written (before the verification, so that the load it times is the library's first in
 the process). On the verification's inputs (:func:`airflow_neo.local.verify.inputs_for`) it records:
 
+- ``input_shapes`` ({input: shape}) for an artifact with flexible inputs (DataInputConfig ranges):
+  the size it was timed at, each range dim at its lower bound (the verification's sample inputs)
+  unless the user's or the archive's ``.npz`` gives another size within the range;
 - ``load_seconds`` (cold load), ``threads`` (the TVM runtime's thread count; None for tl2cgen) and
   the latency (``runs``, ``warmup_runs``, ``latency_ms``: p50/p90/p99/mean/min): one warm-up
   run, then timed runs for half of the budget (``[neo] profile_seconds``);
@@ -93,6 +96,8 @@ def _artifact_latency(result: dict, metadata: dict, library: Path, model_dir: Pa
     try:
         check_host_compatible(metadata)
         inputs, result["inputs"] = inputs_for(metadata["inputs"], model_dir, user_inputs=user_inputs)
+        if any(spec.get("ranges") for spec in metadata["inputs"]):
+            result["input_shapes"] = {name: list(getattr(value, "shape", ())) for name, value in inputs.items()}
         started = time.perf_counter()
         model = CompiledModel(metadata, library)
         result["load_seconds"] = round(time.perf_counter() - started, 4)
@@ -113,6 +118,8 @@ def summary(result: dict) -> str:
     ms = result["latency_ms"]
     line = (f"profile: p50 {ms['p50']:.3f} ms, p90 {ms['p90']:.3f} ms, p99 {ms['p99']:.3f} ms over {result['runs']} run(s), "
             f"{result['threads']} thread(s), load {result['load_seconds']:.3f} s")
+    if result.get("input_shapes"):
+        line += " at input shapes " + " ".join(f"{name}{shape}" for name, shape in result["input_shapes"].items())
     if "peak_rss_mb" in result:
         line += f", peak RSS {result['peak_rss_mb']:.0f} MB"
     if result.get("top_kernels"):

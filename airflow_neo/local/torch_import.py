@@ -52,6 +52,7 @@ from airflow_neo.local.errors import (
     UnsupportedOperatorsError,
     failure_reason,
 )
+from airflow_neo.local.flexible_shapes import dynamic_axes, example_shape, flexible_spec, parse_dims, shape_entries
 from airflow_neo.local.frontend_common import Imported, InputSpec, Log, dtype_for, first_line, flatten, match_inputs, quiet
 
 __all__ = ["ONNX_EXPORT_OPSET", "TORCHSCRIPT_ROUTES", "import_pt2", "import_torchscript", "register_torchvision_ops"]
@@ -370,6 +371,11 @@ def _torchscript_inputs(module, data_input, dtype_option) -> list[InputSpec]:
         )
     specs = []
     for name, shape in zip(names, shapes):
+        dims = parse_dims(name, shape)
+        if dims is not None:  # a range: the ONNX export keeps that dim dynamic (flexible_shapes)
+            specs.append(flexible_spec(InputSpec(name, None, None), dims, "PYTORCH", True))
+            specs[-1].dtype = dtype_for(name, None, dtype_option)
+            continue
         if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape):
             raise ModelInputError(f"DataInputConfig shape for {name!r} must be a list of positive integers; got {shape!r}")
         specs.append(InputSpec(name, list(shape), dtype_for(name, None, dtype_option)))
@@ -406,11 +412,12 @@ def _via_onnx_legacy(torch, module, model_file: Path, specs, examples, output_na
             output_names=output_names,
             opset_version=ONNX_EXPORT_OPSET,
             dynamo=False,
+            dynamic_axes=dynamic_axes(specs) or None,
         )
     onnx_file = model_file.with_suffix(".from-torchscript.onnx")
     onnx_file.write_bytes(buffer.getvalue())
     log(f"TorchScript exported to ONNX (opset {ONNX_EXPORT_OPSET}, {len(buffer.getvalue())} bytes)")
-    shapes = {spec.name: spec.shape for spec in specs}
+    shapes = {spec.name: shape_entries(spec) for spec in specs}
     dtypes = {spec.name: spec.dtype for spec in specs}
     return import_onnx(onnx_file, shapes, dtypes, log, framework="PYTORCH")
 
@@ -438,6 +445,8 @@ def _stdio_to(path: Path):
 def _via_exported_program(torch, module, specs, examples, output_names, log: Log) -> Imported:
     from torch._export.converter import TS2EPConverter
 
+    if dynamic_axes(specs):
+        raise RuntimeError("DataInputConfig ranges compile through the onnx-legacy route only")
     with quiet():
         program = TS2EPConverter(module, examples).convert()
         # The converter exports every dimension as dynamic (Dim.AUTO); the job's shapes are static.
@@ -449,11 +458,12 @@ def _via_exported_program(torch, module, specs, examples, output_names, log: Log
 
 def _example_tensor(torch, spec: InputSpec):
     dtype = getattr(torch, spec.dtype)
+    shape = example_shape(spec)
     if dtype.is_floating_point:
-        return torch.randn(spec.shape, dtype=torch.float32).to(dtype)
+        return torch.randn(shape, dtype=torch.float32).to(dtype)
     if dtype == torch.bool:
-        return torch.zeros(spec.shape, dtype=torch.bool)
-    return torch.zeros(spec.shape, dtype=dtype)
+        return torch.zeros(shape, dtype=torch.bool)
+    return torch.zeros(shape, dtype=dtype)
 
 
 # --------------------------------------------------------------------------------------------

@@ -24,6 +24,14 @@ Emulation: an aarch64 artifact compiled on this x86-64 machine runs under qemu-a
 says "under emulation") when qemu and the aarch64 root are there; else it is "not verified: <why>;
 no emulation: <why>". armv7 artifacts are never emulated (no TVM runtime for armv7).
 
+Flexible inputs (a DataInputConfig range, ``ranges`` in the input's metadata): the sample inputs
+take each range dim at its lower bound, and the artifact is also run against the reference at
+every range's lower bound, midpoint and upper bound (:func:`~airflow_neo.local.flexible_shapes.sample_shapes`;
+random inputs, seeded); ``shapes`` in the result lists each size's input shapes (``inputs``), the
+``max_abs_diff`` and ``tolerance`` of its worst output (``worst_output``) and ``passed``, and
+``passed`` is False when any size fails. At those extra sizes an artifact that raises where the reference runs fails the size (the artifact promised that
+size); a reference that raises leaves it unverified.
+
 Invariants: verification never fails a job for its own reasons: a reference that cannot run here,
 a target neither this machine nor its emulator can run, a failed emulated run, an artifact or
 reference that raises on the sample inputs, or outputs that do not pair up are "not verified:
@@ -38,6 +46,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from airflow_neo.local.errors import AccuracyCheckError, IncompatibleArtifactError, ModelInputError
+from airflow_neo.local.flexible_shapes import check_ranges, default_size, sample_shapes
 from airflow_neo.local.references import NotVerifiable, reference_for
 from airflow_neo.local.settings import DEFAULT_VERIFY, VERIFY_MODES, check_verify
 
@@ -102,6 +111,11 @@ def check_build(metadata: dict, library: Path, model_file: Path, model_dir: Path
             result["rtol"] = rtol
         result["outputs"] = compare_outputs(metadata, outputs, quantized=reference.quantized, rtol=rtol)
         result["passed"] = all(item["passed"] for item in result["outputs"])
+        sizes = verify_sizes(metadata, library, model_file, inputs, result["outputs"], quantized=reference.quantized,
+                             rtol=rtol)
+        if sizes:
+            result["shapes"] = sizes
+            result["passed"] = result["passed"] and all(item["passed"] is not False for item in sizes)
         record, result["record"], skipped = verification_record(inputs, [want for _, want in outputs])
         if skipped:
             result["record_skipped"] = skipped
@@ -118,6 +132,13 @@ def check_build(metadata: dict, library: Path, model_file: Path, model_dir: Path
 def raise_if_failed(result: dict, *, advice: str) -> None:
     """Raise AccuracyCheckError naming the first output of ``result`` beyond its tolerance (if any)."""
     failed = [item for item in result.get("outputs", []) if not item["passed"]]
+    failed_size = next((item for item in result.get("shapes") or [] if item["passed"] is False), None)
+    if not failed and failed_size is not None:
+        raise AccuracyCheckError(
+            f"at input shapes {_shapes_text(failed_size['inputs'])} (one of the sizes of the DataInputConfig ranges): "
+            f"{failed_size.get('problem') or _diff_text(failed_size)} (reference: {result['reference']}; random inputs, "
+            f"seed {SEED}). The compiled model's outputs differ from the framework's at that size: {advice}"
+        )
     if failed:
         item = failed[0]
         raise AccuracyCheckError(
@@ -150,8 +171,24 @@ def summary(result: dict) -> str:
     verdict = "passed" if result["passed"] else "FAILED"
     if result.get("emulated"):
         verdict += f" under emulation ({result['emulated']})"
-    return (f"verification ({result['mode']}): {verdict} against {result['reference']} on {result['inputs']}; "
+    line = (f"verification ({result['mode']}): {verdict} against {result['reference']} on {result['inputs']}; "
             f"{len(result['outputs'])} output(s), worst {worst['name']}: {_diff_text(worst)} in {result['seconds']:.2f} s")
+    if result.get("shapes"):
+        line += "; at the range sizes: " + ", ".join(
+            f"{_shapes_text(item['inputs'])} {_size_verdict(item)}" for item in result["shapes"])
+    return line
+
+
+def _shapes_text(shapes: dict) -> str:
+    return " ".join(f"{name}{list(shape)}" for name, shape in shapes.items())
+
+
+def _size_verdict(item: dict) -> str:
+    if item["passed"] is None:
+        return f"not verified ({item.get('not_verified')})"
+    if item.get("problem"):
+        return f"FAILED ({item['problem']})"
+    return f"{'passed' if item['passed'] else 'FAILED'} ({item['max_abs_diff']:.3g})"
 
 
 def _diff_text(item: dict) -> str:
@@ -165,7 +202,8 @@ def _diff_text(item: dict) -> str:
 
 
 def sample_inputs(specs: list[dict], seed: int = SEED) -> dict:
-    """Random inputs for ``specs`` (``name``, ``shape``, ``dtype``; a None dimension is 1): floats
+    """Random inputs for ``specs`` (``name``, ``shape``, ``dtype``; a None dimension is 1, a range
+    dim its lower bound): floats
     standard normal, 8-bit integers over their range, bools random; wider integers are 1, the one
     value valid whatever they mean (an index, a mask that attends, a sequence length: 0 would be
     an empty sequence, an edge frameworks disagree on)."""
@@ -174,7 +212,8 @@ def sample_inputs(specs: list[dict], seed: int = SEED) -> dict:
     rng = np.random.default_rng(seed)
     inputs = {}
     for spec in specs:
-        shape = [1 if dim is None else int(dim) for dim in (spec.get("shape") or [])]
+        shape = [int(dim) if dim is not None else (default_size(spec, i) if str(i) in (spec.get("ranges") or {}) else 1)
+                 for i, dim in enumerate(spec.get("shape") or [])]
         dtype = np.dtype(spec.get("dtype") or "float32") if spec.get("dtype") != "bfloat16" else None
         if dtype is None:
             raise NotVerifiable(f"input {spec['name']!r} is bfloat16, which numpy cannot hold")
@@ -234,6 +273,11 @@ def npz_inputs(path: Path, specs: list[dict], label: str, short: str) -> dict:
             raise ModelInputError(
                 f"the sample input {spec['name']!r} in {short} has shape {list(array.shape)}; the model's input is {shape}"
             )
+        if spec.get("ranges"):
+            try:
+                check_ranges(spec, array.shape)
+            except ModelInputError as err:
+                raise ModelInputError(f"the sample inputs in {short}: {err}") from None
     return {name: arrays[name] for name in names}
 
 
@@ -268,7 +312,7 @@ def _run_both(metadata: dict, library: Path, model_file: Path, inputs: dict):
         why = err.reason if isinstance(err, emulation.EmulationFailed) else str(err)[:600]
         raise NotVerifiable(f"the emulated run failed ({emulator.label}): {why}") from err
     except Exception as err:  # noqa: BLE001 - see the module docstring
-        raise NotVerifiable(f"the artifact raised on the sample inputs: {type(err).__name__}: {str(err)[:300]}") from err
+        raise ArtifactRaised(f"the artifact raised on the sample inputs: {type(err).__name__}: {str(err)[:300]}") from err
     try:
         expected = reference.run(dict(inputs))
     except Exception as err:  # noqa: BLE001
@@ -276,6 +320,42 @@ def _run_both(metadata: dict, library: Path, model_file: Path, inputs: dict):
     if len(outputs) != len(expected):
         raise NotVerifiable(f"the artifact has {len(outputs)} output(s), {reference.name} {len(expected)}: they do not pair up")
     return list(zip(outputs, expected)), reference, (emulator.label if emulator else None)
+
+
+class ArtifactRaised(NotVerifiable):
+    """The artifact (not the reference) raised on the sample inputs."""
+
+
+def verify_sizes(metadata: dict, library: Path, model_file: Path, verified: dict, compared: list[dict], *,
+                 quantized: bool, rtol: float | None) -> list[dict]:
+    """A flexible artifact run against the reference at each size of
+    :func:`~airflow_neo.local.flexible_shapes.sample_shapes` ([] for a static one); the size the
+    main comparison ran at (``verified`` inputs, ``compared`` outputs) is not run again."""
+    import numpy as np
+
+    found = []
+    for shapes in sample_shapes(metadata["inputs"]):
+        entry: dict[str, Any] = {"inputs": shapes}
+        if all(list(np.shape(verified[name])) == shape for name, shape in shapes.items()):
+            outputs = compared
+        else:
+            specs = [{**spec, "shape": shapes[spec["name"]]} for spec in metadata["inputs"]]
+            try:
+                pairs = _run_both(metadata, library, model_file, sample_inputs(specs))[0]
+            except ArtifactRaised as err:
+                found.append({**entry, "passed": False, "max_abs_diff": float("inf"), "problem": str(err)})
+                continue
+            except NotVerifiable as err:
+                found.append({**entry, "passed": None, "not_verified": str(err)})
+                continue
+            outputs = compare_outputs(metadata, pairs, quantized=quantized, rtol=rtol)
+        worst = max(outputs, key=lambda item: item["max_abs_diff"] / max(item["tolerance"], 1e-30))
+        entry.update(max_abs_diff=worst["max_abs_diff"], tolerance=worst["tolerance"], worst_output=worst["name"],
+                     passed=all(item["passed"] for item in outputs))
+        if worst.get("problem"):
+            entry["problem"] = f"output {worst['name']}: {worst['problem']}"
+        found.append(entry)
+    return found
 
 
 def tolerance_for(dtype: str, scale: float, *, quantized: bool = False, rtol: float | None = None) -> float:
