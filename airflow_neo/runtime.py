@@ -144,7 +144,11 @@ def check_host_compatible(metadata: dict) -> None:
             f"the artifact was compiled for {target.get('source', label)} ({target.get('triple')}, {machine}); "
             f"this machine is {here}: run it on the target device"
         )
-    missing = _missing_cpu_features(target.get("tvm_target") or {}, here)
+    tvm_target = target.get("tvm_target") or {}
+    if tvm_target.get("kind") == "cuda":
+        _check_cuda_device(target, label)
+        tvm_target = tvm_target.get("host") or {}
+    missing = _missing_cpu_features(tvm_target, here)
     if missing:
         raise IncompatibleArtifactError(
             f"the artifact was compiled for {target.get('source', label)} (mcpu "
@@ -152,6 +156,35 @@ def check_host_compatible(metadata: dict) -> None:
             f"{', '.join(missing)}; recompile for this CPU (e.g. TargetPlatform LINUX/{'X86_64' if here == 'x86_64' else 'ARM64'}, "
             "or a CompilerOptions mcpu it supports)"
         )
+
+
+def _check_cuda_device(target: dict, label: str) -> None:
+    """IncompatibleArtifactError unless this machine has a CUDA driver and a GPU TVM can use."""
+    import ctypes
+
+    arch = (target.get("tvm_target") or {}).get("arch")
+    try:
+        ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        raise IncompatibleArtifactError(
+            f"the artifact was compiled for {target.get('source', label)} (NVIDIA GPU, {arch}); this machine has no "
+            "CUDA driver (libcuda.so.1): run it on a machine with an NVIDIA GPU"
+        ) from None
+    import tvm
+
+    if not tvm.cuda(0).exist:
+        raise IncompatibleArtifactError(
+            f"the artifact was compiled for {target.get('source', label)} (NVIDIA GPU, {arch}); TVM sees no CUDA "
+            "device here (is TVM's CUDA runtime, libtvm_runtime_cuda.so, loadable?)"
+        )
+
+
+def _device_for(metadata: dict):
+    """The TVM device the artifact runs on: ``cuda(0)`` for NVIDIA targets, else the CPU."""
+    import tvm
+
+    kind = (((metadata.get("target") or {}).get("tvm_target")) or {}).get("kind")
+    return tvm.cuda(0) if kind == "cuda" else tvm.cpu()
 
 
 def _host_cpu_flags() -> set[str] | None:
@@ -197,8 +230,9 @@ class CompiledModel:
             import tvm
             from tvm import relax
 
+            self._device = _device_for(metadata)
             self._module = tvm.runtime.load_module(str(library))
-            self._vm = relax.VirtualMachine(self._module, tvm.cpu())
+            self._vm = relax.VirtualMachine(self._module, self._device)
             self._entry = self._vm[metadata.get("entry_function") or "main"]
         elif self.runtime == "tl2cgen":
             import tl2cgen
@@ -236,7 +270,7 @@ class CompiledModel:
             return [self._predictor.predict(tl2cgen.DMatrix(data, dtype=str(data.dtype)))]
         import tvm
 
-        result = self._entry(*[tvm.runtime.tensor(array) for array in arrays])
+        result = self._entry(*[tvm.runtime.tensor(array, device=self._device) for array in arrays])
         return _flatten_result(result)
 
     def _arrange(self, inputs) -> list:

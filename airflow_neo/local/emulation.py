@@ -178,6 +178,8 @@ def _why_not_emulable(metadata: dict) -> str | None:
 
     target = metadata.get("target") or {}
     machine, os_name = target.get("machine"), target.get("os", "LINUX")
+    if (target.get("tvm_target") or {}).get("kind") == "cuda":
+        return "CUDA artifacts need an NVIDIA GPU; an emulated CPU cannot run their kernels"
     if machine == "armv7":
         return ("armv7 (hard-float) artifacts cannot be emulated here: there is no TVM runtime for armv7 to be had "
                 "(PyPI has no armv7l wheel of apache-tvm or apache-tvm-ffi, and Debian does not package TVM)")

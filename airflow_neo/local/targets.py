@@ -1,10 +1,14 @@
 """One table from SageMaker Neo targets (TargetDevice, or TargetPlatform Os x Arch x Accelerator) to
-TVM LLVM CPU targets, plus the C toolchain that links the compiled library.
+TVM targets, plus the C toolchain that links the compiled library.
 
-The local backend compiles CPU code only: targets whose value is an accelerator (NVIDIA GPUs,
-Inferentia/Trainium, Elastic Inference, Mali/Intel graphics, NPUs, Ambarella CVflow, Core ML)
-raise :class:`UnsupportedTargetError`. Nothing here imports Airflow; only the validation of
-user-given ``mcpu``/``mattr`` options imports TVM (inside the function).
+CPU rows map to an LLVM target. NVIDIA rows (:data:`GPU_DEVICE_TARGETS`, and TargetPlatform with
+Accelerator NVIDIA) map to a ``cuda`` target for one ``sm_XX`` with an LLVM host (x86-64 for the
+GPU instances, aarch64 for Jetson boards). ``coreml`` is a model format, not a TVM target: it
+resolves to :data:`COREML` and is converted by :mod:`airflow_neo.local.coreml`. The rest
+(Inferentia/Trainium, Elastic Inference, Mali/Intel graphics, NPUs, Ambarella CVflow, Windows)
+raise :class:`UnsupportedTargetError` saying why and what is supported. Nothing here imports
+Airflow; only the validation of user-given ``mcpu``/``mattr`` options imports TVM (inside the
+function).
 """
 
 from __future__ import annotations
@@ -12,13 +16,18 @@ from __future__ import annotations
 import difflib
 import os
 import platform
+import re
 import shutil
 from dataclasses import dataclass, field
 
+from airflow_neo.local.cuda.nvrtc import arch_number
 from airflow_neo.local.errors import CompilationError, UnsupportedTargetError
 
 __all__ = [
+    "COREML",
     "DEVICE_TARGETS",
+    "GPU_DEVICE_TARGETS",
+    "GpuTarget",
     "PLATFORM_TARGETS",
     "UNSUPPORTED_DEVICES",
     "CpuTarget",
@@ -116,21 +125,48 @@ DEVICE_TARGETS: dict[str, CpuTarget] = {
     ),
 }
 
+
+
+@dataclass(frozen=True)
+class GpuTarget:
+    """An NVIDIA row: the GPU's architecture (the default ``gpu-code``) and the host CPU that runs
+    the rest of the model and launches the kernels."""
+
+    arch: str
+    host: CpuTarget
+    description: str
+    note: str = ""
+
+
+_CUDA_NOTE = "CUDA kernels by TVM (DLight default schedules) compiled by NVRTC; TensorRT is not used"
+#: TargetDevice -> NVIDIA GPU target.
+GPU_DEVICE_TARGETS: dict[str, GpuTarget] = {
+    "ml_p3": GpuTarget("sm_70", _x86("broadwell", "Intel Xeon E5-2686 v4 (Broadwell)"),
+                       "EC2 P3: NVIDIA V100 (Volta, sm_70); host Intel Xeon E5-2686 v4 (Broadwell)", _CUDA_NOTE),
+    "ml_g4dn": GpuTarget("sm_75", _x86("cascadelake", "Intel Xeon Platinum 8259CL (Cascade Lake)"),
+                         "EC2 G4dn: NVIDIA T4 (Turing, sm_75); host Intel Xeon Platinum 8259CL (Cascade Lake)", _CUDA_NOTE),
+    "jetson_tx1": GpuTarget("sm_53", _a64("cortex-a57", "Cortex-A57"),
+                            "NVIDIA Jetson TX1: Maxwell GPU (sm_53); host Cortex-A57", _CUDA_NOTE),
+    "jetson_tx2": GpuTarget("sm_62", _a64("cortex-a57", "Cortex-A57"),
+                            "NVIDIA Jetson TX2: Pascal GPU (sm_62); host Denver 2 + Cortex-A57 (code for the A57)", _CUDA_NOTE),
+    "jetson_nano": GpuTarget("sm_53", _a64("cortex-a57", "Cortex-A57"),
+                             "NVIDIA Jetson Nano: Maxwell GPU (sm_53); host Cortex-A57", _CUDA_NOTE),
+    "jetson_xavier": GpuTarget("sm_72", _a64("carmel", "NVIDIA Carmel (ARMv8.2)"),
+                               "NVIDIA Jetson AGX Xavier: Volta GPU (sm_72); host Carmel (ARMv8.2)", _CUDA_NOTE),
+}
+#: TargetDevice coreml: a Core ML model (coremltools), not a TVM library.
+COREML = "coreml"
+
 _CPU_INSTEAD = "compile for its CPU with TargetPlatform {'Os': 'LINUX', 'Arch': 'ARM64'} instead, or use backend='sagemaker'"
 _GPU_INSTANCE = "use a CPU instance (TargetDevice ml_c5, ml_m5, ml_c6g ...) or backend='sagemaker'"
 #: TargetDevice -> why the local backend cannot build for it.
 UNSUPPORTED_DEVICES: dict[str, str] = {
-    "ml_p2": f"NVIDIA K80 GPU instance (CUDA); {_GPU_INSTANCE}",
-    "ml_p3": f"NVIDIA V100 GPU instance (CUDA); {_GPU_INSTANCE}",
-    "ml_g4dn": f"NVIDIA T4 GPU instance (CUDA); {_GPU_INSTANCE}",
-    "ml_inf1": f"AWS Inferentia (Neuron compiler); {_GPU_INSTANCE}",
-    "ml_inf2": f"AWS Inferentia2 (Neuron compiler); {_GPU_INSTANCE}",
-    "ml_trn1": f"AWS Trainium (Neuron compiler); {_GPU_INSTANCE}",
+    "ml_p2": (f"NVIDIA K80 (Kepler, sm_37): the NVRTC versions on PyPI (CUDA 12 from sm_50, CUDA 13 from sm_75) "
+              f"cannot compile for it; {_GPU_INSTANCE}, or ml_p3/ml_g4dn"),
+    "ml_inf1": f"AWS Inferentia: needs AWS's Neuron compiler, which is not on the package registries; {_GPU_INSTANCE}",
+    "ml_inf2": f"AWS Inferentia2: needs AWS's Neuron compiler, which is not on the package registries; {_GPU_INSTANCE}",
+    "ml_trn1": f"AWS Trainium: needs AWS's Neuron compiler, which is not on the package registries; {_GPU_INSTANCE}",
     "ml_eia2": f"Elastic Inference accelerator; {_GPU_INSTANCE}",
-    "jetson_tx1": f"NVIDIA Jetson GPU (CUDA/TensorRT); {_CPU_INSTEAD}",
-    "jetson_tx2": f"NVIDIA Jetson GPU (CUDA/TensorRT); {_CPU_INSTEAD}",
-    "jetson_nano": f"NVIDIA Jetson GPU (CUDA/TensorRT); {_CPU_INSTEAD}",
-    "jetson_xavier": f"NVIDIA Jetson GPU (CUDA/TensorRT); {_CPU_INSTEAD}",
     "amba_cv2": f"Ambarella CVflow accelerator (Ambarella toolchain); {_CPU_INSTEAD}",
     "amba_cv22": f"Ambarella CVflow accelerator (Ambarella toolchain); {_CPU_INSTEAD}",
     "amba_cv25": f"Ambarella CVflow accelerator (Ambarella toolchain); {_CPU_INSTEAD}",
@@ -138,7 +174,6 @@ UNSUPPORTED_DEVICES: dict[str, str] = {
         "AWS DeepLens Intel GPU (clDNN); compile for its Atom CPU with TargetPlatform "
         "{'Os': 'LINUX', 'Arch': 'X86_64'} instead, or use backend='sagemaker'"
     ),
-    "coreml": "Apple Core ML model format (not a TVM library); use backend='sagemaker'",
     "x86_win32": "Windows DLL: linking needs TVM's Windows runtime library; use backend='sagemaker'",
     "x86_win64": "Windows DLL: linking needs TVM's Windows runtime library; use backend='sagemaker'",
 }
@@ -163,6 +198,9 @@ PLATFORM_TARGETS: dict[tuple[str, str], CpuTarget] = {
     ("ANDROID", "X86"): CpuTarget("i686-linux-android", "i686", "i686", "Android x86 (i686)", os="ANDROID"),
 }
 
+#: (Os, Arch) that take Accelerator NVIDIA: the host CPU row (its generic mcpu; CompilerOptions mcpu overrides).
+GPU_PLATFORM_HOSTS: tuple[tuple[str, str], ...] = (("LINUX", "X86_64"), ("LINUX", "ARM64"))
+
 #: (Os, Arch) combinations that exist in the API but not as a local target.
 UNSUPPORTED_PLATFORMS: dict[tuple[str, str], str] = {
     ("ANDROID", "ARM_EABIHF"): "Android has no hard-float ABI; use Arch ARM_EABI (armeabi-v7a)",
@@ -170,9 +208,8 @@ UNSUPPORTED_PLATFORMS: dict[tuple[str, str], str] = {
 
 #: TargetPlatform Accelerator -> why it is not supported.
 UNSUPPORTED_ACCELERATORS: dict[str, str] = {
-    "NVIDIA": "NVIDIA GPUs need CUDA/TensorRT code generation",
-    "MALI": "Mali GPUs need OpenCL code generation",
-    "INTEL_GRAPHICS": "Intel graphics need OpenCL code generation",
+    "MALI": "Mali GPUs need OpenCL code and an OpenCL runtime to check it against, which this backend does not have",
+    "INTEL_GRAPHICS": "Intel graphics need OpenCL code and an OpenCL runtime to check it against, which this backend does not have",
     "NNA": "neural network accelerators need the vendor's toolchain",
 }
 
@@ -197,10 +234,21 @@ class ResolvedTarget:
     description: str
     note: str = ""
     options_applied: dict = field(default_factory=dict)  #: the mcpu/mattr options that overrode the table
+    #: NVIDIA targets: {"kind": "cuda", "arch": "sm_75", "cuda_ver": ..., "trt_ver": ...}; None for CPU targets
+    accelerator: dict | None = None
+
+    @property
+    def host_target(self) -> dict:
+        """The LLVM target of the CPU code (the whole model for CPU targets; the host part for GPUs)."""
+        return self.target.get("host", self.target)
 
     @property
     def mcpu(self) -> str:
-        return self.target["mcpu"]
+        return self.host_target["mcpu"]
+
+    @property
+    def is_cuda(self) -> bool:
+        return bool(self.accelerator) and self.accelerator.get("kind") == "cuda"
 
     def compiler(self) -> str:
         """Path of the C compiler that links the library; :class:`CompilationError` naming the package if missing."""
@@ -223,7 +271,8 @@ class ResolvedTarget:
         )
 
     def runs_here(self) -> bool:
-        """Whether this machine's CPU family and OS can load the compiled library (features not checked)."""
+        """Whether this machine's CPU family and OS can load the compiled library (features not checked;
+        for CUDA targets, whether a GPU is here is not checked either)."""
         return self.os == "LINUX" and self.machine == host_arch()
 
 
@@ -262,7 +311,7 @@ def _parse_mattr(value) -> list[str]:
     return result
 
 
-def _source_and_row(output_config: dict) -> tuple[str, str, CpuTarget]:
+def _source_and_row(output_config: dict) -> tuple[str, str, CpuTarget | GpuTarget | str]:
     device = output_config.get("TargetDevice")
     platform_ = output_config.get("TargetPlatform")
     if device and platform_:
@@ -270,6 +319,10 @@ def _source_and_row(output_config: dict) -> tuple[str, str, CpuTarget]:
     if device:
         if device in DEVICE_TARGETS:
             return f"TargetDevice {device}", device, DEVICE_TARGETS[device]
+        if device in GPU_DEVICE_TARGETS:
+            return f"TargetDevice {device}", device, GPU_DEVICE_TARGETS[device]
+        if device == COREML:
+            return f"TargetDevice {device}", device, COREML
         if device in UNSUPPORTED_DEVICES:
             raise UnsupportedTargetError(
                 f"TargetDevice {device!r} is not supported by the local backend: {UNSUPPORTED_DEVICES[device]}. "
@@ -281,11 +334,18 @@ def _source_and_row(output_config: dict) -> tuple[str, str, CpuTarget]:
     if isinstance(platform_, dict):
         os_name, arch, accelerator = platform_.get("Os"), platform_.get("Arch"), platform_.get("Accelerator")
         source = f"TargetPlatform {os_name}/{arch}" + (f"/{accelerator}" if accelerator else "")
+        if accelerator == "NVIDIA" and (os_name, arch) in GPU_PLATFORM_HOSTS:
+            host = PLATFORM_TARGETS[(os_name, arch)]
+            label = f"{str(os_name).lower()}-{_PLATFORM_ARCH_LABEL[arch]}-nvidia"
+            return source, label, GpuTarget("", host, f"NVIDIA GPU (gpu-code from CompilerOptions); host {host.description}",
+                                            _CUDA_NOTE)
         if accelerator:
-            reason = UNSUPPORTED_ACCELERATORS.get(accelerator, "unknown accelerator")
+            reason = UNSUPPORTED_ACCELERATORS.get(
+                accelerator, "unknown accelerator" if accelerator != "NVIDIA" else
+                f"NVIDIA GPUs are built for Os/Arch {', '.join('/'.join(key) for key in GPU_PLATFORM_HOSTS)} only")
             raise UnsupportedTargetError(
                 f"{source} is not supported by the local backend: Accelerator {accelerator} ({reason}); "
-                f"the local backend builds CPU code only: omit Accelerator or use backend='sagemaker'. "
+                f"omit Accelerator to build for the CPU, or use backend='sagemaker'. "
                 f"{supported_targets_text()}"
             )
         key = (os_name, arch)
@@ -310,6 +370,11 @@ def check_target(output_config: dict) -> str:
     return _source_and_row(output_config)[1]
 
 
+def is_coreml(output_config: dict | None) -> bool:
+    """Whether the request asks for a Core ML model (TargetDevice coreml) rather than a TVM library."""
+    return (output_config or {}).get("TargetDevice") == COREML
+
+
 def resolve_target(output_config: dict, compiler_options: dict | None = None) -> ResolvedTarget:
     """Map the request's OutputConfig (and the ``mcpu``/``mattr``/``ANDROID_PLATFORM`` compiler options) to a target.
 
@@ -321,6 +386,12 @@ def resolve_target(output_config: dict, compiler_options: dict | None = None) ->
     if not isinstance(compiler_options, dict):
         raise UnsupportedTargetError(f"CompilerOptions must be a JSON object; got {compiler_options!r}")
     source, label, row = _source_and_row(output_config or {})
+    if row == COREML:
+        raise UnsupportedTargetError(f"{source} builds a Core ML model, not a TVM library (airflow_neo.local.coreml)")
+    accelerator = None
+    if isinstance(row, GpuTarget):
+        accelerator = _cuda_options(row, compiler_options, source)
+        row = row.host
     mcpu = compiler_options.get("mcpu", row.mcpu)
     if not isinstance(mcpu, str) or not mcpu.strip():
         raise UnsupportedTargetError(f"CompilerOptions mcpu must be a non-empty string; got {mcpu!r}")
@@ -340,6 +411,8 @@ def resolve_target(output_config: dict, compiler_options: dict | None = None) ->
         target["mattr"] = mattr
     if row.float_abi:
         target["mfloat-abi"] = row.float_abi
+    if accelerator:
+        target = {"kind": "cuda", "arch": accelerator["arch"], "host": target}
 
     if row.os == "ANDROID":
         api = compiler_options.get("ANDROID_PLATFORM", DEFAULT_ANDROID_PLATFORM)
@@ -365,9 +438,38 @@ def resolve_target(output_config: dict, compiler_options: dict | None = None) ->
         cross_compiler_package=toolchain.package if is_cross else None,
         install_hint=toolchain.install_hint if is_cross else "apt-get install gcc",
         description=row.description,
-        note=row.note,
-        options_applied=applied,
+        note=accelerator.pop("note") if accelerator else row.note,
+        options_applied={**applied, **(accelerator.pop("applied") if accelerator else {})},
+        accelerator=accelerator,
     )
+
+
+_VERSION_FORMS = {"cuda-ver": (re.compile(r"^\d+\.\d+$"), "x.y, e.g. '12.2'"),
+                  "trt-ver": (re.compile(r"^\d+\.\d+\.\d+$"), "x.y.z, e.g. '8.6.1'")}
+
+
+def _cuda_options(row: GpuTarget, options: dict, source: str) -> dict:
+    """The accelerator part of a resolved NVIDIA target: ``gpu-code`` (Neo also spells it
+    ``gpu_code``; the table's default for a TargetDevice), ``cuda-ver``/``trt-ver`` checked and
+    recorded (TensorRT is not used)."""
+    given = options.get("gpu-code", options.get("gpu_code"))
+    if given is None and not row.arch:
+        raise UnsupportedTargetError(
+            f"{source} needs CompilerOptions gpu-code (the GPU's architecture, e.g. 'sm_75' for a T4, 'sm_86' for an "
+            "A10G, 'sm_72' for a Jetson Xavier)")
+    arch = str(given if given is not None else row.arch).strip()
+    arch_number(arch)
+    found: dict = {"kind": "cuda", "arch": arch, "note": row.note, "applied": {}}
+    if given is not None:
+        found["applied"]["gpu-code"] = arch
+    for key, (pattern, form) in _VERSION_FORMS.items():
+        value = options.get(key)
+        if value is None:
+            continue
+        if not pattern.match(str(value)):
+            raise UnsupportedTargetError(f"CompilerOptions {key} {value!r} is not a version of the form {form}")
+        found[key.replace("-", "_")] = str(value)
+    return found
 
 
 def validate_cpu(triple: str, mcpu: str, mattr: list[str] | tuple[str, ...] = (), *, source: str = "") -> None:
@@ -406,9 +508,13 @@ def validate_cpu(triple: str, mcpu: str, mattr: list[str] | tuple[str, ...] = ()
 def supported_targets_text() -> str:
     """One sentence naming every supported TargetDevice and TargetPlatform."""
     devices = ", ".join(sorted(DEVICE_TARGETS))
+    gpus = ", ".join(f"{name} ({row.arch})" for name, row in GPU_DEVICE_TARGETS.items())
     platforms = ", ".join(f"{os_}/{arch}" for os_, arch in PLATFORM_TARGETS)
+    gpu_platforms = ", ".join(f"{os_}/{arch}/NVIDIA" for os_, arch in GPU_PLATFORM_HOSTS)
     return (
-        f"The local backend supports TargetDevice {devices}; and TargetPlatform (Os/Arch, no Accelerator) {platforms}."
+        f"The local backend supports TargetDevice {devices}; NVIDIA GPUs {gpus}; {COREML} (Core ML, from PyTorch, "
+        f"TensorFlow and Keras); TargetPlatform (Os/Arch, no Accelerator) {platforms}; and {gpu_platforms} "
+        "(with CompilerOptions gpu-code)."
     )
 
 
@@ -422,10 +528,20 @@ def support_table() -> list[dict]:
     rows: list[dict] = []
     for device, row in DEVICE_TARGETS.items():
         rows.append(_row("TargetDevice", device, device, row))
+    for device, gpu in GPU_DEVICE_TARGETS.items():
+        rows.append(_gpu_row("TargetDevice", device, device, gpu))
+    rows.append({**_unsupported_row("TargetDevice", COREML, ""), "supported": True, "label": COREML,
+                 "description": "Apple Core ML model (coremltools; from PyTorch, TensorFlow and Keras)",
+                 "note": "converted on Linux; Core ML cannot run it here, so the artifact is checked by its spec"})
     for device, reason in UNSUPPORTED_DEVICES.items():
         rows.append(_unsupported_row("TargetDevice", device, reason))
     for (os_name, arch), row in PLATFORM_TARGETS.items():
         rows.append(_row("TargetPlatform", f"{os_name}/{arch}", f"{os_name.lower()}-{_PLATFORM_ARCH_LABEL[arch]}", row))
+    for os_name, arch in GPU_PLATFORM_HOSTS:
+        host = PLATFORM_TARGETS[(os_name, arch)]
+        gpu = GpuTarget("", host, f"NVIDIA GPU, gpu-code from CompilerOptions; host {host.description}", _CUDA_NOTE)
+        rows.append(_gpu_row("TargetPlatform", f"{os_name}/{arch}/NVIDIA",
+                             f"{os_name.lower()}-{_PLATFORM_ARCH_LABEL[arch]}-nvidia", gpu))
     for (os_name, arch), reason in UNSUPPORTED_PLATFORMS.items():
         rows.append(_unsupported_row("TargetPlatform", f"{os_name}/{arch}", reason))
     for accelerator, reason in UNSUPPORTED_ACCELERATORS.items():
@@ -449,7 +565,13 @@ def _row(kind: str, name: str, label: str, row: CpuTarget) -> dict:
         "debian_package": None if native else toolchain.package,
         "description": row.description,
         "note": row.note,
+        "gpu_code": None,
     }
+
+
+def _gpu_row(kind: str, name: str, label: str, gpu: GpuTarget) -> dict:
+    return {**_row(kind, name, label, gpu.host), "gpu_code": gpu.arch or None, "description": gpu.description,
+            "note": gpu.note}
 
 
 def _unsupported_row(kind: str, name: str, reason: str) -> dict:
@@ -466,4 +588,5 @@ def _unsupported_row(kind: str, name: str, reason: str) -> dict:
         "debian_package": None,
         "description": "",
         "note": reason,
+        "gpu_code": None,
     }

@@ -12,9 +12,9 @@ from airflow_neo.local.targets import resolve_target, support_table
 
 
 def test_every_api_target_device_is_in_the_table():
-    known = set(targets.DEVICE_TARGETS) | set(targets.UNSUPPORTED_DEVICES)
-    assert set(target_devices()) <= known
-    assert not set(targets.DEVICE_TARGETS) & set(targets.UNSUPPORTED_DEVICES)
+    tables = [set(targets.DEVICE_TARGETS), set(targets.GPU_DEVICE_TARGETS), {targets.COREML}, set(targets.UNSUPPORTED_DEVICES)]
+    assert set(target_devices()) <= set().union(*tables)
+    assert sum(len(table) for table in tables) == len(set().union(*tables)), "a device is in one table only"
 
 
 def test_every_api_platform_combination_is_in_the_table():
@@ -22,12 +22,13 @@ def test_every_api_platform_combination_is_in_the_table():
         for arch in enum_of("TargetPlatformArch"):
             key = (os_name, arch)
             assert key in targets.PLATFORM_TARGETS or key in targets.UNSUPPORTED_PLATFORMS, key
-    assert set(enum_of("TargetPlatformAccelerator")) <= set(targets.UNSUPPORTED_ACCELERATORS)
+    assert set(enum_of("TargetPlatformAccelerator")) <= set(targets.UNSUPPORTED_ACCELERATORS) | {"NVIDIA"}
 
 
 def test_table_cpus_are_known_to_llvm():
     """Every mcpu/mattr in the table is valid for its triple (TVM's LLVM says so)."""
     rows = list(targets.DEVICE_TARGETS.values()) + list(targets.PLATFORM_TARGETS.values())
+    rows += [gpu.host for gpu in targets.GPU_DEVICE_TARGETS.values()]
     problems = []
     for row in rows:
         try:
@@ -87,17 +88,16 @@ def test_missing_cross_compiler_names_the_debian_package(monkeypatch, tmp_path):
 @pytest.mark.parametrize(
     "output_config, words",
     [
-        ({"TargetDevice": "jetson_nano"}, "NVIDIA Jetson"),
-        ({"TargetDevice": "ml_inf1"}, "Inferentia"),
-        ({"TargetDevice": "ml_p3"}, "NVIDIA"),
-        ({"TargetDevice": "ml_g4dn"}, "NVIDIA"),
+        ({"TargetDevice": "ml_p2"}, "sm_37"),
+        ({"TargetDevice": "ml_inf1"}, "Neuron compiler, which is not on the package registries"),
+        ({"TargetDevice": "ml_trn1"}, "Neuron compiler"),
         ({"TargetDevice": "ml_eia2"}, "Elastic Inference"),
-        ({"TargetDevice": "coreml"}, "Core ML"),
         ({"TargetDevice": "amba_cv22"}, "CVflow"),
         ({"TargetDevice": "x86_win64"}, "Windows"),
         ({"TargetDevice": "no_such_device"}, "unknown"),
-        ({"TargetPlatform": {"Os": "LINUX", "Arch": "ARM64", "Accelerator": "NVIDIA"}}, "NVIDIA"),
-        ({"TargetPlatform": {"Os": "LINUX", "Arch": "ARM64", "Accelerator": "MALI"}}, "Mali"),
+        ({"TargetPlatform": {"Os": "ANDROID", "Arch": "ARM64", "Accelerator": "NVIDIA"}}, "LINUX/X86_64, LINUX/ARM64 only"),
+        ({"TargetPlatform": {"Os": "LINUX", "Arch": "ARM64", "Accelerator": "MALI"}}, "OpenCL runtime"),
+        ({"TargetPlatform": {"Os": "LINUX", "Arch": "X86_64", "Accelerator": "INTEL_GRAPHICS"}}, "OpenCL runtime"),
         ({"TargetPlatform": {"Os": "ANDROID", "Arch": "ARM_EABIHF"}}, "hard-float"),
         ({}, "needs a TargetDevice"),
     ],
@@ -143,8 +143,64 @@ def test_support_table_rows():
     names = {(row["kind"], row["name"]): row for row in rows}
     assert names[("TargetDevice", "ml_c5")]["supported"] is True
     assert names[("TargetDevice", "ml_c5")]["mcpu"] == "skylake-avx512"
-    assert names[("TargetDevice", "jetson_nano")]["supported"] is False
+    assert names[("TargetDevice", "jetson_nano")]["supported"] is True
+    assert names[("TargetDevice", "jetson_nano")]["gpu_code"] == "sm_53"
+    assert names[("TargetDevice", "jetson_nano")]["debian_package"] == "gcc-aarch64-linux-gnu"
+    assert names[("TargetDevice", "coreml")]["supported"] is True
+    assert names[("TargetPlatform", "LINUX/X86_64/NVIDIA")]["supported"] is True
+    assert names[("TargetDevice", "ml_p2")]["supported"] is False
     assert names[("TargetPlatform", "LINUX/ARM64")]["debian_package"] == "gcc-aarch64-linux-gnu"
     assert names[("TargetDevice", "rasp3b")]["cross_compiler"] == "arm-linux-gnueabihf-gcc"
     assert set(target_devices()) <= {name for kind, name in names if kind == "TargetDevice"}
     assert all(set(row) == set(rows[0]) for row in rows)
+
+
+# ------------------------------------------------------------------------------------------- NVIDIA
+
+
+@pytest.mark.parametrize(
+    "output_config, options, arch, host_triple, host_mcpu",
+    [
+        ({"TargetDevice": "ml_g4dn"}, {}, "sm_75", "x86_64-linux-gnu", "cascadelake"),
+        ({"TargetDevice": "ml_p3"}, {}, "sm_70", "x86_64-linux-gnu", "broadwell"),
+        ({"TargetDevice": "jetson_nano"}, {}, "sm_53", "aarch64-linux-gnu", "cortex-a57"),
+        ({"TargetDevice": "jetson_xavier"}, {"gpu-code": "sm_72", "cuda-ver": "10.2", "trt-ver": "7.1.3"}, "sm_72",
+         "aarch64-linux-gnu", "carmel"),
+        ({"TargetPlatform": {"Os": "LINUX", "Arch": "ARM64", "Accelerator": "NVIDIA"}},
+         {"gpu-code": "sm_62", "trt-ver": "6.0.1", "cuda-ver": "10.0"}, "sm_62", "aarch64-linux-gnu", "generic"),
+        ({"TargetPlatform": {"Os": "LINUX", "Arch": "X86_64", "Accelerator": "NVIDIA"}},
+         {"gpu_code": "sm_86", "mcpu": "skylake-avx512"}, "sm_86", "x86_64-linux-gnu", "skylake-avx512"),
+    ],
+)
+def test_resolve_nvidia(output_config, options, arch, host_triple, host_mcpu):
+    resolved = resolve_target(output_config, options)
+    assert resolved.is_cuda and resolved.accelerator["arch"] == arch
+    assert resolved.target["kind"] == "cuda" and resolved.target["arch"] == arch
+    assert resolved.host_target["mtriple"] == host_triple and resolved.mcpu == host_mcpu
+    assert resolved.is_cross == (host_triple.startswith("aarch64"))
+    for key in ("cuda-ver", "trt-ver"):
+        if key in options:
+            assert resolved.accelerator[key.replace("-", "_")] == options[key]
+    assert "TensorRT is not used" in resolved.note
+
+
+@pytest.mark.parametrize(
+    "output_config, options, match",
+    [
+        ({"TargetPlatform": {"Os": "LINUX", "Arch": "X86_64", "Accelerator": "NVIDIA"}}, {}, "needs CompilerOptions gpu-code"),
+        ({"TargetDevice": "ml_g4dn"}, {"gpu-code": "75"}, "gpu-code '75' is not a CUDA architecture"),
+        ({"TargetDevice": "ml_g4dn"}, {"gpu-code": "compute_75"}, "give sm_XX"),
+        ({"TargetDevice": "ml_g4dn"}, {"cuda-ver": "twelve"}, "cuda-ver 'twelve' is not a version of the form x.y"),
+        ({"TargetDevice": "jetson_tx2"}, {"trt-ver": "6.0"}, "trt-ver '6.0' is not a version of the form x.y.z"),
+    ],
+)
+def test_bad_nvidia_options(output_config, options, match):
+    with pytest.raises(UnsupportedTargetError, match=match):
+        resolve_target(output_config, options)
+
+
+def test_coreml_is_a_target_but_not_a_tvm_one():
+    assert targets.check_target({"TargetDevice": "coreml"}) == "coreml"
+    assert targets.is_coreml({"TargetDevice": "coreml"}) and not targets.is_coreml({"TargetDevice": "ml_c5"})
+    with pytest.raises(UnsupportedTargetError, match="Core ML model, not a TVM library"):
+        resolve_target({"TargetDevice": "coreml"}, {})
