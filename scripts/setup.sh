@@ -19,8 +19,8 @@ echo "==> virtualenv $VENV"
 "$VENV/bin/python" -m pip install -q --upgrade pip
 echo "==> torch (CPU build)"
 "$VENV/bin/python" -m pip install -q "torch==2.13.0"
-echo "==> airflow-neo[local,torch,tensorflow,test,docs]"
-"$VENV/bin/python" -m pip install -q -e ".[local,torch,tensorflow,test,docs]"
+echo "==> airflow-neo[local,torch,tensorflow,cuda,coreml,test,docs]"
+"$VENV/bin/python" -m pip install -q -e ".[local,torch,tensorflow,cuda,coreml,test,docs]"
 # The real-model tests (transformers, torchvision, timm classes with random weights) need those
 # packages. PyPI's torchvision for torch 2.13 declares a CUDA torch: install it, transformers and
 # timm without dependencies next to the CPU torch above, then their pure-Python dependencies.
