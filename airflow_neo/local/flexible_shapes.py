@@ -33,7 +33,7 @@ from airflow_neo.local.errors import ModelInputError
 from airflow_neo.local.frontend_common import InputSpec
 
 __all__ = [
-    "FLEXIBLE_FRAMEWORKS", "FlexibleInputSpec", "check_ranges", "default_size", "dynamic_axes", "example_shape",
+    "FLEXIBLE_FRAMEWORKS", "FlexibleInputSpec", "check_extents", "check_ranges", "default_size", "dynamic_axes", "example_shape",
     "flexible_spec", "is_range", "parse_dims", "range_text", "refusal", "sample_shapes", "shape_entries",
     "static_at_lower_bound", "symbolic_shapes", "with_bounds",
 ]
@@ -182,6 +182,49 @@ def with_bounds(mod, bounds: dict):
     main = main.with_attr("tir_var_upper_bound", {name: hi for name, (_, hi) in bounds.items()})
     mod["main"] = main
     return mod
+
+
+def check_extents(mod, bounds: dict, specs: list[InputSpec]) -> None:
+    """ModelInputError where a tensor of ``mod``'s ``main`` has a dimension below 1 with every range
+    at its lower bound (or every one at its upper bound): sizes the model cannot take (a 3x3
+    convolution without padding on a 1-pixel image), which the artifact would run unchecked."""
+    import tvm
+    from tvm import relax, tirx
+
+    for pick, label in ((0, "lower"), (1, "upper")):
+        values = {name: bound[pick] for name, bound in bounds.items()}
+        analyzer, bound_vars, bad = tvm.sym.Analyzer(), set(), []
+
+        def visit(expr, values=values, analyzer=analyzer, bound_vars=bound_vars, bad=bad) -> None:
+            ty = getattr(expr, "ty", None) if isinstance(expr, relax.Call) else None
+            if bad or not isinstance(ty, relax.TensorType) or not hasattr(getattr(ty, "shape", None), "values"):
+                return
+            for dim in ty.shape.values:
+                if isinstance(dim, tirx.IntImm):
+                    continue
+                free = [v for v in tirx.analysis.undefined_vars(dim) if v.name in values]
+                if not free:
+                    continue
+                for var in free:
+                    if var.name not in bound_vars:
+                        analyzer.bind(var, tirx.IntImm("int64", values[var.name]))  # symbolic_shapes makes int64 vars
+                        bound_vars.add(var.name)
+                size = analyzer.simplify(dim)
+                if isinstance(size, tirx.IntImm) and size.value < 1:
+                    op = expr.op.name if isinstance(expr.op, tvm.ir.Op) else str(getattr(expr.op, "name_hint", expr.op))
+                    bad.append((op, dim, size.value))
+                    return
+
+        relax.analysis.post_order_visit(mod["main"].body, visit)
+        if bad:
+            op, dim, size = bad[0]
+            sizes = "; ".join(f"input {spec.name!r} dimension {i} at {bound[pick]}"
+                              for spec in specs for i, bound in sorted((getattr(spec, "ranges", None) or {}).items()))
+            raise ModelInputError(
+                f"flexible input shapes: with each range at its {label} bound ({sizes}) the model computes a tensor "
+                f"dimension {dim} = {size} in {op}, so it cannot take that size: narrow the range in DataInputConfig "
+                f"to sizes the model takes, or give a static size"
+            )
 
 
 def static_at_lower_bound(specs: list[InputSpec]) -> dict:

@@ -111,7 +111,13 @@ def _from_onnx_flexible(model, model_file: Path, resolved: list[InputSpec], dim_
     Where the symbolic import or legalization fails, the model is imported again with each range
     at its lower bound: if that fails too, its failure is the job's (the range is not the cause);
     else the job fails with a ModelInputError naming the range dims and the op."""
-    from airflow_neo.local.flexible_shapes import refusal, static_at_lower_bound, symbolic_shapes, with_bounds
+    from airflow_neo.local.flexible_shapes import (
+        check_extents,
+        refusal,
+        static_at_lower_bound,
+        symbolic_shapes,
+        with_bounds,
+    )
 
     symbolic, bounds = symbolic_shapes(resolved, dim_names)
     log("flexible input shapes: " + ", ".join(f"{name} in {lo}..{hi}" for name, (lo, hi) in bounds.items()))
@@ -135,6 +141,7 @@ def _from_onnx_flexible(model, model_file: Path, resolved: list[InputSpec], dim_
             pass  # not the ranges' doing: the build says what it says
         else:
             raise refusal(err, resolved, "legalization") from err
+    check_extents(mod, bounds, resolved)
     return with_bounds(mod, bounds)
 
 
