@@ -84,7 +84,7 @@ def load(
     artifact: str | os.PathLike,
     *,
     s3_client=None,
-    device: str = "cpu",
+    device: str | None = None,
     check_host: bool = True,
     workdir: str | os.PathLike | None = None,
 ) -> CompiledModel:
@@ -92,7 +92,9 @@ def load(
 
     :param artifact: a local path, a ``file://`` URI, or an ``s3://`` URI (with ``s3_client``).
     :param s3_client: a boto3 S3 client, for ``s3://`` artifacts.
-    :param device: only ``"cpu"``: the local backend builds CPU code.
+    :param device: ``"cpu"`` or ``"cuda"``: where the artifact's code runs is fixed when it is compiled
+        (``cuda``: NVIDIA targets, run on ``cuda:0``); None takes the artifact's, a different one is
+        refused with ValueError.
     :param check_host: refuse, with :class:`IncompatibleArtifactError`, an artifact built for another
         CPU family or OS, or for instruction-set features this CPU lacks (running such code would
         kill the process with SIGILL instead of raising).
@@ -100,8 +102,8 @@ def load(
         directory, removed as soon as the library is loaded: the loaded code stays mapped in this
         process, so nothing of the artifact is left on disk, even if the process is killed later).
     """
-    if device != "cpu":
-        raise ValueError(f"device {device!r} is not supported; the local backend builds CPU code only")
+    if device not in (None, "cpu", "cuda"):
+        raise ValueError(f"device {device!r} is not supported; use 'cpu' or 'cuda' (or None: the artifact's)")
     owned = workdir is None
     root = Path(tempfile.mkdtemp(prefix="airflow-neo-model-")) if owned else Path(workdir)
     try:
@@ -120,6 +122,10 @@ def load(
         library = extracted / metadata["library"]
         if not library.is_file():
             raise ModelArchiveError(f"{artifact} lacks its library {metadata['library']!r}")
+        built_for = "cuda" if _is_cuda(metadata) else "cpu"
+        if device is not None and device != built_for:
+            raise ValueError(f"{artifact} was compiled for {built_for} ({(metadata.get('target') or {}).get('source')}); "
+                             f"it cannot run on device {device!r}")
         if check_host:
             check_host_compatible(metadata)
         return CompiledModel(metadata, library, str(artifact))
@@ -160,31 +166,20 @@ def check_host_compatible(metadata: dict) -> None:
 
 def _check_cuda_device(target: dict, label: str) -> None:
     """IncompatibleArtifactError unless this machine has a CUDA driver and a GPU TVM can use."""
-    import ctypes
+    from airflow_neo.local.cuda.device import cuda_unavailable
 
-    arch = (target.get("tvm_target") or {}).get("arch")
-    try:
-        ctypes.CDLL("libcuda.so.1")
-    except OSError:
+    why = cuda_unavailable()
+    if why:
+        arch = (target.get("tvm_target") or {}).get("arch")
         raise IncompatibleArtifactError(
-            f"the artifact was compiled for {target.get('source', label)} (NVIDIA GPU, {arch}); this machine has no "
-            "CUDA driver (libcuda.so.1): run it on a machine with an NVIDIA GPU"
-        ) from None
-    import tvm
-
-    if not tvm.cuda(0).exist:
-        raise IncompatibleArtifactError(
-            f"the artifact was compiled for {target.get('source', label)} (NVIDIA GPU, {arch}); TVM sees no CUDA "
-            "device here (is TVM's CUDA runtime, libtvm_runtime_cuda.so, loadable?)"
+            f"the artifact was compiled for {target.get('source', label)} (NVIDIA GPU, {arch}); {why}: "
+            "run it on a machine with an NVIDIA GPU"
         )
 
 
-def _device_for(metadata: dict):
-    """The TVM device the artifact runs on: ``cuda(0)`` for NVIDIA targets, else the CPU."""
-    import tvm
-
-    kind = (((metadata.get("target") or {}).get("tvm_target")) or {}).get("kind")
-    return tvm.cuda(0) if kind == "cuda" else tvm.cpu()
+def _is_cuda(metadata: dict) -> bool:
+    """Whether the artifact's code runs on an NVIDIA GPU (its TVM target is ``cuda``)."""
+    return (((metadata.get("target") or {}).get("tvm_target")) or {}).get("kind") == "cuda"
 
 
 def _host_cpu_flags() -> set[str] | None:
@@ -230,7 +225,9 @@ class CompiledModel:
             import tvm
             from tvm import relax
 
-            self._device = _device_for(metadata)
+            if _is_cuda(metadata):  # the CUDA runtime must be loaded before the library is
+                _check_cuda_device(metadata.get("target") or {}, str(self.target_label))
+            self._device = tvm.cuda(0) if _is_cuda(metadata) else tvm.cpu()
             self._module = tvm.runtime.load_module(str(library))
             self._vm = relax.VirtualMachine(self._module, self._device)
             self._entry = self._vm[metadata.get("entry_function") or "main"]

@@ -48,6 +48,7 @@ from airflow_neo.local.files import atomic_file, blake2b_file
 from airflow_neo.local.frameworks import SUPPORTED_FRAMEWORKS, UNSUPPORTED_FRAMEWORKS, framework_problem
 from airflow_neo.local.convert import CONVERTERS, Source
 from airflow_neo.local.frontends import IMPORTERS, Imported, InputSpec, first_line, import_converted, importer_key, quiet
+from airflow_neo.local.precision import apply_to_imported, precision_for
 from airflow_neo.local.targets import ResolvedTarget, resolve_target
 
 __all__ = [
@@ -143,6 +144,7 @@ def compile_model(
         + (f" (cross-compiling with {target.cross_compiler})" if target.is_cross else "")
     )
     compiler_path = target.compiler()  # fail before the long work when the (cross) C compiler is missing
+    precision = precision_for(options, target, framework)  # precision_mode: FP16 needs float16 arithmetic
     digest = blake2b_file(archive_path)
     timings: dict[str, float] = {}
     with _work_dir(work_dir) as work:
@@ -153,7 +155,7 @@ def compile_model(
         out_dir = work / "out"
         out_dir.mkdir(exist_ok=True)
         library = out_dir / LIBRARY_NAME
-        tuning_report = schedules_report = None
+        tuning_report = schedules_report = cuda_report = None
         if framework == "XGBOOST":
             with _phase("import", timings, log):
                 tree_model, versions = _load_xgboost(model_file)
@@ -166,15 +168,17 @@ def compile_model(
             runtime = "tl2cgen"
         else:
             with _phase("import", timings, log):
-                imported = _import(framework, model_file, work, data_input, dtype_option, options, log)
+                imported = _import(framework, model_file, work, data_input, precision.import_dtype(dtype_option),
+                                   options, log)
                 log("inputs: " + "; ".join(spec.describe() for spec in imported.inputs))
             with _phase("build", timings, log):
+                precision_report = apply_to_imported(imported, precision, target, log)  # before lowering
                 tuning = _tuning_settings(validated.payload, started, tuning_trials, tuning_database, work)
                 tuning.update(rpc_tracker=rpc_tracker, rpc_keys=rpc_keys)
                 executable, outputs, tuning_report, schedules_report = _build(imported, target, tuning, log,
                                                                               pack=tuning_pack)
             with _phase("export", timings, log):
-                _export_library(executable, library, compiler_path)
+                cuda_report = _export(executable, library, compiler_path, target, log)
             inputs, versions = imported.inputs, imported.framework_versions
             runtime = "tvm-relax-vm"
         metadata = _metadata(
@@ -193,12 +197,17 @@ def compile_model(
         )
         if tuning_report is not None:
             metadata["tuning"] = tuning_report
+        if runtime == "tvm-relax-vm":
+            metadata["precision"] = precision.with_tolerance(precision_report, verify_rtol)
         if schedules_report is not None:
             metadata["schedules"] = schedules_report
+        if cuda_report is not None:
+            metadata["cuda"] = cuda_report
         user_inputs = _user_inputs(verify_inputs, verify_inputs_file) if verify != "off" else None
         with _phase("check", timings, log):
             checks, record = _check(metadata, library, model_file, work / "model", log, verify=verify,
-                                    rtol=verify_rtol, profile_seconds=profile_seconds, user_inputs=user_inputs)
+                                    rtol=precision.verify_rtol(verify_rtol), profile_seconds=profile_seconds,
+                                    user_inputs=user_inputs)
             metadata.update(checks)
         _write_artifact(artifact_path, library, metadata, record=record)
     log(f"artifact: {artifact_path} ({os.path.getsize(artifact_path)} bytes) in {time.monotonic() - started:.2f} s")
@@ -349,6 +358,8 @@ def _build(imported: Imported, target: ResolvedTarget, tuning: dict | None = Non
     from airflow_neo.local.schedules.lowering import lower
 
     tvm_target = tvm.target.Target(target.target)
+    if target.is_cuda:
+        return _build_cuda(imported, tvm_target, log)
     mod = lower(imported.mod, tvm_target)
     outputs = _output_specs(mod["main"], imported.output_names)
     report = None
@@ -364,6 +375,38 @@ def _build(imported: Imported, target: ResolvedTarget, tuning: dict | None = Non
     configs = OrderedUnion(tuned, pack if len(pack) else None)
     executable, schedules = compile_with_default_schedules(mod, tvm_target, log=log, configs=configs)
     return executable, outputs, report, schedules
+
+
+def _build_cuda(imported: Imported, tvm_target, log: Log):
+    """A CUDA target's build: TVM's GPU pipeline with DLight's default schedules; no tuning (the
+    tuning database and pack hold CPU kernels), so the tuning report is None."""
+    from airflow_neo.local.cuda.build import build
+
+    outputs = _output_specs(imported.mod["main"], imported.output_names)
+    executable = build(imported.mod, tvm_target, log)
+    schedules = {"kind": "dlight", "rules": ["Matmul", "GEMV", "Reduction", "GeneralReduction", "Fallback"]}
+    return executable, outputs, None, schedules
+
+
+def _export(executable, library: Path, compiler: str, target: ResolvedTarget, log: Log) -> dict | None:
+    """Link the library; for CUDA targets the kernels are compiled to a cubin first and the report
+    (NVRTC version, cubin size, kernels, the requested versions) is returned."""
+    if not target.is_cuda:
+        _export_library(executable, library, compiler)
+        return None
+    from airflow_neo.local.cuda.build import export
+
+    report = export(executable, library, compiler, target.accelerator["arch"], log)
+    requested = {key: target.accelerator[key] for key in ("cuda_ver", "trt_ver") if key in target.accelerator}
+    report.update(arch=target.accelerator["arch"], requested=requested,
+                  tensorrt="not used: kernels are TVM's, compiled by NVRTC")
+    if "cuda_ver" in requested and int(requested["cuda_ver"].split(".")[0]) < int(report["nvrtc"].split(".")[0]):
+        report["driver_note"] = (f"built by NVRTC {report['nvrtc']}; the device's driver must support CUDA "
+                                 f"{report['nvrtc']} or newer (cuda-ver {requested['cuda_ver']} was asked)")
+        log(f"warning: {report['driver_note']}")
+    if "trt_ver" in requested:
+        log(f"trt-ver {requested['trt_ver']} recorded; TensorRT is not used by the local backend")
+    return report
 
 
 def _pack_for(tvm_target, log: Log, *, enabled: bool = True):
@@ -530,6 +573,7 @@ def _metadata(*, request, framework, model_file, runtime, inputs, outputs, targe
             "os": target.os,
             "cross_compiled": target.is_cross,
             "cross_compiler": target.cross_compiler,
+            **({"accelerator": target.accelerator} if target.accelerator else {}),
         },
         "compiler_options": options,
         "data_input_config": data_input,

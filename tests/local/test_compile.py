@@ -349,7 +349,8 @@ def test_unsupported_framework(cnn, tmp_path, framework):
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(target_device="jetson_nano"), "not supported by the local backend"),
+        (dict(target_device="ml_p2"), "not supported by the local backend"),
+        (dict(target_device="ml_g4dn", compiler_options={"gpu-code": "sm75"}), "gpu-code 'sm75' is not a CUDA architecture"),
         (dict(target_device="ml_inf2"), "not supported by the local backend"),
         (dict(target_platform={"Os": "LINUX", "Arch": "X86_64", "Accelerator": "INTEL_GRAPHICS"}), "not supported by the local backend"),
         (dict(target_device="ml_c5", compiler_options={"mcpu": "bogus-cpu"}), "mcpu 'bogus-cpu' is not a CPU LLVM knows"),

@@ -145,6 +145,7 @@ def test_old_cuda_ver_is_recorded_with_a_driver_note(nvrtcs, cnn, tmp_path):
 
 
 def test_runtime_refuses_a_cuda_artifact_without_a_gpu(nvrtcs, cnn, tmp_path):
+    from airflow_neo import runtime
     from airflow_neo.runtime import check_host_compatible
 
     metadata, _, _ = _compile(cnn, tmp_path, target_device="ml_g4dn")
@@ -157,6 +158,10 @@ def test_runtime_refuses_a_cuda_artifact_without_a_gpu(nvrtcs, cnn, tmp_path):
         pass
     with pytest.raises(IncompatibleArtifactError, match="NVIDIA GPU, sm_75"):
         check_host_compatible(metadata)
+    with pytest.raises(IncompatibleArtifactError, match="no CUDA driver"):
+        runtime.load(tmp_path / "model.tar.gz")
+    with pytest.raises(ValueError, match="compiled for cuda.*cannot run on device 'cpu'"):
+        runtime.load(tmp_path / "model.tar.gz", device="cpu")
 
 
 def test_inspect_refuses_cpu_and_uncompiled_libraries(nvrtcs, cnn, tmp_path):
