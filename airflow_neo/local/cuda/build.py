@@ -11,6 +11,7 @@ Invariant: the exported library's CUDA module is a ``cubin`` for exactly the tar
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Callable
 
@@ -84,12 +85,23 @@ def _compiled_blob(module, arch: str, nvrtc: Nvrtc, workspace: Path, log: Log) -
             f"({len(cubin)} bytes) in {time.monotonic() - started:.2f} s")
         blob.modules[index].payload = device.with_code("cubin", cubin).to_payload()
         report["cubin_bytes"] += len(cubin)
+        report["float16_kernels"] = report.get("float16_kernels", 0) + _float16_kernels(device.code.decode("utf-8"))
     data_file = workspace / "devc.bin"
     data_file.write_bytes(blob.to_bytes())
     assembly = workspace / "devc.S"
     assembly.write_text(_assembly(data_file))
     report["assembly"] = str(assembly)
     return report
+
+
+def _float16_kernels(source: str) -> int:
+    """How many kernels of the CUDA source compute on ``half`` values."""
+    uses_half: dict[str, bool] = {}
+    for piece in source.split('extern "C" __global__')[1:]:  # declarations, then definitions
+        match = re.search(r"(\w+)\s*\(", piece)
+        if match:
+            uses_half[match.group(1)] = uses_half.get(match.group(1), False) or "half" in piece
+    return sum(uses_half.values())
 
 
 def _assembly(data_file: Path) -> str:
