@@ -178,7 +178,14 @@ def _same_shape(a, b) -> bool:
     try:
         return len(a) == len(b) and all(int(x) == int(y) for x, y in zip(a, b))
     except (TypeError, ValueError):
-        return False
+        return _same_symbolic_shape(a, b)
+
+
+def _same_symbolic_shape(a, b) -> bool:
+    """Shapes with symbolic dims (DataInputConfig ranges): the same expression in each dim."""
+    import tvm_ffi
+
+    return len(a) == len(b) and all(tvm_ffi.structural_equal(x, y) for x, y in zip(a, b))
 
 
 def _tile_loops(sch, plan: TilePlan):
@@ -213,7 +220,7 @@ def _tile_loops(sch, plan: TilePlan):
     fused = sch.fuse(*fuse) if len(fuse) > 1 else fuse[0]
     work = 1
     for it in iters:
-        work *= it.extent
+        work *= it.extent if it.extent is not None else MIN_PARALLEL_WORK  # symbolic: parallel at any size
     if work >= MIN_PARALLEL_WORK:
         try_(sch.parallel, fused)
     if register_inner_loop is not None and plan.register_inner > 1:

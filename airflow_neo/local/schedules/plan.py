@@ -18,6 +18,10 @@ Invariants:
   instead (the output width, ``N`` of a matmul): the data are read along it.
 * The register budget keeps ``register_inner * vectors + vectors + 2`` within the target's
   SIMD registers.
+* Symbolic extents (DataInputConfig ranges): a spatial or reduction var whose extent is symbolic
+  is never the vector, register or blocked reduction var; its loop stays whole (a symbolic
+  spatial loop joins the parallel outer loops). A kernel with static extents gets exactly the
+  plan it got before symbolic extents were allowed.
 * ``name`` says which op class the rule recognised; it is what the report shows.
 * :class:`~airflow_neo.local.configs.knobs.Knobs` given to :func:`make_plan` override the tile, the reduction blocking and
   the threading only where they fit this kernel (dividing extents, within the register budget);
@@ -90,9 +94,15 @@ def _sliding(main: BlockFacts, load) -> bool:
     return False
 
 
+def _wide(it) -> bool:
+    """A static extent above 1: what a vector or register var needs (a symbolic extent, a
+    DataInputConfig range, is never tiled: its loop stays whole, outside the tile)."""
+    return it.extent is not None and it.extent > 1
+
+
 def make_plan(facts: FuncFacts, main: BlockFacts, cpu, knobs: Knobs | None = None) -> TilePlan | None:
-    if not main.trivial or any(it.extent is None for it in main.iters):
-        return None
+    if not main.trivial:
+        return None  # symbolic extents (None) are fine: they are never tiled (see _wide)
     if len(main.writes) != 1 or any(it.kind not in (SPATIAL, REDUCE) for it in main.iters):
         return None
     pair = mac_operands(main)
@@ -110,7 +120,7 @@ def make_plan(facts: FuncFacts, main: BlockFacts, cpu, knobs: Knobs | None = Non
     data = [ld for ld in operands if ld is not weight]
     channel = None
     if weight is not None:
-        in_weight = [it for it in out_order if _uses(weight, it.var) and it.extent > 1]
+        in_weight = [it for it in out_order if _uses(weight, it.var) and _wide(it)]
         channel = in_weight[-1] if in_weight else None
     name = _classify(main, operands, weight, data, channel)
     if channel is not None and not name.endswith("-depthwise"):
@@ -118,19 +128,20 @@ def make_plan(facts: FuncFacts, main: BlockFacts, cpu, knobs: Knobs | None = Non
     else:
         # depthwise conv, pooling, products of two activations: along the innermost output var
         # (data are read contiguously, or deinterleaved when strided; see contraction.py)
-        wide = [it for it in out_order if it.extent > 1]
+        wide = [it for it in out_order if _wide(it)]
         if not wide:
             return None
         vector = wide[-1]
     candidates = [
         it for it in out_order
-        if it is not vector and it.extent > 1 and (weight is None or not _uses(weight, it.var))
+        if it is not vector and _wide(it) and (weight is None or not _uses(weight, it.var))
         and any(_uses(ld, it.var) for ld in data)
     ]
     register = candidates[-1] if candidates else None
     lanes = cpu.lanes(dtype)
     vector_inner, register_inner = _tile(vector, register, lanes, cpu.vector_registers)
-    reduce = max((it for it in main.iters if it.kind == REDUCE), key=lambda it: it.extent, default=None)
+    reduce = max((it for it in main.iters if it.kind == REDUCE and it.extent is not None), key=lambda it: it.extent,
+                 default=None)
     plan = TilePlan(name, main, operands, weight, vector, vector_inner, register, register_inner, dtype,
                     lanes=lanes, registers=cpu.vector_registers, reduce=reduce)
     if knobs is not None:
@@ -192,7 +203,8 @@ def _classify(main: BlockFacts, operands, weight, data, channel) -> str:
         return f"pool{max(spatial_dims, 1)}d"
     sliding = any(_sliding(main, ld) for ld in operands)
     if not sliding:
-        shared = [it for it in main.iters if it.kind == SPATIAL and all(_uses(ld, it.var) for ld in operands) and it.extent > 1]
+        shared = [it for it in main.iters if it.kind == SPATIAL and all(_uses(ld, it.var) for ld in operands)
+                  and (it.extent is None or it.extent > 1)]
         if weight is not None and not shared:
             return "dense"
         return "batch-matmul" if shared else "matmul"
@@ -203,7 +215,7 @@ def _classify(main: BlockFacts, operands, weight, data, channel) -> str:
             return f"{conv}-depthwise"
         return f"{conv}-grouped"
     window = [it for it in main.iters if it.kind == REDUCE and any(_sliding_dim(main, ld, it.var) for ld in data)]
-    if all(it.extent == 1 for it in window):
+    if all(it.extent == 1 for it in window):  # (a symbolic window extent is None: not pointwise)
         return f"{conv}-pointwise"
     return conv
 

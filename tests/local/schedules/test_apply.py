@@ -80,9 +80,8 @@ class _Broken:
 
 
 def test_unmatched_and_failing_kernels_are_named_and_still_run():
-    """A dynamic-shape matmul no rule takes, behind a rule that raises: left as is, logged, correct."""
+    """A dynamic-shape matmul that only a rule that raises is offered: left as is, logged, correct."""
     from airflow_neo.local.schedules import apply_default_schedules
-    from airflow_neo.local.schedules.rules import DEFAULT_RULES
 
     n = tvm.tirx.Var("n", "int64")
     w = rand(7, 5)
@@ -94,7 +93,7 @@ def test_unmatched_and_failing_kernels_are_named_and_still_run():
         bb.emit_func_output(out)
     target = tvm.target.Target({"kind": "llvm"})
     lines: list[str] = []
-    mod, report = apply_default_schedules(fuse(bb.get(), target), target, log=lines.append, rules=(_Broken(), *DEFAULT_RULES))
+    mod, report = apply_default_schedules(fuse(bb.get(), target), target, log=lines.append, rules=(_Broken(),))
     [kernel] = report["kernels"]
     assert kernel["rule"] is None and kernel["errors"] == ["broken: RuntimeError: boom"]
     assert report["unscheduled"] == [kernel["kernel"]]
@@ -102,6 +101,29 @@ def test_unmatched_and_failing_kernels_are_named_and_still_run():
     vm = relax.VirtualMachine(tvm.compile(mod, target=target), tvm.cpu())
     data = rand(3, 7)
     np.testing.assert_allclose(vm["main"](tvm.runtime.tensor(data)).numpy(), data @ w, rtol=1e-5, atol=1e-5)
+
+
+def test_symbolic_rows_stay_whole_and_the_static_dims_are_tiled():
+    """A matmul whose row count is symbolic (a DataInputConfig range) gets the dense plan over its
+    static dims, the rows loop left whole, and is correct at several row counts."""
+    from airflow_neo.local.schedules import apply_default_schedules
+
+    n = tvm.tirx.Var("n", "int64")
+    w = rand(7, 16)
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((n, 7), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            out = bb.emit_output(relax.op.matmul(x, const(w)))
+        bb.emit_func_output(out)
+    target = tvm.target.Target({"kind": "llvm"})
+    mod, report = apply_default_schedules(fuse(bb.get(), target), target, log=lambda _: None)
+    [kernel] = report["kernels"]
+    assert kernel["rule"] == "dense" and kernel["detail"].startswith("tile 1x")
+    vm = relax.VirtualMachine(tvm.compile(mod, target=target), tvm.cpu())
+    for rows in (1, 5, 33):
+        data = rand(rows, 7)
+        np.testing.assert_allclose(vm["main"](tvm.runtime.tensor(data)).numpy(), data @ w, rtol=1e-5, atol=1e-5)
 
 
 def test_report_names_a_rule_for_every_kernel_of_a_small_cnn():
