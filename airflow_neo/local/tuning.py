@@ -29,6 +29,9 @@ Builder: a process pool kept for the whole job that builds candidates with plain
 (MetaSchedule's stock builder imports every CUDA tensor intrinsic in each fresh worker, 15-30 s a
 batch on 2 cores, and restarts its pool every batch). Measuring runs in MetaSchedule's LocalRunner.
 
+Flexible inputs (DataInputConfig ranges): kernels with a symbolic extent are not tuned (MetaSchedule
+measures concrete shapes only); the log names them and they keep their default schedules.
+
 Layout: weights (Relax constants) are marked layout-free before tuning, so schedules may rewrite
 their layout; after applying the records the layout transforms are split out and folded into the
 constants at compile time (weight prepacking, with no change to the artifact's interface).
@@ -353,7 +356,7 @@ def optimize(
     db_dir = tuning_db.target_database_dir(database_root, target.target, num_cores)
     with tvm.transform.PassContext(), compile_target:
         marked = relax.transform.AttachAttrLayoutFreeBuffers()(mod)
-    extracted = ms.relax_integration.extract_tasks(marked, tune_target)
+    extracted = _static_tasks(ms.relax_integration.extract_tasks(marked, tune_target), log)
     tasks = []
     for task in extracted:
         flops = 0.0
@@ -462,6 +465,30 @@ def optimize(
     finally:
         session.close()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _static_tasks(extracted, log: Log) -> list:
+    """The tasks whose kernels have static shapes. A kernel with a symbolic extent (an input
+    dimension DataInputConfig gives as a range) is not tuned: MetaSchedule measures concrete
+    shapes only (its argument info refuses a symbolic dim), so it keeps its default schedule."""
+    from tvm import tirx
+
+    def static(task) -> bool:
+        for param in task.dispatched[0]["main"].params:  # buffers; a scalar parameter is a symbolic size
+            try:
+                shape = param.shape
+            except AttributeError:
+                return False
+            if not all(isinstance(dim, tirx.IntImm) for dim in shape):
+                return False
+        return True
+
+    kept = [task for task in extracted if static(task)]
+    if len(kept) < len(extracted):
+        names = ", ".join(task.task_name for task in extracted if not static(task))
+        log(f"tuning: {len(extracted) - len(kept)} kernel(s) with symbolic shapes (DataInputConfig ranges) are not "
+            f"tuned and keep their default schedules: {names}")
+    return kept
 
 
 def _baselines(extracted, tasks, db_dir: Path, tune_target, session: _Session, rules, *, tune: bool) -> None:
