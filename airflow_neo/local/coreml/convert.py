@@ -76,6 +76,12 @@ class CoreMLResult:
     spec_summary: dict
     versions: dict
 
+    def files(self) -> list[tuple[str, Path]]:
+        """``(member name, file)`` of every file of the package, sorted: what an artifact tar holds
+        (``tar.add(file, arcname=name)`` each; the directories are implied)."""
+        return sorted((f"{self.member}/{file.relative_to(self.path).as_posix()}", file)
+                      for file in self.path.rglob("*") if file.is_file())
+
 
 def compile_coreml(framework: str, model_file: Path, model_dir: Path, data_input, options: dict, out_dir: Path, log: Log) -> CoreMLResult:
     """Convert ``model_file`` (inside the extracted archive ``model_dir``) to ``out_dir / MEMBER``."""
@@ -201,6 +207,10 @@ def _convert(ct, loaded: Loaded, inputs: list, settings: CoreMLOptions, matched:
     if settings.labels:
         kwargs["classifier_config"] = ct.ClassifierConfig(list(settings.labels))
         log(f"coreml classifier: {len(settings.labels)} labels from {settings.labels_file}")
+        repeated = sorted({label for label in settings.labels if settings.labels.count(label) > 1})
+        if repeated:  # ImageNet's usual file repeats 'crane' and 'maillot': kept, as Neo keeps them
+            log(f"coreml classifier: labels repeated in {settings.labels_file}: {repeated[:10]}; the model's "
+                "probabilities output (a dictionary by label) holds one entry for each")
     with _captured_logs() as records:
         try:
             return ct.convert(loaded.model, **kwargs)
@@ -214,8 +224,8 @@ def _conversion_error(err: BaseException, messages: list[str], matched: list[Inp
     if missing:
         op = missing.group(1)
         return UnsupportedOperatorsError(
-            f"coremltools {_version()} has no converter for operator {op!r}{_where(messages)}; Core ML cannot express it: "
-            "rewrite the model without it or pick a TVM target", [op])
+            f"coremltools {_version()} has no converter for operator {op!r}{_where(messages)}; the coreml target cannot "
+            "convert a model that uses it: rewrite the model without it or compile for a TVM target", [op])
     if settings.labels and "number of classes must match" in str(err):
         return ModelInputError(f"CompilerOptions class_labels {settings.labels_file!r} holds {len(settings.labels)} labels, which "
                                f"is not the size of the model's output ({text})")

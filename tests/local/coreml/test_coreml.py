@@ -122,6 +122,9 @@ def test_torch_range_batch_fp32(ct, torch, torch_archive, tmp_path):
                                                         "default": [2, 3, 32, 32]}
     assert set(result.versions) == {"coremltools", "torch"} and result.versions["coremltools"] == ct.__version__
     assert any("coreml input x: Tensor [1..8, 3, 32, 32]" in line for line in lines)
+    names = [name for name, _ in result.files()]
+    assert f"{MEMBER}/Manifest.json" in names and f"{MEMBER}/Data/com.apple.CoreML/model.mlmodel" in names
+    assert all(path.is_file() for _, path in result.files())
 
     x = np.random.default_rng(SEED).standard_normal((3, 3, 32, 32)).astype(np.float32)
     (name,) = block_outputs(result.path)
@@ -168,8 +171,12 @@ def test_torch_enumerated_image_classifier_fp16(ct, torch, torch_archive, tmp_pa
 
 def test_torch_unsupported_operator_is_named(ct, torch, tmp_path):
     class Bucketize(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("bounds", torch.tensor([0.1, 0.5]))
+
         def forward(self, x):
-            return torch.bucketize(x, torch.tensor([0.1, 0.5]))
+            return torch.bucketize(x, self.bounds)
 
     model_file = tmp_path / "model.pt"
     torch.jit.save(torch.jit.trace(Bucketize().eval(), torch.rand(2, 3)), str(model_file))
@@ -332,12 +339,12 @@ def test_tensorflow_saved_model_range_and_frozen_graph(ct, tf, tmp_path):
 
         @tf.function(input_signature=[tf.TensorSpec([None, 8], tf.float32, name="x")])
         def serve(self, x):
-            return {"y": tf.nn.relu(tf.matmul(x, self.w))}
+            return {"y": tf.nn.relu(tf.matmul(x, self.w)), "z": tf.reduce_sum(x, axis=1)}
 
     module = Dense()
     tf.saved_model.save(module, str(tmp_path / "sm"), signatures={"serve": module.serve})
     result = compile_coreml("TENSORFLOW", tmp_path / "sm" / "saved_model.pb", tmp_path, {"x": ["1..4", 8]},
-                            {"signature_def_key": "serve"}, tmp_path / "out", print)
+                            {"signature_def_key": "serve", "output_names": ["y"]}, tmp_path / "out", print)
     (feature,) = _spec(ct, result).description.input
     assert feature.name == "x" and _range(feature) == ([[1, 4], [8, 8]], [1, 8])
     x = rng.standard_normal((3, 8)).astype(np.float32)
@@ -364,6 +371,13 @@ def test_tensorflow_saved_model_range_and_frozen_graph(ct, tf, tmp_path):
     assert shapes == [[1, 4], [2, 4]] and list(feature.type.multiArrayType.shape) == [2, 4]
     x = rng.standard_normal((2, 4)).astype(np.float32)
     assert np.abs(run_program(result.path, {"input_tensor": x})["output_tensor"] - np.maximum(2 * x, 0)).max() < 1e-6
+
+    from tests.local.convert.tf_models import unsupported_op_graph
+
+    lgamma = unsupported_op_graph(tmp_path / "lgamma")
+    with pytest.raises(UnsupportedOperatorsError) as err:
+        compile_coreml("TENSORFLOW", lgamma, lgamma.parent, None, {}, tmp_path / "out4", print)
+    assert err.value.operators == ["Lgamma"] and "'Lgamma'" in str(err.value)
 
 
 def test_tensorflow_garbage_saved_model(ct, tmp_path):
