@@ -218,6 +218,7 @@ def check_extents(mod, bounds: dict, specs: list[InputSpec]) -> None:
         relax.analysis.post_order_visit(mod["main"].body, visit)
         if bad:
             op, dim, size = bad[0]
+            dim = re.sub(r"T\.int64\((-?\d+)\)", r"\1", str(dim))
             sizes = "; ".join(f"input {spec.name!r} dimension {i} at {bound[pick]}"
                               for spec in specs for i, bound in sorted((getattr(spec, "ranges", None) or {}).items()))
             raise ModelInputError(
