@@ -259,9 +259,12 @@ def refusal(err: BaseException, specs: list[InputSpec], stage: str) -> ModelInpu
     first = next(iter(example.items()))
     return ModelInputError(
         f"flexible input shapes: {dims} cannot stay symbolic: TVM's {stage} failed {where} with that size "
-        f"unknown ({what}), while the same model {stage}s with static sizes. Give a static size for that dimension "
+        f"unknown ({what}), while the same model {_VERBS.get(stage, stage)} with static sizes. Give a static size for that dimension "
         f"in DataInputConfig (e.g. {first[1][0]} for {first[0]!r}), or compile one artifact per size"
     )
+
+
+_VERBS = {"import": "imports", "legalization": "legalizes"}
 
 
 def _op_of(err: BaseException) -> str | None:

@@ -156,7 +156,8 @@ def _check_legalizes(mod) -> None:
     left = set()
 
     def visit(expr) -> None:
-        if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) and expr.op.name not in _VM_OPS:
+        if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) and expr.op.name not in _VM_OPS \
+                and not expr.op.name.startswith(_VM_OP_PREFIXES):
             if any(isinstance(getattr(arg, "ty", None), relax.TensorType) for arg in [expr, *expr.args]):
                 left.add(expr.op.name)
 
@@ -173,7 +174,9 @@ _VM_OPS = frozenset({
     "relax.call_dps_packed", "relax.call_inplace_packed", "relax.shape_of", "relax.null_value",
     "relax.print", "relax.assert_op", "relax.hint_on_device", "relax.to_vdevice", "relax.tensor_to_shape",
     "relax.shape_to_tensor", "relax.invoke_closure", "relax.invoke_pure_closure", "relax.make_closure",
+    "relax.call_builtin_with_ctx",
 })
+_VM_OP_PREFIXES = ("relax.builtin.", "relax.memory.", "relax.vm.")
 
 
 def _check_references(graph, model_file: Path) -> None:

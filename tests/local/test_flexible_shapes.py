@@ -203,6 +203,19 @@ def test_an_op_that_needs_a_static_size_is_refused_naming_it(tmp_path):
     assert "Give a static size" in text
 
 
+def test_an_op_that_does_not_legalize_symbolic_is_refused(tmp_path):
+    """Range(0, x's length) imports with a symbolic length but does not legalize; static it does."""
+    ints = [helper.make_tensor("one", TensorProto.INT64, [], [1]), helper.make_tensor("zero", TensorProto.INT64, [], [0])]
+    nodes = [helper.make_node("Shape", ["x"], ["s"]), helper.make_node("Gather", ["s", "one"], ["n"]),
+             helper.make_node("Range", ["zero", "n", "one"], ["r"]), helper.make_node("Cast", ["r"], ["rf"], to=TensorProto.FLOAT),
+             helper.make_node("Add", ["x", "rf"], ["y"])]
+    files = {"model.onnx": _model_bytes(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "n"])],
+                                        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, "n"])], ints)}
+    text = _error(tmp_path / "range", files, {"x": [1, "2..9"]})
+    assert "input 'x' dimension 1 (2..9) cannot stay symbolic: TVM's legalization failed in op relax." in text
+    assert _compile(tmp_path / "static", "ONNX", files, {"x": [1, 6]})[0]["verification"]["passed"] is True
+
+
 def test_ranges_are_refused_where_the_importer_is_static(tmp_path):
     case = models.tflite_cnn(tmp_path / "tflite")
     name = next(iter(case.data_input_config))
