@@ -54,19 +54,40 @@ def _value(value, reader):
     return np.asarray(items, dtype=dtype or None).reshape(dims)
 
 
-def _conv(x, weight, bias=None, strides=(1, 1), pad_type="valid", pad=(0, 0, 0, 0), dilations=(1, 1), groups=1):
-    if int(groups) != 1 or tuple(int(d) for d in dilations) != (1, 1):
-        pytest.fail(f"mil_numpy conv: groups {groups} / dilations {list(dilations)} not implemented")
-    kh, kw = weight.shape[2:]
+def _pads(pad_type, pad, kernel):
+    kh, kw = kernel
     if pad_type == "same":
-        pad = [(kh - 1) // 2, kh // 2, (kw - 1) // 2, kw // 2]
-    elif pad_type == "valid":
-        pad = [0, 0, 0, 0]
-    top, bottom, left, right = (int(p) for p in pad)
-    x = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
-    windows = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(2, 3))[:, :, :: int(strides[0]), :: int(strides[1])]
-    out = np.einsum("nchwij,ocij->nohw", windows.astype(np.float64), weight.astype(np.float64)).astype(x.dtype)
+        return [(kh - 1) // 2, kh // 2, (kw - 1) // 2, kw // 2]
+    if pad_type == "valid":
+        return [0, 0, 0, 0]
+    return [int(p) for p in pad]
+
+
+def _windows(x, kernel, strides, pads, fill=0.0):
+    top, bottom, left, right = pads
+    x = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)), constant_values=fill)
+    windows = np.lib.stride_tricks.sliding_window_view(x, tuple(kernel), axis=(2, 3))
+    return windows[:, :, :: int(strides[0]), :: int(strides[1])]
+
+
+def _conv(x, weight, bias=None, strides=(1, 1), pad_type="valid", pad=(0, 0, 0, 0), dilations=(1, 1), groups=1):
+    if tuple(int(d) for d in dilations) != (1, 1):
+        pytest.fail(f"mil_numpy conv: dilations {list(dilations)} not implemented")
+    groups = int(groups)
+    kernel = weight.shape[2:]
+    windows = _windows(x, kernel, strides, _pads(pad_type, pad, kernel)).astype(np.float64)
+    n, c, h, w = windows.shape[:4]
+    windows = windows.reshape(n, groups, c // groups, h, w, *kernel)
+    kernels = weight.astype(np.float64).reshape(groups, weight.shape[0] // groups, *weight.shape[1:])
+    out = np.einsum("ngchwij,gocij->ngohw", windows, kernels).reshape(n, weight.shape[0], h, w).astype(x.dtype)
     return out if bias is None else out + bias.reshape(1, -1, 1, 1)
+
+
+def _max_pool(x, kernel_sizes, strides, pad_type="valid", pad=(0, 0, 0, 0), ceil_mode=False):
+    if bool(ceil_mode):
+        pytest.fail("mil_numpy max_pool: ceil_mode not implemented")
+    kernel = [int(k) for k in kernel_sizes]
+    return _windows(x, kernel, strides, _pads(pad_type, pad, kernel), fill=-np.inf).max(axis=(-2, -1))
 
 
 def _softmax(x, axis=-1):
@@ -86,6 +107,8 @@ OPS = {
     "linear": lambda x, weight, bias=None: x @ weight.T + (0 if bias is None else bias),
     "matmul": lambda x, y, transpose_x=False, transpose_y=False: (x.swapaxes(-1, -2) if transpose_x else x) @ (y.swapaxes(-1, -2) if transpose_y else y),
     "softmax": _softmax,
+    "max_pool": _max_pool,
+    "clip": lambda x, alpha, beta: np.clip(x, alpha, beta).astype(x.dtype),
     "transpose": lambda x, perm: x.transpose([int(p) for p in perm]),
     "classify": lambda probabilities, classes: _classify(probabilities, classes),
 }
