@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from airflow_neo.core.input_shapes import InputShape, Range
+from airflow_neo.local.convert import MissingExtra
 from airflow_neo.local.coreml.inputs import ct_input, match_entries, parse_entries
 from airflow_neo.local.coreml.options import PRECISIONS, CoreMLOptions, parse_options
 from airflow_neo.local.coreml.sources import Loaded, load_source
@@ -182,13 +183,14 @@ def _captured_logs():
 
 def import_coremltools(log: Log = lambda _line: None):
     """``coremltools``; its import-time chatter (untested framework versions, the native runtime
-    it cannot load on Linux) goes to ``log`` once, as one line. A missing package is a CompilationError."""
+    it cannot load on Linux) goes to ``log`` once, as one line. A missing package is a
+    :class:`~airflow_neo.local.convert.MissingExtra` (a CompilationError) naming the extra."""
     with _captured_logs() as records:
         try:
             import coremltools as ct
         except ImportError as err:
-            raise CompilationError(f"TargetDevice coreml needs coremltools, which is not installed here ({err}): "
-                                   "pip install 'coremltools==9.0'") from err
+            raise MissingExtra(f"TargetDevice coreml needs coremltools, which is not installed here ({err}): "
+                               "pip install 'airflow-neo[coreml]' (coremltools==9.0)") from err
     notes = [m for m in records.messages if "has not been tested" in m]
     if notes:
         log("coremltools: " + "; ".join(note.split(". You may")[0] for note in notes))
