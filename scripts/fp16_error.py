@@ -7,7 +7,9 @@ LLVM computes each float16 op in float32 and rounds its result to float16: the s
 ``fullfp16`` CPU gives for each op, up to FMA contraction) and run on several random inputs;
 the worst ``max|tvm - onnxruntime| / max|onnxruntime|`` per model is printed, with FP32 for
 comparison. The product refuses FP16 for ml_c5 (it lacks avx512fp16); this script calls the
-rewrite directly to measure numbers only. Usage: ``python scripts/fp16_error.py [runs]``.
+rewrite directly to measure numbers only. Usage: ``python scripts/fp16_error.py [runs]``, or
+``python scripts/fp16_error.py --zoo resnet50 efficientnet_b0 ... [--small]`` for architectures of
+``tests/local/zoo.py`` (random weights) on the zoo's inputs.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ def _models(tmp: Path) -> dict:
     return found
 
 
-def _run(onnx_bytes: bytes, shapes: dict, accumulate: str | None, runs: int, tmp: Path) -> float:
+def _run(onnx_bytes: bytes, shapes: dict, accumulate: str | None, runs: int, tmp: Path, inputs: dict | None = None) -> float:
     import onnxruntime
     import tvm
     from tvm import relax
@@ -57,17 +59,45 @@ def _run(onnx_bytes: bytes, shapes: dict, accumulate: str | None, runs: int, tmp
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     worst = 0.0
     for seed in range(runs):
-        rng = np.random.default_rng(seed)
-        inputs = {name: rng.standard_normal(shape).astype(np.float32) for name, shape in shapes.items()}
+        if inputs is None or seed:
+            rng = np.random.default_rng(seed)
+            inputs = {name: rng.standard_normal(shape).astype(np.float32) for name, shape in shapes.items()}
         got = vm["main"](*[tvm.runtime.tensor(array) for array in inputs.values()])
-        got = [got] if not isinstance(got, (list, tuple)) and not hasattr(got, "__len__") else list(got) if not hasattr(got, "numpy") else [got]
+        got = [got] if hasattr(got, "numpy") else list(got)
         want = session.run(None, inputs)
         for g, w in zip(got, want):
-            worst = max(worst, float(np.abs(g.numpy().astype(np.float64) - w).max() / max(np.abs(w).max(), 1e-12)))
+            g = g.numpy().astype(np.float64)
+            if not np.all(np.isfinite(g)):
+                return float("inf")
+            worst = max(worst, float(np.abs(g - w).max() / max(np.abs(w).max(), 1e-12)))
     return worst
 
 
+def _zoo(names: list[str], small: bool, tmp: Path) -> None:
+    """Zoo architectures (tests/local/zoo.py, random weights, ONNX route): relative error of FP32 and of
+    FP16 (float32 accumulation) against onnxruntime on the zoo's inputs, and compile seconds."""
+    import time
+
+    from tests.local import zoo
+
+    for name in names:
+        built = zoo.ZOO[name].build(small)
+        shapes = {key: list(value.shape) for key, value in built.inputs.items()}
+        row = {}
+        for label, accumulate in (("fp32", None), ("fp16/acc32", "float32")):
+            started = time.monotonic()
+            row[label] = _run(built.files[built.model_file], shapes, accumulate, 1, tmp, inputs=built.inputs)
+            row[label + " compile_s"] = time.monotonic() - started
+        print(f"{name:20s} {'small' if small else 'full'} " + "  ".join(
+            f"{key} {value:.2e}" if "compile" not in key else f"{key} {value:.0f}" for key, value in row.items()), flush=True)
+
+
 def main(argv: list[str]) -> int:
+    if argv and argv[0] == "--zoo":
+        small = "--small" in argv
+        with tempfile.TemporaryDirectory() as tmp:
+            _zoo([name for name in argv[1:] if name != "--small"], small, Path(tmp))
+        return 0
     runs = int(argv[0]) if argv else 5
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

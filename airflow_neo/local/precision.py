@@ -238,9 +238,9 @@ def apply_precision(mod, plan: PrecisionPlan, tvm_target=None, log: Log = print,
     inputs = list(chosen)
     mod = relax.transform.DecomposeOpsForInference()(mod)
     mod = relax.transform.ConvertToDataflow()(mod)
-    mod, wrapped = _wrap_call_tir(mod)
+    mod, wrapped = _wrap_isolated(mod)
     mod = relax.transform.ToMixedPrecision(out_dtype=plan.accumulate, fp16_input_names=list(chosen.values()) or None)(mod)
-    mod = _unwrap_call_tir(mod, wrapped)
+    mod = _unwrap_isolated(mod, wrapped)
     report = {"mode": "FP16", "accumulate": plan.accumulate, "feature": plan.feature, "inputs": inputs,
               **census(mod)}
     where = f" for {tvm_target.attrs.get('mcpu', tvm_target.kind.name)}" if tvm_target is not None else ""
@@ -274,12 +274,22 @@ def _call_tir_op():
     return tvm.ir.Op.get("relax.call_tir")
 
 
-def _wrap_call_tir(mod):
-    """``mod`` with each ``call_tir`` (a kernel the importer wrote as TIR itself: the ONNX frontend's
-    Clip with tensor bounds, Pad, Tile, Resize, Einsum ...) moved into a private Relax function of
-    its own, and {wrapper: the call_tir} to undo it: ``ToMixedPrecision`` cannot type a ``call_tir``'s
-    kernel argument, while a call of a Relax function is kept in float32 with casts around it, which
-    is right for a kernel written for float32."""
+def _isolated(call, call_tir) -> bool:
+    """Whether ``ToMixedPrecision`` cannot type ``call``: a ``call_tir`` (its kernel argument), or a
+    call with a scalar (PrimType) argument, such as Clip's bounds."""
+    import tvm
+
+    if not isinstance(call.op, tvm.ir.Op):
+        return False
+    return call.op.same_as(call_tir) or any(type(getattr(arg, "ty", None)).__name__ == "PrimType" for arg in call.args)
+
+
+def _wrap_isolated(mod):
+    """``mod`` with each call that :func:`_isolated` picks (a kernel the importer wrote as TIR itself:
+    the ONNX frontend's Clip with tensor bounds, Pad, Tile, Resize, Einsum ...; an op with scalar
+    arguments: ``clip``) moved into a private Relax function of its own, and {wrapper: (op, args
+    template, parameters, attrs, type args)} to undo it. ``ToMixedPrecision`` keeps a call of a
+    Relax function in float32 with casts around it: such an op then runs as written, in float32."""
     from tvm import relax
 
     call_tir = _call_tir_op()
@@ -289,18 +299,18 @@ def _wrap_call_tir(mod):
     class Wrap(relax.PyExprMutator):
         def visit_call_(self, call):
             call = super().visit_call_(call)
-            if not call.op.same_as(call_tir):
+            if not _isolated(call, call_tir):
                 return call
-            args = list(call.args[1].fields)
-            params = [relax.Var(f"arg{index}", arg.ty) for index, arg in enumerate(args)]
-            out_ty = list(call.ty.fields) if hasattr(call.ty, "fields") else call.ty
+            tensors = [arg for arg in _leaves(call.args) if isinstance(arg, relax.Var)]
+            params = [relax.Var(f"arg{index}", arg.ty) for index, arg in enumerate(tensors)]
+            template = _substitute(call.args, dict(zip(tensors, params)))
             builder = relax.BlockBuilder()
             with builder.function("wrapper", params, private=True):
-                builder.emit_func_output(builder.emit(relax.op.call_tir(call.args[0], relax.Tuple(params), out_ty,
-                                                                        *call.args[2:])))
-            wrapper = self.builder_.add_func(builder.get()["wrapper"], f"fp32_{call.args[0].name_hint}")
-            wrapped[wrapper] = (call.args[0], out_ty, call.args[2:])
-            return relax.Call(wrapper, args)
+                builder.emit_func_output(builder.emit(relax.Call(call.op, template, call.attrs, call.ty_args)))
+            name = call.args[0].name_hint if call.op.same_as(call_tir) else str(call.op.name).removeprefix("relax.")
+            wrapper = self.builder_.add_func(builder.get()["wrapper"], f"fp32_{name}")
+            wrapped[wrapper] = (call.op, template, params, call.attrs, call.ty_args)
+            return relax.Call(wrapper, tensors)
 
         def run(self):
             for gvar, func in list(self.builder_.get().functions.items()):
@@ -308,14 +318,36 @@ def _wrap_call_tir(mod):
                     self.builder_.update_func(gvar, self.visit_expr(func))
             return self.builder_.get()
 
-    if not any(_calls(func, call_tir) for func in mod.functions.values() if isinstance(func, relax.Function)):
+    if not any(_calls(func, lambda call: _isolated(call, call_tir))
+               for func in mod.functions.values() if isinstance(func, relax.Function)):
         return mod, wrapped
     return Wrap(mod).run(), wrapped
 
 
-def _unwrap_call_tir(mod, wrapped: dict):
-    """Undo :func:`_wrap_call_tir`: each wrapper's call back to its ``call_tir`` (the binding stays in
-    its dataflow block), the wrappers removed."""
+def _leaves(args) -> list:
+    from tvm import relax
+
+    found = []
+    for arg in args:
+        found.extend(_leaves(arg.fields) if isinstance(arg, relax.Tuple) else [arg])
+    return found
+
+
+def _substitute(args, mapping: dict) -> list:
+    from tvm import relax
+
+    result = []
+    for arg in args:
+        if isinstance(arg, relax.Tuple):
+            result.append(relax.Tuple(_substitute(arg.fields, mapping)))
+        else:
+            result.append(next((new for old, new in mapping.items() if old.same_as(arg)), arg))
+    return result
+
+
+def _unwrap_isolated(mod, wrapped: dict):
+    """Undo :func:`_wrap_isolated`: each wrapper's call back to its op on the wrapper's arguments (the
+    binding stays in its dataflow block), the wrappers removed."""
     if not wrapped:
         return mod
     from tvm import relax
@@ -324,9 +356,9 @@ def _unwrap_call_tir(mod, wrapped: dict):
     class Unwrap(relax.PyExprMutator):
         def visit_call_(self, call):
             call = super().visit_call_(call)
-            for wrapper, (kernel, out_ty, extra) in wrapped.items():
+            for wrapper, (op, template, params, attrs, ty_args) in wrapped.items():
                 if call.op.same_as(wrapper):
-                    return relax.op.call_tir(kernel, relax.Tuple(list(call.args)), out_ty, *extra)
+                    return relax.Call(op, _substitute(template, dict(zip(params, call.args))), attrs, ty_args)
             return call
 
         def run(self):
@@ -347,11 +379,11 @@ def _without(mod, gvar):
     return tvm.IRModule({key: func for key, func in mod.functions.items() if not key.same_as(gvar)}, attrs=mod.attrs)
 
 
-def _calls(func, op) -> bool:
+def _calls(func, predicate) -> bool:
     from tvm import relax
 
     found = []
-    relax.analysis.post_order_visit(func, lambda expr: found.append(1) if isinstance(expr, relax.Call) and expr.op.same_as(op) else None)
+    relax.analysis.post_order_visit(func, lambda expr: found.append(1) if isinstance(expr, relax.Call) and predicate(expr) else None)
     return bool(found)
 
 

@@ -19,6 +19,7 @@ from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 from airflow_neo.local import emulation, precision
@@ -241,3 +242,37 @@ def test_dtype_float16_for_a_non_float32_input_is_refused():
     plan = precision.PrecisionPlan("FP16", feature="fullfp16", fp16_inputs=("tokens",))
     with pytest.raises(ModelInputError, match=r"dtype asks float16 for input 'tokens'.*int64"):
         precision.apply_precision(builder.get(), plan, tvm.target.Target({"kind": "llvm"}), lambda line: None)
+
+
+# -- graphs ToMixedPrecision cannot type ----------------------------------------------------------------
+
+
+def test_kernels_written_as_tir_and_scalar_clips_stay_float32_between_float16_ops(tmp_path):
+    """Two MobileNetV2 blocks: ONNX Clip with tensor bounds (ReLU6) imports as ``call_tir`` kernels,
+    which ToMixedPrecision cannot type; they run in float32 between float16 convolutions. Built for
+    this x86-64 host (the plan made directly: the product refuses FP16 for a CPU without float16
+    arithmetic; LLVM then computes each float16 op in float32 and rounds it, the same values) and
+    compared with onnxruntime."""
+    import onnxruntime
+    import tvm
+    from tvm import relax
+
+    from airflow_neo.local import compiler
+    from airflow_neo.local.frontends import IMPORTERS
+    from tests.local.test_arm_emulation import _mobilenet_block_onnx
+
+    (tmp_path / "model.onnx").write_bytes(_mobilenet_block_onnx().SerializeToString())
+    imported = IMPORTERS["ONNX"](tmp_path / "model.onnx", {"image": [1, 16, 24, 24]}, None, lambda line: None)
+    plan = precision.PrecisionPlan("FP16", feature="fullfp16")
+    imported.mod, report = precision.apply_precision(imported.mod, plan, None, lambda line: None)
+    assert relax.analysis.check_well_formed(imported.mod)
+    assert report["fp32_ops"].get("call_tir", 0) == 8 and report["fp16_ops"]["nn.conv2d"] == 6, report
+    assert not [name for name in map(str, imported.mod.functions) if "fp32_" in name]  # the wrappers are gone
+
+    executable = compiler._build(imported, resolve_target({"TargetDevice": "ml_c5"}, {}), None, lambda line: None)[0]
+    data = np.random.default_rng(3).standard_normal((1, 16, 24, 24)).astype(np.float32)
+    got = relax.VirtualMachine(executable, tvm.cpu())["main"](tvm.runtime.tensor(data)).numpy()
+    [want] = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"]).run(
+        None, {"image": data})
+    error = float(np.abs(got - want).max() / np.abs(want).max())
+    assert 1e-5 < error <= precision.FP16_RTOL, error
