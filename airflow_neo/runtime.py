@@ -119,6 +119,11 @@ def load(
                 f"{artifact} has metadata schema_version {metadata.get('schema_version')!r}; this airflow-neo reads "
                 f"{list(SUPPORTED_SCHEMA_VERSIONS)}"
             )
+        if metadata.get("runtime") == "coreml":
+            raise IncompatibleArtifactError(
+                f"{artifact} is a Core ML model ({metadata['library']}): load it with Core ML on an Apple device "
+                "(coremltools.models.MLModel on macOS); it cannot run on Linux"
+            )
         library = extracted / metadata["library"]
         if not library.is_file():
             raise ModelArchiveError(f"{artifact} lacks its library {metadata['library']!r}")

@@ -26,6 +26,8 @@ from airflow_neo.local.errors import CompilationError, UnsupportedTargetError
 __all__ = [
     "COREML",
     "DEVICE_TARGETS",
+    "coreml_target",
+    "is_coreml",
     "GPU_DEVICE_TARGETS",
     "GpuTarget",
     "PLATFORM_TARGETS",
@@ -373,6 +375,17 @@ def check_target(output_config: dict) -> str:
 def is_coreml(output_config: dict | None) -> bool:
     """Whether the request asks for a Core ML model (TargetDevice coreml) rather than a TVM library."""
     return (output_config or {}).get("TargetDevice") == COREML
+
+
+def coreml_target() -> ResolvedTarget:
+    """TargetDevice coreml as a resolved target: no TVM target and no C compiler; ``os`` "APPLE"
+    (Core ML runs on macOS, iOS, iPadOS, watchOS and tvOS; never on this Linux machine)."""
+    return ResolvedTarget(
+        label=COREML, source=f"TargetDevice {COREML}", target={"kind": COREML}, triple="", arch="", machine="apple",
+        os="APPLE", is_cross=True, cross_compiler=None, cross_compiler_package=None, install_hint="",
+        description="Apple Core ML model (ML Program, .mlpackage) converted by coremltools",
+        note="Core ML cannot run on Linux: the artifact is checked by its spec",
+    )
 
 
 def resolve_target(output_config: dict, compiler_options: dict | None = None) -> ResolvedTarget:
