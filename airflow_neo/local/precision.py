@@ -113,13 +113,24 @@ class PrecisionPlan:
         """``report`` with, under FP16, the verification's tolerance and where it came from."""
         if not self.fp16:
             return report
-        source = "[neo] verify_rtol" if given is not None else "FP16 default (airflow_neo.local.precision.FP16_RTOL)"
-        return {**report, "verify_rtol": self.verify_rtol(given), "verify_rtol_source": source}
+        if given is not None:
+            source = "[neo] verify_rtol"
+        elif report.get("quantized"):
+            source = "FP16 on a quantized graph: the quantized default (airflow_neo.local.verify.QUANTIZED_RTOL)"
+        else:
+            source = "FP16 default (airflow_neo.local.precision.FP16_RTOL)"
+        return {**report, "verify_rtol": self.verify_rtol(given, report), "verify_rtol_source": source}
 
-    def verify_rtol(self, given: float | None) -> float | None:
-        """The verification's relative tolerance: the caller's, else :data:`FP16_RTOL` under FP16."""
+    def verify_rtol(self, given: float | None, report: dict | None = None) -> float | None:
+        """The verification's relative tolerance: the caller's, else under FP16 :data:`FP16_RTOL`, or
+        the larger quantized default when the report (:func:`apply_precision`'s) says the graph holds
+        8-bit tensors (a rounding tie one step apart moves later layers more than float16 does)."""
         if given is not None or not self.fp16:
             return given
+        if report and report.get("quantized"):
+            from airflow_neo.local.verify import QUANTIZED_RTOL
+
+            return max(FP16_RTOL, QUANTIZED_RTOL)
         return FP16_RTOL
 
 
@@ -419,13 +430,15 @@ def census(mod) -> dict:
     """Relax ops of every function in ``mod`` by the float dtype they compute in: ``fp16_ops`` (a
     float16 operand or result: conv2d/matmul reading float16 and accumulating in float32 count
     here), ``fp32_ops`` (float32 only) ({op name: count}, casts excluded), and ``casts``
-    ({"weights": casts of constants, "runtime": the others})."""
+    ({"weights": casts of constants, "runtime": the others}), and ``quantized`` (an op reads or
+    returns an 8-bit integer tensor)."""
     import tvm
     from tvm import relax
 
     fp16: dict[str, int] = {}
     fp32: dict[str, int] = {}
     casts = {"weights": 0, "runtime": 0}
+    eight_bit = []
 
     def visit(expr):
         if not (isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op)):
@@ -435,6 +448,8 @@ def census(mod) -> dict:
             casts["weights" if isinstance(expr.args[0], tvm.ir.expr.Constant) else "runtime"] += 1
             return
         dtypes = {_dtype_of(expr)} | {_dtype_of(arg) for arg in expr.args}
+        if dtypes & {"int8", "uint8"}:
+            eight_bit.append(name)
         bucket = fp16 if "float16" in dtypes else fp32 if "float32" in dtypes else None
         if bucket is not None:
             bucket[name] = bucket.get(name, 0) + 1
@@ -442,4 +457,5 @@ def census(mod) -> dict:
     for _, func in mod.functions.items():
         if isinstance(func, relax.Function):
             relax.analysis.post_order_visit(func, visit)
-    return {"fp16_ops": dict(sorted(fp16.items())), "fp32_ops": dict(sorted(fp32.items())), "casts": casts}
+    return {"fp16_ops": dict(sorted(fp16.items())), "fp32_ops": dict(sorted(fp32.items())), "casts": casts,
+            "quantized": bool(eight_bit)}

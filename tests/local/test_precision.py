@@ -99,6 +99,7 @@ def test_fp16_kernels_read_float16_accumulate_float32_and_compute_elementwise_in
     [pool] = [name for name in kernels if "pool" in name]
     assert _kernel_dtypes(kernels[pool])[1][("Max", "float16")] >= 1
     assert report["mode"] == "FP16" and report["accumulate"] == "float32" and report["feature"] == "fullfp16"
+    assert report["quantized"] is False
     assert {"nn.conv2d", "matmul", "nn.relu", "nn.max_pool2d"} <= set(report["fp16_ops"]), report
     assert report["casts"]["weights"] >= 2 and report["casts"]["runtime"] >= 2  # input in, output back to float32
 
@@ -276,3 +277,31 @@ def test_kernels_written_as_tir_and_scalar_clips_stay_float32_between_float16_op
         None, {"image": data})
     error = float(np.abs(got - want).max() / np.abs(want).max())
     assert 1e-5 < error <= precision.FP16_RTOL, error
+
+
+def test_quantized_graphs_get_the_quantized_tolerance_under_fp16(tmp_path):
+    """A QDQ graph (QuantizeLinear/DequantizeLinear around a Conv) holds int8 tensors: its FP16
+    verification keeps the quantized default (a rounding tie one step apart outweighs float16)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from airflow_neo.local.frontends import IMPORTERS
+    from airflow_neo.local.verify import QUANTIZED_RTOL
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(np.float32(0.05), "scale"), numpy_helper.from_array(np.int8(0), "zero"),
+             numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w")]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "scale", "zero"], ["q"]),
+             helper.make_node("DequantizeLinear", ["q", "scale", "zero"], ["dq"]),
+             helper.make_node("Conv", ["dq", "w"], ["y"], pads=[1, 1, 1, 1])]
+    graph = helper.make_graph(nodes, "qdq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    onnx.save(model, tmp_path / "model.onnx")
+    imported = IMPORTERS["ONNX"](tmp_path / "model.onnx", None, None, lambda line: None)
+    plan = precision.PrecisionPlan("FP16", feature="fullfp16")
+    _, report = precision.apply_precision(imported.mod, plan, None, lambda line: None)
+    assert report["quantized"] is True and "nn.conv2d" in report["fp16_ops"], report
+    assert plan.verify_rtol(None, report) == max(precision.FP16_RTOL, QUANTIZED_RTOL)
+    assert "quantized" in plan.with_tolerance(report, None)["verify_rtol_source"]
+    assert plan.verify_rtol(0.002, report) == 0.002
