@@ -254,7 +254,7 @@ def apply_precision(mod, plan: PrecisionPlan, tvm_target=None, log: Log = print,
     mod = _unwrap_isolated(mod, wrapped)
     report = {"mode": "FP16", "accumulate": plan.accumulate, "feature": plan.feature, "inputs": inputs,
               **census(mod)}
-    where = f" for {tvm_target.attrs.get('mcpu', tvm_target.kind.name)}" if tvm_target is not None else ""
+    where = f" for {tvm_target.attrs['mcpu']}" if tvm_target is not None and "mcpu" in tvm_target.attrs else ""
     fp16_ops = ", ".join(f"{name} x{count}" for name, count in report["fp16_ops"].items()) or "none"
     log(f"precision FP16{where} ({plan.feature}): float16 ops {fp16_ops}; accumulate {plan.accumulate}; "
         f"casts {report['casts']['weights']} of weights, {report['casts']['runtime']} at run time"
