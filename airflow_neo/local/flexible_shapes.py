@@ -89,9 +89,10 @@ def flexible_spec(spec: InputSpec, dims: list, framework: str, flexible_ok: bool
         return InputSpec(spec.name, [int(d) for d in dims], spec.dtype)
     text = "[" + ", ".join(range_text(d) if is_range(d) else str(d) for d in dims) + "]"
     if not flexible_ok:
+        what = "torch.export (.pt2) programs" if framework == "PYTORCH" else f"{framework} models"
         raise ModelInputError(
             f"DataInputConfig gives input {spec.name!r} the range shape {text}; ranges compile for "
-            f"{' and '.join(FLEXIBLE_FRAMEWORKS)} (TorchScript) models only, not {framework}: give a static shape"
+            f"{' and '.join(FLEXIBLE_FRAMEWORKS)} (TorchScript) models only, not {what}: give a static shape"
         )
     for index, dim in enumerate(dims):
         if is_range(dim) and spec.shape is not None and spec.shape[index] is not None:
