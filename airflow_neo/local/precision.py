@@ -4,12 +4,18 @@
 :class:`PrecisionPlan`); :func:`apply_precision` rewrites the imported Relax module for it, before
 lowering (``schedules.lowering.lower``: legalization, fusion), with Relax's
 ``ToMixedPrecision``: convolutions and matrix products (the ops whose mixed-precision policy is
-"always": conv1d/2d/3d and their transposes, matmul) read float16 operands and accumulate in
-float32 (``out_dtype="float32"``, :data:`ACCUMULATE_DTYPE`), and the elementwise, pooling,
-reshaping and normalization ops between them ("follow" policy) run in float16; ops whose policy is
-"never" (softmax, reductions such as mean/sum, clip, ...) stay float32. BatchNorm is decomposed
-into elementwise arithmetic first (``DecomposeOpsForInference``, which :func:`lower` would run
-anyway) so it runs in float16 too, instead of pinning its neighbours to float32.
+"always": conv1d/2d/3d and their transposes, matmul, attention) read float16 operands and
+accumulate in float32 (``out_dtype="float32"``, :data:`ACCUMULATE_DTYPE`), and the elementwise,
+pooling, reshaping and normalization ops between them ("follow" policy) run in float16; ops whose
+policy is "never" (softmax, reductions such as mean/sum, einsum, ...) stay float32. BatchNorm is
+decomposed into elementwise arithmetic first (``DecomposeOpsForInference``, which ``lower`` would
+run anyway) so it runs in float16 too, instead of pinning its neighbours to float32. Calls that
+``ToMixedPrecision`` cannot type (``call_tir`` kernels the importer wrote as TIR itself; ops with
+scalar arguments such as ``clip``) are moved into private Relax functions for the pass, which keeps
+them float32 with casts around them, and put back after (:func:`_wrap_isolated`).
+
+Invariant: FP32 returns the module object it was given; FP16 keeps ``main``'s signature except for
+the inputs the ``dtype`` option makes float16, and every dataflow binding stays in its block.
 
 Values: ``precision_mode`` is a string, compared case-insensitively ("fp16" is "FP16"); absent
 is "FP32", which changes nothing (the module is returned as is). Anything else is a
@@ -34,8 +40,9 @@ Without FP16, ``dtype: float16`` for a float32 input stays refused by the import
 not cast).
 
 Verification: FP16 outputs are compared with the source framework's float32 outputs within
-:data:`FP16_RTOL` (relative to the output's largest magnitude) unless ``[neo] verify_rtol`` says
-otherwise (:meth:`PrecisionPlan.verify_rtol`). TVM is imported inside functions only.
+:data:`FP16_RTOL` (relative to the output's largest magnitude; a graph with 8-bit tensors keeps
+the larger quantized default) unless ``[neo] verify_rtol`` says otherwise
+(:meth:`PrecisionPlan.verify_rtol`). TVM is imported inside functions only.
 """
 
 from __future__ import annotations
@@ -176,7 +183,8 @@ def fp16_feature(resolved_target) -> str:
     if kind in _GPU_KINDS:
         return _gpu_feature(resolved_target, target, kind)
     if kind != "llvm":
-        raise UnsupportedTargetError(f"precision_mode FP16 is not supported for {resolved_target.source} (TVM target kind {kind})")
+        raise UnsupportedTargetError(
+            f"precision_mode FP16 is not supported for {resolved_target.source} (TVM target kind {kind})")
     from tvm.target import Target, codegen
 
     triple = str(target.get("mtriple", ""))
@@ -184,9 +192,11 @@ def fp16_feature(resolved_target) -> str:
     cpu = target.get("mcpu", "generic")
     if feature and codegen.llvm_cpu_has_features(feature, Target(target)):
         return feature
-    where = f"{resolved_target.source} ({triple}, mcpu {cpu}" + (f", mattr {list(target['mattr'])}" if target.get("mattr") else "") + ")"
+    mattr = f", mattr {list(target['mattr'])}" if target.get("mattr") else ""
+    where = f"{resolved_target.source} ({triple}, mcpu {cpu}{mattr})"
     if feature is None:
-        raise UnsupportedTargetError(f"precision_mode FP16 is not supported for {where}: no float16 arithmetic known for this CPU family")
+        raise UnsupportedTargetError(
+            f"precision_mode FP16 is not supported for {where}: no float16 arithmetic known for this CPU family")
     devices = _devices_with(feature, triple)
     raise UnsupportedTargetError(
         f"precision_mode FP16 needs float16 arithmetic, and the CPU of {where} lacks the LLVM feature {feature!r}; "
@@ -394,7 +404,11 @@ def _calls(func, predicate) -> bool:
     from tvm import relax
 
     found = []
-    relax.analysis.post_order_visit(func, lambda expr: found.append(1) if isinstance(expr, relax.Call) and predicate(expr) else None)
+    def visit(expr):
+        if isinstance(expr, relax.Call) and predicate(expr):
+            found.append(expr)
+
+    relax.analysis.post_order_visit(func, visit)
     return bool(found)
 
 
