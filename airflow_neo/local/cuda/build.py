@@ -98,7 +98,7 @@ def _float16_kernels(source: str) -> int:
     """How many kernels of the CUDA source compute on ``half`` values."""
     uses_half: dict[str, bool] = {}
     for piece in source.split('extern "C" __global__')[1:]:  # declarations, then definitions
-        match = re.search(r"(\w+)\s*\(", piece)
+        match = re.match(r"\s*void\s+(?:__launch_bounds__\([^)]*\)\s+)?(\w+)\s*\(", piece)
         if match:
             uses_half[match.group(1)] = uses_half.get(match.group(1), False) or "half" in piece
     return sum(uses_half.values())
