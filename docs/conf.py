@@ -43,17 +43,20 @@ def write_target_table(app) -> None:
         lines += [
             f".. list-table:: {title}",
             "   :header-rows: 1",
-            "   :widths: 12 18 18 14 12 26",
+            "   :widths: 10 16 16 14 10 20 14",
             "",
             "   * - Kind",
             "     - Name",
-            "     - LLVM triple",
-            "     - mcpu / mattr",
+            "     - LLVM triple (host)",
+            "     - mcpu / mattr, gpu-code",
             "     - Debian package",
             "     - Notes",
+            "     - Artifacts checked by",
         ]
         for row in (r for r in rows if r["supported"] is supported):
             cpu = _cell(row["mcpu"]) + ((" " + _cell(row["mattr"])) if row["mattr"] else "")
+            if row.get("gpu_code") or "NVIDIA" in row["name"]:
+                cpu += f", gpu-code {row.get('gpu_code') or '(required)'}"
             notes = " ".join(part for part in (row["description"], row["note"]) if part) or "-"
             lines += [
                 f"   * - {row['kind']}",
@@ -62,6 +65,7 @@ def write_target_table(app) -> None:
                 f"     - {cpu if supported else '-'}",
                 f"     - {_cell(row['debian_package'])}",
                 f"     - {_cell(notes)}",
+                f"     - {_cell(row.get('checked'))}",
             ]
         lines.append("")
     content = "\n".join(lines) + "\n"

@@ -49,7 +49,7 @@ from airflow_neo.local.frameworks import SUPPORTED_FRAMEWORKS, UNSUPPORTED_FRAME
 from airflow_neo.local.convert import CONVERTERS, Source
 from airflow_neo.local.frontends import IMPORTERS, Imported, InputSpec, first_line, import_converted, importer_key, quiet
 from airflow_neo.local.precision import apply_to_imported, precision_for
-from airflow_neo.local.targets import ResolvedTarget, resolve_target
+from airflow_neo.local.targets import ResolvedTarget, is_coreml, resolve_target
 
 __all__ = [
     "ALLOWED_DTYPES",
@@ -137,12 +137,18 @@ def compile_model(
     if not isinstance(options, dict):
         raise ModelInputError(f"OutputConfig.CompilerOptions must be a JSON object; got {options!r}")
     data_input = validated.data_input_config
+    if is_coreml(validated.output_config):
+        from airflow_neo.local.coreml.job import compile_coreml_job
+
+        return compile_coreml_job(validated, archive_path, artifact_path, log=log, work_dir=work_dir, verify=verify)
     dtype_option = _dtype_option(options)
     target = resolve_target(validated.output_config, options)
     log(
         f"target: {target.source} -> {json.dumps(target.target, sort_keys=True)}"
         + (f" (cross-compiling with {target.cross_compiler})" if target.is_cross else "")
     )
+    if target.is_cuda:
+        _refuse_ranges(data_input, target)
     compiler_path = target.compiler()  # fail before the long work when the (cross) C compiler is missing
     precision = precision_for(options, target, framework)  # precision_mode: FP16 needs float16 arithmetic
     digest = blake2b_file(archive_path)
@@ -206,8 +212,8 @@ def compile_model(
         user_inputs = _user_inputs(verify_inputs, verify_inputs_file) if verify != "off" else None
         with _phase("check", timings, log):
             checks, record = _check(metadata, library, model_file, work / "model", log, verify=verify,
-                                    rtol=precision.verify_rtol(verify_rtol), profile_seconds=profile_seconds,
-                                    user_inputs=user_inputs)
+                                    rtol=precision.verify_rtol(verify_rtol, metadata.get("precision")),
+                                    profile_seconds=profile_seconds, user_inputs=user_inputs)
             metadata.update(checks)
         _write_artifact(artifact_path, library, metadata, record=record)
     log(f"artifact: {artifact_path} ({os.path.getsize(artifact_path)} bytes) in {time.monotonic() - started:.2f} s")
@@ -375,6 +381,21 @@ def _build(imported: Imported, target: ResolvedTarget, tuning: dict | None = Non
     configs = OrderedUnion(tuned, pack if len(pack) else None)
     executable, schedules = compile_with_default_schedules(mod, tvm_target, log=log, configs=configs)
     return executable, outputs, report, schedules
+
+
+def _refuse_ranges(data_input, target: ResolvedTarget) -> None:
+    """Ranges ('lo..hi') compile for CPU targets only: a flexible CUDA artifact could not be run here
+    at several sizes, so it would ship unchecked."""
+    from airflow_neo.core.input_shapes import parse_data_input
+
+    try:
+        flexible = [entry.name for entry in parse_data_input(data_input) if entry.has_range] if data_input else []
+    except ValueError:
+        return  # the importer reports a malformed DataInputConfig with its own words
+    if flexible:
+        raise ModelInputError(
+            f"DataInputConfig gives a range for {', '.join(map(str, flexible))}, but {target.source} is an NVIDIA "
+            "target: flexible shapes compile for CPU targets only; give a static shape (compile one artifact per size)")
 
 
 def _build_cuda(imported: Imported, tvm_target, log: Log):
@@ -589,9 +610,10 @@ def _metadata(*, request, framework, model_file, runtime, inputs, outputs, targe
     }
 
 
-def _write_artifact(artifact_path: str | os.PathLike, library: Path, metadata: dict, *,
-                    record: dict | None = None) -> None:
-    """The artifact: the library, metadata.json and, with a ``record`` (arrays by name), the
+def _write_artifact(artifact_path: str | os.PathLike, library: Path | None, metadata: dict, *,
+                    record: dict | None = None, files: list[tuple[str, Path]] = ()) -> None:
+    """The artifact: the library (None: there is none, e.g. a Core ML model), metadata.json, the
+    other ``files`` (``(member name, path)``) and, with a ``record`` (arrays by name), the
     verification record under the name ``metadata["verification"]["record"]``."""
     import gzip
 
@@ -599,8 +621,11 @@ def _write_artifact(artifact_path: str | os.PathLike, library: Path, metadata: d
     record_name = (metadata.get("verification") or {}).get("record") if record is not None else None
     with atomic_file(artifact_path) as raw:
         with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz, tarfile.open(fileobj=gz, mode="w") as tar:
-            _add_file(tar, LIBRARY_NAME, library.read_bytes(), 0o755)
+            if library is not None:
+                _add_file(tar, LIBRARY_NAME, library.read_bytes(), 0o755)
             _add_file(tar, METADATA_NAME, payload, 0o644)
+            for name, path in files:
+                _add_file(tar, name, path.read_bytes(), 0o644)
             if record_name:
                 _add_file(tar, record_name, _npz_bytes(record), 0o644)
 

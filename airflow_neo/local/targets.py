@@ -536,7 +536,9 @@ def support_table() -> list[dict]:
 
     Each row: ``kind`` ("TargetDevice"/"TargetPlatform"), ``name``, ``supported``, ``label``,
     ``triple``, ``mcpu``, ``mattr``, ``float_abi``, ``cross_compiler`` (on an x86-64 host),
-    ``debian_package``, ``description``, ``note`` (for unsupported targets: the reason).
+    ``debian_package``, ``description``, ``note`` (for unsupported targets: the reason),
+    ``gpu_code`` (NVIDIA rows: the default sm_XX; None where CompilerOptions must give it),
+    ``checked`` (how the local backend checks its artifacts; None for unsupported targets).
     """
     rows: list[dict] = []
     for device, row in DEVICE_TARGETS.items():
@@ -545,7 +547,8 @@ def support_table() -> list[dict]:
         rows.append(_gpu_row("TargetDevice", device, device, gpu))
     rows.append({**_unsupported_row("TargetDevice", COREML, ""), "supported": True, "label": COREML,
                  "description": "Apple Core ML model (coremltools; from PyTorch, TensorFlow and Keras)",
-                 "note": "converted on Linux; Core ML cannot run it here, so the artifact is checked by its spec"})
+                 "note": "converted on Linux; Core ML cannot run it here, so the artifact is checked by its spec",
+                 "checked": CHECKED_COREML})
     for device, reason in UNSUPPORTED_DEVICES.items():
         rows.append(_unsupported_row("TargetDevice", device, reason))
     for (os_name, arch), row in PLATFORM_TARGETS.items():
@@ -579,12 +582,27 @@ def _row(kind: str, name: str, label: str, row: CpuTarget) -> dict:
         "description": row.description,
         "note": row.note,
         "gpu_code": None,
+        "checked": _how_checked(row),
     }
 
 
 def _gpu_row(kind: str, name: str, label: str, gpu: GpuTarget) -> dict:
     return {**_row(kind, name, label, gpu.host), "gpu_code": gpu.arch or None, "description": gpu.description,
-            "note": gpu.note}
+            "note": gpu.note, "checked": CHECKED_CUDA}
+
+
+CHECKED_NATIVE = "run here against the source framework (x86-64 CPUs with the target's features)"
+CHECKED_EMULATED = "run under QEMU (qemu-aarch64 -cpu neoverse-n1) against the source framework"
+CHECKED_STRUCTURE = "structure only (ELF machine, float ABI); no runtime here to run it"
+CHECKED_CUDA = ("structure: the cubin's sm_XX and every kernel, read from model.so; run on a GPU with "
+                "scripts/gpu_check.py")
+CHECKED_COREML = "spec read back (inputs, shapes, preprocessing, labels, precision); Core ML cannot run on Linux"
+
+
+def _how_checked(row: CpuTarget) -> str:
+    if row.os != "LINUX" or row.arch in ("armhf", "armel", "i686"):
+        return CHECKED_STRUCTURE
+    return CHECKED_EMULATED if row.arch == "aarch64" else CHECKED_NATIVE
 
 
 def _unsupported_row(kind: str, name: str, reason: str) -> dict:
@@ -602,4 +620,5 @@ def _unsupported_row(kind: str, name: str, reason: str) -> dict:
         "description": "",
         "note": reason,
         "gpu_code": None,
+        "checked": None,
     }

@@ -194,3 +194,12 @@ def test_fp16_on_a_gpu_computes_in_half(nvrtcs, cnn, tmp_path):
     assert fp16["cuda"]["kernels"] / 2 < fp16["cuda"]["float16_kernels"] <= fp16["cuda"]["kernels"]
     assert fp16["precision"]["mode"] == "FP16"
     assert inspect_library(library).arch == "sm_75"
+
+
+def test_ranges_are_refused_for_cuda_targets(nvrtcs, cnn, tmp_path):
+    from airflow_neo.local.errors import ModelInputError
+
+    request = models.make_request(cnn, target_device="ml_g4dn", data_input_config={"input0": ["1..4", 3, 16, 16]})
+    with pytest.raises(ModelInputError, match="range for input0.*CPU targets only"):
+        compile_model(request, str(cnn.archive), str(tmp_path / "a.tar.gz"), log=lambda _: None)
+    assert not (tmp_path / "a.tar.gz").exists()
