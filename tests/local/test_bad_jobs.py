@@ -79,7 +79,7 @@ def unsupported_framework(tmp):
 
 
 def unsupported_target(tmp):
-    return write_sample_archive(tmp / "model.tar.gz"), {"output": {"TargetDevice": "jetson_nano"}}
+    return write_sample_archive(tmp / "model.tar.gz"), {"output": {"TargetDevice": "ml_inf1"}}
 
 
 def bogus_mcpu(tmp):
@@ -111,7 +111,7 @@ FAILED_CASES = {
 # (builder, field the error names, words it must contain)
 REFUSED_CASES = {
     "unsupported-framework": (unsupported_framework, "InputConfig.Framework", ["SKLEARN", "ONNX"]),
-    "unsupported-target": (unsupported_target, "OutputConfig.TargetDevice", ["jetson_nano", "not supported by the local backend"]),
+    "unsupported-target": (unsupported_target, "OutputConfig.TargetDevice", ["ml_inf1", "not supported by the local backend"]),
     "missing-input-file": (missing_input_file, "InputConfig.S3Uri", ["does not exist", "file:///absolute/path"]),
 }
 

@@ -190,10 +190,32 @@ def test_a_missing_model_file_fails_the_task_before_any_job(store, tmp_path):
 
 
 def test_unsupported_target_fails_the_task_naming_the_reason(store, sample_archive, tmp_path):
-    request = local_request("local-gpu", sample_archive, tmp_path / "out", TargetDevice="ml_p3")
-    with pytest.raises(AirflowException, match="OutputConfig.TargetDevice.*not supported by the local backend"):
+    request = local_request("local-inf", sample_archive, tmp_path / "out", TargetDevice="ml_inf1")
+    with pytest.raises(AirflowException, match="OutputConfig.TargetDevice.*not supported by the local backend.*Neuron"):
         _op(request, store).execute(make_context())
     assert LocalNeoHook(store_path=store).list_compilation_jobs() == []
+
+
+def test_nvidia_job_completes_unverified_with_its_cubin(store, sample_archive, tmp_path):
+    """A Jetson job through the operator: COMPLETED, the artifact named for the device, its
+    report saying why it was not run (no GPU here, none emulated) and what the structure check saw."""
+    from airflow_neo.local.cuda.inspect import inspect_library
+
+    request = local_request("local-jetson", sample_archive, tmp_path / "out", TargetDevice="jetson_nano",
+                            CompilerOptions=json.dumps({"cuda-ver": "10.2", "trt-ver": "8.0.1"}))
+    context = make_context()
+    payload = _op(request, store).execute(context)
+    assert payload["CompilationJobStatus"] == "COMPLETED"
+    artifact = Path(payload["ModelArtifacts"]["S3ModelArtifacts"][len("file://"):])
+    assert artifact.name == "model-jetson_nano.tar.gz"
+    import tarfile
+
+    with tarfile.open(artifact) as tar:
+        (tmp_path / "model.so").write_bytes(tar.extractfile("model.so").read())
+        metadata = json.load(tar.extractfile("metadata.json"))
+    assert inspect_library(tmp_path / "model.so").arch == "sm_53"
+    assert "CUDA artifacts need an NVIDIA GPU" in metadata["verification"]["not_verified"]
+    assert metadata["cuda"]["requested"] == {"cuda_ver": "10.2", "trt_ver": "8.0.1"}
 
 
 def test_sensor_waits_for_a_local_job_started_elsewhere(store, cached, sample_archive, tmp_path):

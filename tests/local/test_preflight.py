@@ -46,7 +46,7 @@ def test_unsupported_framework(tmp_path, framework, reason):
 @pytest.mark.parametrize(
     "field, value, words",
     [
-        ("TargetDevice", "jetson_nano", ["OutputConfig.TargetDevice", "jetson_nano", "not supported by the local backend"]),
+        ("TargetDevice", "ml_p2", ["OutputConfig.TargetDevice", "ml_p2", "not supported by the local backend"]),
         ("TargetDevice", "ml_inf1", ["OutputConfig.TargetDevice", "ml_inf1", "not supported by the local backend"]),
     ],
 )
@@ -58,13 +58,18 @@ def test_unsupported_target_device(tmp_path, field, value, words):
 
 
 def test_unsupported_target_platform(tmp_path):
+    platform = {"Os": "LINUX", "Arch": "ARM64", "Accelerator": "MALI"}
+    request = _local_request(tmp_path, OutputConfig__TargetDevice=None, OutputConfig__TargetPlatform=platform)
+    message = _refusal(request)
+    assert "OutputConfig.TargetPlatform" in message and "Accelerator MALI" in message and "OpenCL runtime" in message
+
+
+def test_nvidia_platform_passes_preflight(tmp_path):
     platform = {"Os": "LINUX", "Arch": "ARM64", "Accelerator": "NVIDIA"}
-    request = _local_request(
+    check_local_request(_local_request(
         tmp_path, OutputConfig__TargetDevice=None, OutputConfig__TargetPlatform=platform,
         OutputConfig__CompilerOptions='{"gpu-code": "sm_72", "trt-ver": "8.4.0", "cuda-ver": "11.4"}',
-    )
-    message = _refusal(request)
-    assert "OutputConfig.TargetPlatform" in message and "Accelerator NVIDIA" in message and "CPU code only" in message
+    ))
 
 
 @pytest.mark.parametrize("form", ["uri", "path"])
@@ -83,7 +88,7 @@ def test_a_directory_is_not_a_model_archive(tmp_path):
 
 def test_every_problem_at_once(tmp_path):
     request = _local_request(
-        tmp_path, InputConfig__Framework="SKLEARN", InputConfig__S3Uri="/nowhere/model.tar.gz", OutputConfig__TargetDevice="coreml"
+        tmp_path, InputConfig__Framework="SKLEARN", InputConfig__S3Uri="/nowhere/model.tar.gz", OutputConfig__TargetDevice="ml_trn1"
     )
     with pytest.raises(InvalidCompilationRequest) as err:
         check_local_request(request)
