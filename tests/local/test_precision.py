@@ -305,3 +305,22 @@ def test_quantized_graphs_get_the_quantized_tolerance_under_fp16(tmp_path):
     assert plan.verify_rtol(None, report) == max(precision.FP16_RTOL, QUANTIZED_RTOL)
     assert "quantized" in plan.with_tolerance(report, None)["verify_rtol_source"]
     assert plan.verify_rtol(0.002, report) == 0.002
+
+
+def test_fp16_with_a_range_batch_under_emulation(arm_root, tmp_path):
+    """FP16 and flexible shapes together: the mixed-precision pass keeps the symbolic batch and its
+    bounds, and the artifact passes the gate at the lower bound, midpoint and upper bound."""
+    from tests.local.test_flexible_shapes import _cnn_bytes
+
+    if shutil.which("aarch64-linux-gnu-gcc") is None:
+        _fail_or_skip("aarch64-linux-gnu-gcc is not installed")
+    archive = models.write_archive(tmp_path, {"model.onnx": _cnn_bytes()})
+    case = models.ModelCase(archive, None, framework="ONNX", data_input_config={"x": ["1..4", 3, 16, 16]}, inputs={},
+                            model_file="model.onnx")
+    request = models.make_request(case, target_device="ml_c6g", compiler_options={"precision_mode": "FP16"})
+    metadata = compile_model(request, str(archive), str(tmp_path / "a.tar.gz"), log=lambda _: None)
+    verification = metadata["verification"]
+    assert verification["passed"] is True and verification["emulated"].startswith("qemu-aarch64")
+    assert [item["inputs"]["x"][0] for item in verification["shapes"]] == [1, 2, 4]
+    assert all(1e-5 < item["max_abs_diff"] <= item["tolerance"] for item in verification["shapes"])
+    assert metadata["inputs"][0]["ranges"] == {"0": [1, 4]} and metadata["precision"]["mode"] == "FP16"
