@@ -295,14 +295,21 @@ def _call_tir_op():
     return tvm.ir.Op.get("relax.call_tir")
 
 
+#: Relax ops that call a kernel or packed function given as an argument (a TIR function, an
+#: ExternFunc): ``ToMixedPrecision`` cannot type their arguments.
+_KERNEL_CALLS = ("relax.call_tir", "relax.call_pure_packed", "relax.call_dps_packed", "relax.call_inplace_packed")
+
+
 def _isolated(call, call_tir) -> bool:
-    """Whether ``ToMixedPrecision`` cannot type ``call``: a ``call_tir`` (its kernel argument), or a
-    call with a scalar (PrimType) argument, such as Clip's bounds."""
+    """Whether ``ToMixedPrecision`` cannot type ``call``: a call of a kernel or packed function
+    (``call_tir``, ``call_pure_packed`` ...: the function argument), or a call with a scalar
+    (PrimType) argument, such as Clip's bounds."""
     import tvm
 
     if not isinstance(call.op, tvm.ir.Op):
         return False
-    return call.op.same_as(call_tir) or any(type(getattr(arg, "ty", None)).__name__ == "PrimType" for arg in call.args)
+    return (call.op.same_as(call_tir) or str(call.op.name) in _KERNEL_CALLS
+            or any(type(getattr(arg, "ty", None)).__name__ == "PrimType" for arg in call.args))
 
 
 def _wrap_isolated(mod):

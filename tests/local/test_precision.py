@@ -324,3 +324,30 @@ def test_fp16_with_a_range_batch_under_emulation(arm_root, tmp_path):
     assert [item["inputs"]["x"][0] for item in verification["shapes"]] == [1, 2, 4]
     assert all(1e-5 < item["max_abs_diff"] <= item["tolerance"] for item in verification["shapes"])
     assert metadata["inputs"][0]["ranges"] == {"0": [1, 4]} and metadata["precision"]["mode"] == "FP16"
+
+
+def test_fp16_keeps_packed_calls_of_run_time_shapes_in_float32():
+    """Graphs whose sizes come from tensor values at run time (``tensor_to_shape``: a ``.item()`` size
+    in a torch.export program, as the ViT TorchScript route has) reach ``ToMixedPrecision`` as a
+    ``call_pure_packed``, which it cannot type ("Expected TensorType, but got R.Shape"): such packed
+    calls stay float32 like ``call_tir`` kernels, and the rest of the model still runs in float16."""
+    import tvm
+    from tvm.script import relax as R
+    from tvm.script import tirx as T
+
+    @tvm.script.ir_module
+    class RunTimeShape:
+        @R.function
+        def main(x: R.Tensor((4, 8), "float32"), w: R.Tensor((8, 8), "float32"), n: R.Tensor((1,), "int64")):
+            k = T.int64()
+            with R.dataflow():
+                size = R.tensor_to_shape(n)
+                _ = R.match_cast(size, R.Shape([k]))
+                product = R.matmul(x, w)
+                y = R.reshape(product, R.shape([32 // k, k]))
+                R.output(y)
+            return y
+
+    mod, report = precision.apply_precision(RunTimeShape, precision.PrecisionPlan("FP16", "test"), log=lambda _: None)
+    assert report["fp16_ops"] == {"matmul": 1, "reshape": 1}
+    assert "tensor_to_shape" in mod.script(show_meta=False)
