@@ -300,13 +300,14 @@ def parse_rpc_tracker(value: str) -> tuple[str, int]:
 
 def _rpc_target_labels() -> tuple[dict[str, str], list[str]]:
     """Every name a target may be given by in ``rpc_keys`` (lower case) -> its label; and the
-    names as the request spells them (TargetDevice ``rasp4b``, TargetPlatform ``LINUX/ARM64``)."""
+    names as the request spells them (TargetDevice ``rasp4b``, TargetPlatform ``LINUX/ARM64``).
+    CPU targets only: tuning (and so RPC measurement) is for CPU code."""
     from airflow_neo.local.targets import support_table
 
     labels: dict[str, str] = {}
     names: list[str] = []
     for row in support_table():
-        if row["supported"]:
+        if row["supported"] and row["code"] == "cpu":
             labels[row["name"].lower()] = row["label"]
             labels[row["label"].lower()] = row["label"]
             names.append(row["name"])

@@ -538,7 +538,8 @@ def support_table() -> list[dict]:
     ``triple``, ``mcpu``, ``mattr``, ``float_abi``, ``cross_compiler`` (on an x86-64 host),
     ``debian_package``, ``description``, ``note`` (for unsupported targets: the reason),
     ``gpu_code`` (NVIDIA rows: the default sm_XX; None where CompilerOptions must give it),
-    ``checked`` (how the local backend checks its artifacts; None for unsupported targets).
+    ``checked`` (how the local backend checks its artifacts; None for unsupported targets),
+    ``code`` ("cpu", "cuda" or "coreml": what the artifact holds; None for unsupported targets).
     """
     rows: list[dict] = []
     for device, row in DEVICE_TARGETS.items():
@@ -548,7 +549,7 @@ def support_table() -> list[dict]:
     rows.append({**_unsupported_row("TargetDevice", COREML, ""), "supported": True, "label": COREML,
                  "description": "Apple Core ML model (coremltools; from PyTorch, TensorFlow and Keras)",
                  "note": "converted on Linux; Core ML cannot run it here, so the artifact is checked by its spec",
-                 "checked": CHECKED_COREML})
+                 "checked": CHECKED_COREML, "code": "coreml"})
     for device, reason in UNSUPPORTED_DEVICES.items():
         rows.append(_unsupported_row("TargetDevice", device, reason))
     for (os_name, arch), row in PLATFORM_TARGETS.items():
@@ -583,12 +584,13 @@ def _row(kind: str, name: str, label: str, row: CpuTarget) -> dict:
         "note": row.note,
         "gpu_code": None,
         "checked": _how_checked(row),
+        "code": "cpu",
     }
 
 
 def _gpu_row(kind: str, name: str, label: str, gpu: GpuTarget) -> dict:
     return {**_row(kind, name, label, gpu.host), "gpu_code": gpu.arch or None, "description": gpu.description,
-            "note": gpu.note, "checked": CHECKED_CUDA}
+            "note": gpu.note, "checked": CHECKED_CUDA, "code": "cuda"}
 
 
 CHECKED_NATIVE = "run here against the source framework (x86-64 CPUs with the target's features)"
@@ -621,4 +623,5 @@ def _unsupported_row(kind: str, name: str, reason: str) -> dict:
         "note": reason,
         "gpu_code": None,
         "checked": None,
+        "code": None,
     }
