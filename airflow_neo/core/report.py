@@ -1,8 +1,9 @@
 """The report of one compilation job: what its artifact's verification and profile say, in brief.
 
 :func:`build_report` turns a describe payload and the artifact's ``metadata.json`` (or None) into a
-compact dict: the job, its status and target, the artifact, a ``verification`` summary and a
-``profile`` summary. The compile operator pushes it to XCom (key ``neo_report``), logs it
+compact dict: the job, its status and target, the artifact, a ``verification`` summary, a
+``profile`` summary and, for artifacts that cannot run here (CUDA, Core ML), ``device_code``: what
+the compile checked of them. The compile operator pushes it to XCom (key ``neo_report``), logs it
 (:func:`format_report`), attaches it to its outlet asset events and to an OpenLineage run facet;
 the command line prints it. :func:`check_slowdown` is the operator's ``max_slowdown`` gate.
 
@@ -26,7 +27,8 @@ import math
 from typing import Any
 
 __all__ = [
-    "REPORT_VERSION", "TOP_KERNELS", "build_report", "check_max_slowdown", "check_slowdown", "format_report",
+    "REPORT_VERSION", "TOP_KERNELS", "build_report", "check_max_slowdown", "check_slowdown", "device_code_summary",
+    "format_report",
 ]
 
 #: the version of the report's shape
@@ -61,11 +63,27 @@ def build_report(payload: dict, metadata: dict | None, *, unavailable_reason: st
     }
     if not isinstance(metadata, dict):
         report["reason"] = unavailable_reason or _default_reason(report["status"])
-        report["verification"] = report["profile"] = None
+        report["verification"] = report["profile"] = report["device_code"] = None
         return report
     report["verification"] = verification_summary(metadata.get("verification"))
     report["profile"] = profile_summary(metadata.get("profile"))
+    report["device_code"] = device_code_summary(metadata)
     return report
+
+
+def device_code_summary(metadata: dict) -> dict | None:
+    """What an artifact that cannot run here holds, as its compile checked it: the CUDA cubin
+    (architecture, kernels, NVRTC) or the Core ML model (type, precision, labels); None otherwise."""
+    cuda, coreml = metadata.get("cuda"), metadata.get("coreml")
+    if isinstance(cuda, dict):
+        return {"kind": "cuda", "arch": cuda.get("arch"), "kernels": _number(cuda.get("kernels")),
+                "float16_kernels": _number(cuda.get("float16_kernels")), "nvrtc": cuda.get("nvrtc"),
+                "driver_note": cuda.get("driver_note")}
+    if isinstance(coreml, dict):
+        classifier = coreml.get("classifier") or {}
+        return {"kind": "coreml", "model_type": coreml.get("model_type"),
+                "precision": coreml.get("compute_precision"), "labels": _number(classifier.get("labels"))}
+    return None
 
 
 def _default_reason(status: str | None) -> str:
@@ -182,6 +200,8 @@ def format_report(report: dict) -> str:
         lines.append(f"  no report: {report.get('reason')}")
         return "\n".join(lines)
     lines.append("  " + _verification_line(report.get("verification") or {}))
+    if report.get("device_code"):
+        lines.append("  " + _device_code_line(report["device_code"]))
     lines.append("  " + _profile_line(report.get("profile") or {}))
     kernels = (report.get("profile") or {}).get("top_kernels") or []
     if kernels:
@@ -201,6 +221,14 @@ def _verification_line(summary: dict) -> str:
                                           f"{_fmt(worst.get('tolerance'), '.3g')}")
         line += f"; worst of {summary.get('outputs')} output(s): {worst.get('name')}: {detail}"
     return line
+
+
+def _device_code_line(code: dict) -> str:
+    if code.get("kind") == "cuda":
+        return (f"device code: {code.get('arch')} cubin, {code.get('kernels')} kernels ({code.get('float16_kernels')} in "
+                f"half), NVRTC {code.get('nvrtc')}; TensorRT not used" + (f"; {code['driver_note']}" if code.get("driver_note") else ""))
+    labels = f", {code['labels']} labels" if code.get("labels") else ""
+    return f"device code: Core ML {code.get('model_type')} ({code.get('precision')}{labels})"
 
 
 def _profile_line(summary: dict) -> str:

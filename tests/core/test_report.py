@@ -161,3 +161,24 @@ def test_max_slowdown_must_be_a_positive_number(bad):
     with pytest.raises(ValueError, match=r"max_slowdown must be a finite number > 0 .*got " + repr(bad).replace("(", r"\(")):
         check_max_slowdown(bad)
     assert check_max_slowdown(None) is None and check_max_slowdown(2) == 2.0
+
+
+def test_device_code_of_artifacts_that_cannot_run_here():
+    """CUDA and Core ML artifacts: the report says what the compile checked of their code."""
+    unverified = {"mode": "gate", "passed": None, "not_verified": "this machine has no CUDA driver (libcuda.so.1)"}
+    cuda = {"framework": "ONNX", "verification": unverified,
+            "cuda": {"arch": "sm_75", "kernels": 5, "float16_kernels": 4, "nvrtc": "12.9",
+                     "driver_note": "the device's driver must support CUDA 12.9 or newer (cuda-ver 10.2 was asked)"}}
+    report = _strict_json(build_report({**PAYLOAD, "OutputConfig": {"TargetDevice": "ml_g4dn"}}, cuda))
+    assert report["device_code"] == {"kind": "cuda", "arch": "sm_75", "kernels": 5, "float16_kernels": 4,
+                                     "nvrtc": "12.9", "driver_note": cuda["cuda"]["driver_note"]}
+    text = format_report(report)
+    assert "device code: sm_75 cubin, 5 kernels (4 in half), NVRTC 12.9; TensorRT not used" in text
+    assert "not verified: this machine has no CUDA driver" in text
+    coreml = {"framework": "PYTORCH", "verification": unverified,
+              "coreml": {"model_type": "mlProgram", "compute_precision": "FP16", "classifier": {"labels": 1000}}}
+    report = build_report({**PAYLOAD, "OutputConfig": {"TargetDevice": "coreml"}}, coreml)
+    assert report["device_code"] == {"kind": "coreml", "model_type": "mlProgram", "precision": "FP16", "labels": 1000}
+    assert "device code: Core ML mlProgram (FP16, 1000 labels)" in format_report(report)
+    assert build_report(PAYLOAD, METADATA)["device_code"] is None
+    assert build_report(PAYLOAD, None)["device_code"] is None

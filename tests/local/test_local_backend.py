@@ -216,6 +216,9 @@ def test_nvidia_job_completes_unverified_with_its_cubin(store, sample_archive, t
     assert inspect_library(tmp_path / "model.so").arch == "sm_53"
     assert "CUDA artifacts need an NVIDIA GPU" in metadata["verification"]["not_verified"]
     assert metadata["cuda"]["requested"] == {"cuda_ver": "10.2", "trt_ver": "8.0.1"}
+    report = context["ti"].xcoms["neo_report"]
+    assert report["device_code"]["kind"] == "cuda" and report["device_code"]["arch"] == "sm_53"
+    assert "CUDA artifacts need an NVIDIA GPU" in report["verification"]["not_verified"]
 
 
 def test_sensor_waits_for_a_local_job_started_elsewhere(store, cached, sample_archive, tmp_path):
