@@ -190,8 +190,9 @@ def test_artifact_naming():
     assert archive_stem("/x/y/net.tgz") == "net"
     assert target_label({"TargetDevice": "ml_c5"}) == "ml_c5"
     assert target_label({"TargetPlatform": {"Os": "LINUX", "Arch": "X86_64"}}) == "linux-x86_64"
+    assert target_label({"TargetPlatform": {"Os": "LINUX", "Arch": "ARM64", "Accelerator": "NVIDIA"}}) == "linux-arm64-nvidia"
     request = make_request("n1", out="s3://out/prefix/", platform={"Os": "LINUX", "Arch": "ARM64", "Accelerator": "MALI"})
-    assert artifact_uri_for(request) == "s3://out/prefix/resnet-linux-arm64.tar.gz"
+    assert artifact_uri_for(request) == "s3://out/prefix/resnet-linux-arm64-mali.tar.gz"
 
 
 def test_schema_is_versioned(tmp_path):

@@ -5,7 +5,7 @@ atomic write as the TVM jobs of :mod:`airflow_neo.local.compiler`.
 Invariants: the artifact has no ``model.so`` (``metadata["library"]`` names the package, runtime
 ``coreml``); verification is always "not verified" with the reason (Core ML cannot run on Linux)
 and ``metadata["coreml"]`` holds the spec as read back from the saved package, which is what the
-job could check. Imported only by ``compile_model`` when the target is coreml.
+job could check; the profile is skipped, saying why. Imported only by ``compile_model`` when the target is coreml.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ def compile_coreml_job(validated: ValidatedRequest, archive_path: str, artifact_
             data_input=validated.data_input_config, digest=digest, versions=result.versions, timings=timings,
         )
         metadata.update(library=result.member, entry_function=None, coreml=result.spec_summary)
+        metadata["profile"] = {"skipped": "Core ML models cannot run on Linux: there is nothing to time here"}
         if verify != "off":
             metadata["verification"] = {"mode": verify, "inputs": None, "reference": None, "passed": None,
                                         "not_verified": NOT_VERIFIED, "seconds": 0.0}

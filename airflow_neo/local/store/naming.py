@@ -4,8 +4,8 @@
   account ``000000000000`` unless the store is given others);
 * artifact: ``{S3OutputLocation}/{archive-stem}-{target-label}.tar.gz``, where the stem is the
   input archive's file name without ``.tar.gz``/``.tgz`` (the job name for a
-  ModelPackageVersionArn job) and the label is ``TargetDevice`` as given or ``{os}-{arch}`` in
-  lower case for a ``TargetPlatform``.
+  ModelPackageVersionArn job) and the label is ``TargetDevice`` as given or
+  ``{os}-{arch}[-{accelerator}]`` in lower case for a ``TargetPlatform``.
 """
 
 from __future__ import annotations
@@ -21,11 +21,15 @@ def compilation_job_arn(name: str, region: str = DEFAULT_REGION, account: str = 
 
 
 def target_label(output_config: dict) -> str:
-    """``TargetDevice`` as given, or ``{os}-{arch}`` in lower case for a ``TargetPlatform``."""
+    """``TargetDevice`` as given, or ``{os}-{arch}[-{accelerator}]`` in lower case for a
+    ``TargetPlatform`` (so that a CPU and an NVIDIA build for one platform do not share a name)."""
     if output_config.get("TargetDevice"):
         return str(output_config["TargetDevice"])
     platform = output_config.get("TargetPlatform") or {}
-    return f"{platform.get('Os', 'unknown')}-{platform.get('Arch', 'unknown')}".lower()
+    label = f"{platform.get('Os', 'unknown')}-{platform.get('Arch', 'unknown')}"
+    if platform.get("Accelerator"):
+        label += f"-{platform['Accelerator']}"
+    return label.lower()
 
 
 def archive_stem(uri: str) -> str:
