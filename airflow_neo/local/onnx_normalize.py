@@ -38,7 +38,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from airflow_neo.local import onnx_ops
+from airflow_neo.local import onnx_ops, onnx_static_dims
 
 __all__ = ["MAX_FOLDED_ELEMENTS", "NormalizeReport", "normalize"]
 
@@ -101,8 +101,11 @@ def normalize(model, input_shapes: dict[str, list[int | None]]) -> NormalizeRepo
     folding_skipped = None
     try:
         for passes in range(1, MAX_PASSES + 1):
-            shapes, types = _infer(model)
-            count, reads = _fold_pass(graph, shapes, types, opset)
+            symbolic: dict = {}
+            inferred, initializers = _inferred_values(model, symbolic)
+            shapes, types = _static_shapes_and_types(inferred, initializers)
+            partial = onnx_static_dims.merge(_partial_shapes(inferred), symbolic)
+            count, reads = _fold_pass(graph, shapes, types, opset, partial)
             folded, shape_reads = folded + count, shape_reads + reads
             if not count:
                 break
@@ -147,7 +150,14 @@ def _default_opset(model) -> int:
 
 
 def _infer(model) -> tuple[dict[str, list[int] | None], dict[str, int]]:
-    """Static shapes ({name: dims}, None where any dim is unknown) and element types of every value.
+    """Static shapes ({name: dims}, None where any dim is unknown) and element types of every value."""
+    return _static_shapes_and_types(*_inferred_values(model))
+
+
+def _inferred_values(model, symbolic: dict | None = None) -> tuple[list, Any]:
+    """The value infos shape inference gives every value, and the model's initializers; where the
+    graph has symbolic input dims, ``symbolic`` gets the static dims a symbolic shape inference finds
+    (:func:`airflow_neo.local.onnx_static_dims.symbolic_static_dims`).
 
     Inference runs on a light copy: large initializers become typed graph inputs, so a big model
     neither gets copied whole nor hits protobuf's 2 GB limit; the copy has no ``value_info`` and no
@@ -177,7 +187,20 @@ def _infer(model) -> tuple[dict[str, list[int] | None], dict[str, int]]:
             graph.input.append(onnx.helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
     light.ir_version = max(light.ir_version, 4)  # graph inputs need not list initializers
     inferred = onnx.shape_inference.infer_shapes(light, data_prop=True).graph
-    return _static_shapes_and_types([*inferred.input, *inferred.value_info, *inferred.output], model.graph.initializer)
+    values = [*inferred.input, *inferred.value_info, *inferred.output]
+    if symbolic is not None and any(dim is None for dims in _partial_shapes(model.graph.input).values() for dim in dims):
+        symbolic.update(onnx_static_dims.symbolic_static_dims(light))
+    return values, model.graph.initializer
+
+
+def _partial_shapes(values) -> dict[str, list[int | None]]:
+    """``{name: dims}`` of tensor ``values`` of known rank, None at each dim that is not static."""
+    partial = {}
+    for value in values:
+        tensor = value.type.tensor_type
+        if value.type.HasField("tensor_type") and tensor.HasField("shape"):
+            partial[value.name] = [int(dim.dim_value) if dim.HasField("dim_value") else None for dim in tensor.shape.dim]
+    return partial
 
 
 def _static_shapes_and_types(values, initializers) -> tuple[dict, dict]:
@@ -244,14 +267,21 @@ def _constant_value(node):
     return None  # sparse or string constants are left alone
 
 
-def _fold_pass(graph, shapes: dict, types: dict, opset: int) -> tuple[int, int]:
-    """Fold what can be folded now; return (nodes folded, of which shape reads)."""
+def _fold_pass(graph, shapes: dict, types: dict, opset: int, partial: dict | None = None) -> tuple[int, int]:
+    """Fold what can be folded now; return (nodes folded, of which shape reads).
+
+    ``partial`` ({name: dims, None where not static}) lets selections of the static dims of partly
+    symbolic shapes fold (:mod:`airflow_neo.local.onnx_static_dims`)."""
     values = _constants(graph)
+    vectors: dict[str, list] = {}  # shape vectors of partly symbolic shapes, in graph order
     graph_outputs = {value.name for value in graph.output}
     kept, folded, reads = [], 0, 0
     new_initializers, constant_nodes = [], []
     for node in graph.node:
         result = None if node.op_type == "Constant" else _fold_node(node, values, shapes, types, opset)
+        if result is None and partial is not None and node.domain in DEFAULT_DOMAINS:
+            result = _fold_static_dims(node, vectors, values, partial, types, opset)
+            reads += result is not None
         if result is None:
             kept.append(node)
             continue
@@ -268,6 +298,24 @@ def _fold_pass(graph, shapes: dict, types: dict, opset: int) -> tuple[int, int]:
         graph.node.extend(constant_nodes + kept)
         graph.initializer.extend(new_initializers)
     return folded, reads
+
+
+def _fold_static_dims(node, vectors: dict, values: dict, partial: dict, types: dict, opset: int):
+    """Shape arithmetic on the static dims of partly symbolic shapes: a selection of static dims
+    folded (a list of one array), else None; shape vectors met on the way are kept in ``vectors``."""
+    import numpy as np
+
+    vector = onnx_static_dims.shape_vector(node, partial)
+    if vector is not None:
+        vectors[node.output[0]] = vector
+        return None
+    value, vector = onnx_static_dims.select_static_dims(node, vectors, values, opset)
+    if vector is not None:
+        vectors[node.output[0]] = vector
+    name = node.output[0] if node.output else ""
+    if value is None or (name in types and _np_type(types[name]) != np.int64):
+        return None
+    return [value]
 
 
 def _fold_node(node, values: dict, shapes: dict, types: dict, opset: int):

@@ -1,0 +1,68 @@
+"""Zoo transformers (small BERT, DistilBERT) compiled with a range on the sequence length.
+
+    .venv/bin/python scripts/flexible_transformers.py [--range 8..64] [--models bert,distilbert]
+
+Each model is built as in ``tests/local/zoo.py`` (small configuration) but exported with its
+batch and sequence dims dynamic (``dynamic_axes``), then compiled for this machine with the range
+on the sequence dim of both inputs and ``verify="gate"`` (onnxruntime at the range's lower bound,
+midpoint and upper bound). Prints compile seconds and max abs errors, or the refusal. Not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from airflow_neo.local.compiler import compile_model  # noqa: E402
+from tests.local import models, zoo  # noqa: E402
+
+
+def _export_dynamic(torch, module, inputs: dict, output_names=None, *, opset: int = 17) -> bytes:
+    tensors = tuple(torch.from_numpy(value) for value in inputs.values())
+    axes = {name: {0: "batch", 1: "seq"} for name in inputs}
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, tensors, buffer, input_names=list(inputs), output_names=output_names,
+                          opset_version=opset, dynamo=False, dynamic_axes=axes)
+    return buffer.getvalue()
+
+
+def run(name: str, seq_range: str) -> dict:
+    zoo.onnx_export = _export_dynamic  # the zoo's builder, with dynamic batch and sequence dims
+    built = zoo.ZOO[name].build(True)
+    config = {input_name: [1, seq_range] for input_name in built.inputs}
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = models.write_archive(Path(tmp), built.files)
+        case = models.ModelCase(archive, None, framework="ONNX", data_input_config=config, inputs={},
+                                model_file=built.model_file)
+        started = time.monotonic()
+        try:
+            metadata = compile_model(models.make_request(case), str(archive), str(Path(tmp) / "a.tar.gz"),
+                                     log=lambda _line: None, verify="gate", profile_seconds=0)
+        except Exception as err:  # noqa: BLE001 - reported
+            return {"model": name, "refused": f"{type(err).__name__}: {err}"}
+        seconds = time.monotonic() - started
+    shapes = metadata["verification"]["shapes"]
+    return {"model": name, "compile_s": round(seconds, 1), "passed": metadata["verification"]["passed"],
+            "max_abs": {str(item["inputs"]["input_ids"][1]): item["max_abs_diff"] for item in shapes}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--range", default="8..64")
+    parser.add_argument("--models", default="bert,distilbert")
+    args = parser.parse_args()
+    for name in args.models.split(","):
+        print(run(name, args.range), flush=True)
+
+
+if __name__ == "__main__":
+    main()
