@@ -120,6 +120,11 @@ def verification_summary(entry: Any) -> dict:
     }
     if entry.get("not_verified"):
         summary["not_verified"] = str(entry["not_verified"])
+    if entry.get("emulated"):
+        summary["emulated"] = str(entry["emulated"])
+    sizes = [item for item in entry.get("shapes") or [] if isinstance(item, dict)]
+    if sizes:  # a flexible-shape artifact, verified at several sizes
+        summary["input_sizes"] = len(sizes)
     return summary
 
 
@@ -214,7 +219,11 @@ def _verification_line(summary: dict) -> str:
     if summary.get("not_verified"):
         return f"verification: not verified: {summary['not_verified']}"
     verdict = {True: "passed", False: "FAILED", None: "no verdict"}[summary.get("passed")]
+    if summary.get("emulated"):
+        verdict += f" under emulation ({summary['emulated']})"
     line = f"verification ({summary.get('mode')}): {verdict} against {summary.get('reference')} on {summary.get('inputs')}"
+    if summary.get("input_sizes"):
+        line += f" at {summary['input_sizes']} input sizes"
     worst = summary.get("worst")
     if worst:
         detail = worst.get("problem") or (f"max abs diff {_fmt(worst.get('max_abs_diff'), '.3g')} vs tolerance "

@@ -182,3 +182,15 @@ def test_device_code_of_artifacts_that_cannot_run_here():
     assert "device code: Core ML mlProgram (FP16, 1000 labels)" in format_report(report)
     assert build_report(PAYLOAD, METADATA)["device_code"] is None
     assert build_report(PAYLOAD, None)["device_code"] is None
+
+
+def test_emulated_and_flexible_verification_say_so():
+    verification = {**METADATA["verification"], "emulated": "qemu-aarch64 -cpu neoverse-n1",
+                    "shapes": [{"inputs": {"x": [n, 3, 16, 16]}, "passed": True} for n in (1, 2, 4)]}
+    report = build_report(PAYLOAD, {**METADATA, "verification": verification})
+    assert report["verification"]["emulated"] == "qemu-aarch64 -cpu neoverse-n1"
+    assert report["verification"]["input_sizes"] == 3
+    assert "passed under emulation (qemu-aarch64 -cpu neoverse-n1) against onnxruntime 1.32.0 on random (seed 0) at 3 input sizes" \
+        in format_report(report)
+    plain = build_report(PAYLOAD, METADATA)["verification"]
+    assert "emulated" not in plain and "input_sizes" not in plain
