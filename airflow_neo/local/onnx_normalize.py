@@ -19,6 +19,9 @@ Invariants:
   initializer, a ``Constant``, a folded value) or it reads the shape (``Shape``, ``Size``) of a
   tensor whose shape is fully static; a value of more than :data:`MAX_FOLDED_ELEMENTS` elements is
   left to run time (the pass targets shape computations, not weights);
+* shape arithmetic on the static dims of partly symbolic shapes (a DataInputConfig range): a
+  ``Gather``/``Slice`` of a ``Shape`` that picks only static dims folds, and so does everything
+  computed only from it (:mod:`airflow_neo.local.onnx_static_dims`); what reads a symbolic dim stays;
 * a folded value becomes an initializer (a ``Constant`` node where it is a graph output) with the
   dtype shape inference gives it; nodes and initializers nothing reads any more are removed;
 * numerics: shape arithmetic is integer and exact; a folded float value is numpy's result for the

@@ -103,6 +103,80 @@ def test_dynamic_dim_stays_dynamic():
         assert _ort(model.SerializeToString(), {"x": x})[0].shape == (1, channels // 2, 4, 4)
 
 
+def _scale_graph():
+    """y = x / sqrt(x.shape[-1]) + x.shape[1] (float): one value from a static dim of x [1, T, 16],
+    one from its symbolic dim; the static one reached through Slice then Gather, as exporters write."""
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"]),
+        helper.make_node("Slice", ["s", "one", "three"], ["tail"]),  # [T, 16]
+        helper.make_node("Gather", ["tail", "minus_one"], ["width"]),  # 16: static
+        helper.make_node("Cast", ["width"], ["width_f"], to=TensorProto.FLOAT),
+        helper.make_node("Sqrt", ["width_f"], ["root"]),
+        helper.make_node("Div", ["x", "root"], ["scaled"]),
+        helper.make_node("Gather", ["s", "index_one"], ["length"]),  # T: symbolic
+        helper.make_node("Cast", ["length"], ["length_f"], to=TensorProto.FLOAT),
+        helper.make_node("Add", ["scaled", "length_f"], ["y"]),
+    ]
+    inits = [_const("one", [1]), _const("three", [3]), _const("minus_one", -1), _const("index_one", 1)]
+    return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "T", 16])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, "T", 16])], inits)
+
+
+def test_shape_arithmetic_on_the_static_dims_of_partly_symbolic_shapes_is_folded():
+    model = _scale_graph()
+    original = model.SerializeToString()
+    report = normalize(model, {"x": [1, None, 16]})
+    kept = {node.output[0]: node.op_type for node in model.graph.node}
+    for name in ("width", "width_f", "root"):  # read only the static width: folded
+        assert name not in kept
+    assert [numpy_helper.to_array(i) for i in model.graph.initializer if i.name == "root"] == [np.float32(4.0)]
+    for name in ("s", "length", "length_f"):  # read the symbolic length: left to run time
+        assert name in kept
+    assert "tail" not in kept and report.shape_reads >= 1  # the Slice fed only the folded Gather
+    assert model.graph.input[0].type.tensor_type.shape.dim[1].dim_param == "T"
+    for length in (3, 7):
+        x = np.random.default_rng(length).standard_normal((1, length, 16)).astype(np.float32)
+        [want], [got] = _ort(original, {"x": x}), _ort(model.SerializeToString(), {"x": x})
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+@pytest.mark.parametrize(("starts", "ends", "folds"), [([-1], [3], True), ([0], [2], False), ([1], [2], False)])
+def test_a_slice_of_a_partly_symbolic_shape_folds_only_when_all_its_dims_are_static(starts, ends, folds):
+    nodes = [helper.make_node("Shape", ["x"], ["s"]), helper.make_node("Slice", ["s", "starts", "ends"], ["y"])]
+    model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "T", 16])],
+                   [helper.make_tensor_value_info("y", TensorProto.INT64, [None])],
+                   [_const("starts", starts), _const("ends", ends)])
+    normalize(model, {"x": [1, None, 16]})
+    ops = [node.op_type for node in model.graph.node]
+    assert ("Slice" not in ops) is folds
+    x = np.zeros((1, 5, 16), np.float32)
+    assert _ort(model.SerializeToString(), {"x": x})[0].tolist() == [1, 5, 16][slice(starts[0], ends[0])]
+
+
+def test_static_dims_that_onnx_shape_inference_loses_are_kept_by_the_symbolic_inference():
+    """Position embeddings sliced to the sequence length (``table[:, :T]``): onnx's inference makes the
+    slice [?, ?], so the sum's batch is unknown to it; onnxruntime's symbolic inference keeps it (1)."""
+    pytest.importorskip("onnxruntime.tools.symbolic_shape_infer")
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"]), helper.make_node("Slice", ["s", "one", "two"], ["length"]),
+        helper.make_node("Slice", ["table", "zero", "length", "one"], ["positions"]),  # [1, T, 8]
+        helper.make_node("Add", ["x", "positions"], ["summed"]),
+        helper.make_node("Shape", ["summed"], ["s2"]), helper.make_node("Gather", ["s2", "index_zero"], ["batch"]),
+        helper.make_node("Cast", ["batch"], ["batch_f"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["summed", "batch_f"], ["y"]),
+    ]
+    table = numpy_helper.from_array(np.arange(64, dtype=np.float32).reshape(1, 8, 8), "table")
+    model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "T", 8])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, "T", 8])],
+                   [table, _const("zero", [0]), _const("one", [1]), _const("two", [2]), _const("index_zero", 0)])
+    original = model.SerializeToString()
+    normalize(model, {"x": [1, None, 8]})
+    kept = {node.output[0] for node in model.graph.node}
+    assert "batch" not in kept and "batch_f" not in kept and "length" in kept
+    x = np.ones((1, 5, 8), np.float32)
+    np.testing.assert_array_equal(_ort(model.SerializeToString(), {"x": x})[0], _ort(original, {"x": x})[0])
+
+
 def test_shapes_declared_at_export_do_not_override_the_input_shapes():
     """value_info and output shapes traced for other input shapes (stale) are not used for folding."""
     model = _chunk_graph(channels="C")
