@@ -107,7 +107,7 @@ def normalize(model, input_shapes: dict[str, list[int | None]]) -> NormalizeRepo
             symbolic: dict = {}
             inferred, initializers = _inferred_values(model, symbolic)
             shapes, types = _static_shapes_and_types(inferred, initializers)
-            partial = onnx_static_dims.merge(_partial_shapes(inferred), symbolic)
+            partial = onnx_static_dims.merge(onnx_static_dims.partial_shapes(inferred), symbolic)
             count, reads = _fold_pass(graph, shapes, types, opset, partial)
             folded, shape_reads = folded + count, shape_reads + reads
             if not count:
@@ -191,19 +191,9 @@ def _inferred_values(model, symbolic: dict | None = None) -> tuple[list, Any]:
     light.ir_version = max(light.ir_version, 4)  # graph inputs need not list initializers
     inferred = onnx.shape_inference.infer_shapes(light, data_prop=True).graph
     values = [*inferred.input, *inferred.value_info, *inferred.output]
-    if symbolic is not None and any(dim is None for dims in _partial_shapes(model.graph.input).values() for dim in dims):
+    if symbolic is not None and any(dim is None for dims in onnx_static_dims.partial_shapes(model.graph.input).values() for dim in dims):
         symbolic.update(onnx_static_dims.symbolic_static_dims(light))
     return values, model.graph.initializer
-
-
-def _partial_shapes(values) -> dict[str, list[int | None]]:
-    """``{name: dims}`` of tensor ``values`` of known rank, None at each dim that is not static."""
-    partial = {}
-    for value in values:
-        tensor = value.type.tensor_type
-        if value.type.HasField("tensor_type") and tensor.HasField("shape"):
-            partial[value.name] = [int(dim.dim_value) if dim.HasField("dim_value") else None for dim in tensor.shape.dim]
-    return partial
 
 
 def _static_shapes_and_types(values, initializers) -> tuple[dict, dict]:
@@ -283,7 +273,7 @@ def _fold_pass(graph, shapes: dict, types: dict, opset: int, partial: dict | Non
     for node in graph.node:
         result = None if node.op_type == "Constant" else _fold_node(node, values, shapes, types, opset)
         if result is None and partial is not None and node.domain in DEFAULT_DOMAINS:
-            result = _fold_static_dims(node, vectors, values, partial, types, opset)
+            result = onnx_static_dims.fold(node, vectors, values, partial, types, opset)
             reads += result is not None
         if result is None:
             kept.append(node)
@@ -301,24 +291,6 @@ def _fold_pass(graph, shapes: dict, types: dict, opset: int, partial: dict | Non
         graph.node.extend(constant_nodes + kept)
         graph.initializer.extend(new_initializers)
     return folded, reads
-
-
-def _fold_static_dims(node, vectors: dict, values: dict, partial: dict, types: dict, opset: int):
-    """Shape arithmetic on the static dims of partly symbolic shapes: a selection of static dims
-    folded (a list of one array), else None; shape vectors met on the way are kept in ``vectors``."""
-    import numpy as np
-
-    vector = onnx_static_dims.shape_vector(node, partial)
-    if vector is not None:
-        vectors[node.output[0]] = vector
-        return None
-    value, vector = onnx_static_dims.select_static_dims(node, vectors, values, opset)
-    if vector is not None:
-        vectors[node.output[0]] = vector
-    name = node.output[0] if node.output else ""
-    if value is None or (name in types and _np_type(types[name]) != np.int64):
-        return None
-    return [value]
 
 
 def _fold_node(node, values: dict, shapes: dict, types: dict, opset: int):

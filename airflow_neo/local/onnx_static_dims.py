@@ -26,10 +26,39 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["SELECTIONS", "merge", "select_static_dims", "shape_vector", "symbolic_static_dims"]
+__all__ = ["SELECTIONS", "fold", "merge", "partial_shapes", "select_static_dims", "shape_vector", "symbolic_static_dims"]
 
 #: Ops that select dims of a shape vector without computing on them.
 SELECTIONS = frozenset({"Gather", "Slice"})
+
+
+def fold(node, vectors: dict, values: dict, partial: dict, types: dict, opset: int):
+    """The node's value (a list of one int64 array) where it selects only static dims of a partly
+    symbolic shape, else None; shape vectors met on the way are kept in ``vectors`` (graph order)."""
+    import numpy as np
+    from onnx import helper
+
+    vector = shape_vector(node, partial)
+    if vector is not None:
+        vectors[node.output[0]] = vector
+        return None
+    value, vector = select_static_dims(node, vectors, values, opset)
+    if vector is not None:
+        vectors[node.output[0]] = vector
+    name = node.output[0] if node.output else ""
+    if value is None or (name in types and helper.tensor_dtype_to_np_dtype(types[name]) != np.int64):
+        return None
+    return [value]
+
+
+def partial_shapes(values) -> dict[str, list[int | None]]:
+    """``{name: dims}`` of tensor ``values`` (value infos) of known rank, None at each dim that is not static."""
+    partial = {}
+    for value in values:
+        tensor = value.type.tensor_type
+        if value.type.HasField("tensor_type") and tensor.HasField("shape"):
+            partial[value.name] = [int(dim.dim_value) if dim.HasField("dim_value") else None for dim in tensor.shape.dim]
+    return partial
 
 
 def symbolic_static_dims(light_model) -> dict[str, list[int | None]]:
@@ -47,12 +76,7 @@ def symbolic_static_dims(light_model) -> dict[str, list[int | None]]:
         inferred = SymbolicShapeInference.infer_shapes(light_model, auto_merge=True, guess_output_rank=False)
     except Exception:  # noqa: BLE001 - a graph it cannot follow: onnx's inference alone
         return {}
-    dims = {}
-    for value in [*inferred.graph.value_info, *inferred.graph.output]:
-        tensor = value.type.tensor_type
-        if value.type.HasField("tensor_type") and tensor.HasField("shape"):
-            dims[value.name] = [int(dim.dim_value) if dim.HasField("dim_value") else None for dim in tensor.shape.dim]
-    return dims
+    return partial_shapes([*inferred.graph.value_info, *inferred.graph.output])
 
 
 def merge(partial: dict, symbolic: dict) -> dict:
