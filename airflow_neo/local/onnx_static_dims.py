@@ -67,7 +67,10 @@ def symbolic_static_dims(light_model) -> dict[str, list[int | None]]:
 
     onnx's own inference loses a static dim wherever a shape is computed at run time (a ``Slice``
     whose end is the sequence length makes ``[1, seq]`` into ``[?, ?]``, and every broadcast after
-    it loses the batch); the symbolic inference carries named dims through those ops."""
+    it loses the batch); the symbolic inference carries named dims through those ops. Its
+    ``auto_merge`` takes two dims a broadcast meets as equal (``Min(512, seq)`` and ``seq`` in
+    BERT's position ids); a symbol it merges with a literal > 1 is a size at which alone the model
+    runs, and the compile's verification at the range's bounds runs the graph as given."""
     try:
         from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
     except Exception:  # noqa: BLE001 - optional: without it, onnx's inference alone
