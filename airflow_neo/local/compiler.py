@@ -181,8 +181,12 @@ def compile_model(
                 precision_report = apply_to_imported(imported, precision, target, log)  # before lowering
                 tuning = _tuning_settings(validated.payload, started, tuning_trials, tuning_database, work)
                 tuning.update(rpc_tracker=rpc_tracker, rpc_keys=rpc_keys)
-                executable, outputs, tuning_report, schedules_report = _build(imported, target, tuning, log,
-                                                                              pack=tuning_pack)
+                try:
+                    executable, outputs, tuning_report, schedules_report = _build(imported, target, tuning, log,
+                                                                                  pack=tuning_pack)
+                except Exception as err:  # noqa: BLE001 - a symbolic build that TVM cannot finish is the ranges' doing
+                    _raise_if_flexible(err, data_input)
+                    raise
             with _phase("export", timings, log):
                 cuda_report = _export(executable, library, compiler_path, target, log)
             inputs, versions = imported.inputs, imported.framework_versions
@@ -383,15 +387,34 @@ def _build(imported: Imported, target: ResolvedTarget, tuning: dict | None = Non
     return executable, outputs, report, schedules
 
 
-def _refuse_ranges(data_input, target: ResolvedTarget) -> None:
-    """Ranges ('lo..hi') compile for CPU targets only: a flexible CUDA artifact could not be run here
-    at several sizes, so it would ship unchecked."""
+def _flexible_inputs(data_input) -> list[str]:
+    """The inputs DataInputConfig gives a range ('lo..hi') for ([] when none, or when it is malformed:
+    the importer reports that with its own words)."""
     from airflow_neo.core.input_shapes import parse_data_input
 
     try:
-        flexible = [entry.name for entry in parse_data_input(data_input) if entry.has_range] if data_input else []
+        return [str(entry.name) for entry in parse_data_input(data_input) if entry.has_range] if data_input else []
     except ValueError:
-        return  # the importer reports a malformed DataInputConfig with its own words
+        return []
+
+
+def _raise_if_flexible(err: Exception, data_input) -> None:
+    """A build that fails with ranges in DataInputConfig: ModelInputError naming them and what to do
+    (TVM's symbolic build has limits the import cannot see, e.g. a Range over a symbolic length)."""
+    flexible = _flexible_inputs(data_input)
+    if not flexible or isinstance(err, LocalCompilationError):
+        return
+    raise ModelInputError(
+        f"DataInputConfig gives ranges for {', '.join(flexible)}, and TVM could not build the model with those "
+        f"dimensions symbolic: {type(err).__name__}: {first_line(err)[:300]}. Give static sizes there (one artifact "
+        "per size), or a range on another dimension (a batch range often builds where a sequence range does not)"
+    ) from err
+
+
+def _refuse_ranges(data_input, target: ResolvedTarget) -> None:
+    """Ranges ('lo..hi') compile for CPU targets only: a flexible CUDA artifact could not be run here
+    at several sizes, so it would ship unchecked."""
+    flexible = _flexible_inputs(data_input)
     if flexible:
         raise ModelInputError(
             f"DataInputConfig gives a range for {', '.join(map(str, flexible))}, but {target.source} is an NVIDIA "

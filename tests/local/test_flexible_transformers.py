@@ -94,3 +94,41 @@ def test_encoder_layer_with_a_range_sequence_length(tmp_path, encoder, shape, ve
     assert all(item["max_abs_diff"] <= item["tolerance"] for item in verification["shapes"])
     normalized = metadata["versions"]["onnx_normalized"]
     assert normalized["shape_reads"] > 0, normalized  # static dims of partly symbolic shapes were read
+
+
+def _zoo_bert_dynamic(monkeypatch):
+    """The zoo's small BERT exported with dynamic batch and sequence dims."""
+    from tests.local import zoo
+
+    def export_dynamic(torch_module, module, inputs: dict, output_names=None, *, opset: int = 17) -> bytes:
+        tensors = tuple(torch_module.from_numpy(value) for value in inputs.values())
+        buffer = io.BytesIO()
+        with warnings.catch_warnings(), torch_module.no_grad():
+            warnings.simplefilter("ignore")
+            torch_module.onnx.export(module, tensors, buffer, input_names=list(inputs), output_names=output_names,
+                                     opset_version=opset, dynamo=False,
+                                     dynamic_axes={name: {0: "batch", 1: "seq"} for name in inputs})
+        return buffer.getvalue()
+
+    monkeypatch.setattr(zoo, "onnx_export", export_dynamic)
+    return zoo.ZOO["bert"].build(True)
+
+
+def test_a_symbolic_build_tvm_cannot_finish_is_a_client_error_naming_the_ranges(tmp_path, monkeypatch):
+    """BERT's attention mask takes a Range over the sequence length: with a sequence range TVM 0.27's
+    build fails (a symbolic length it never computes). The job is refused as the ranges' doing, naming
+    the inputs and what to do, instead of an internal compiler error."""
+    from airflow_neo.local.errors import ModelInputError
+
+    built = _zoo_bert_dynamic(monkeypatch)
+    archive = models.write_archive(tmp_path, built.files)
+    config = {name: [1, "8..64"] for name in built.inputs}
+    case = models.ModelCase(archive, None, framework="ONNX", data_input_config=config, inputs={},
+                            model_file=built.model_file)
+    with pytest.raises(ModelInputError) as caught:
+        compile_model(models.make_request(case), str(archive), str(tmp_path / "a.tar.gz"), log=lambda _: None,
+                      profile_seconds=0)
+    message = str(caught.value)
+    assert "ranges for input_ids, attention_mask" in message and "could not build the model" in message
+    assert "a batch range often builds" in message and caught.value.neo_class == "InputConfiguration"
+    assert not (tmp_path / "a.tar.gz").exists()
