@@ -24,6 +24,9 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
+import os
+import tempfile
 from typing import Any
 
 __all__ = ["SELECTIONS", "fold", "merge", "partial_shapes", "select_static_dims", "shape_vector", "symbolic_static_dims"]
@@ -76,10 +79,26 @@ def symbolic_static_dims(light_model) -> dict[str, list[int | None]]:
     except Exception:  # noqa: BLE001 - optional: without it, onnx's inference alone
         return {}
     try:
-        inferred = SymbolicShapeInference.infer_shapes(light_model, auto_merge=True, guess_output_rank=False)
+        with _scratch_cwd():
+            inferred = SymbolicShapeInference.infer_shapes(light_model, auto_merge=True, guess_output_rank=False)
     except Exception:  # noqa: BLE001 - a graph it cannot follow: onnx's inference alone
         return {}
     return partial_shapes([*inferred.graph.value_info, *inferred.graph.output])
+
+
+@contextlib.contextmanager
+def _scratch_cwd():
+    """A temporary working directory for the duration: onnxruntime's inference, when it cannot
+    finish, saves ``sym_shape_infer_temp.onnx`` and its external data files into the current
+    directory, which would leave them wherever the worker runs. (The compile runs in its own child
+    process, so changing the process's directory there affects nothing else.)"""
+    previous = os.getcwd()
+    with tempfile.TemporaryDirectory(prefix="airflow-neo-shapes-") as scratch:
+        os.chdir(scratch)
+        try:
+            yield
+        finally:
+            os.chdir(previous)
 
 
 def merge(partial: dict, symbolic: dict) -> dict:

@@ -474,3 +474,22 @@ def test_torchscript_transformer_is_normalized_too(tmp_path):
     metadata, lines = _compile_and_compare(case, tmp_path, compiler_options={"dtype": "int64"})
     _assert_normalized(metadata, lines)
     assert metadata["versions"]["torch"] == torch.__version__
+
+
+def test_symbolic_inference_leaves_no_files_where_the_worker_runs(tmp_path, monkeypatch):
+    """onnxruntime's symbolic shape inference saves sym_shape_infer_temp.onnx (and external data)
+    into the current directory when it cannot finish, here on an op of an unknown domain: it runs in
+    a scratch directory, so nothing is left behind, and the graph keeps onnx's inference alone."""
+    pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper
+
+    from airflow_neo.local import onnx_static_dims
+
+    graph = helper.make_graph(
+        [helper.make_node("Mystery", ["x"], ["y"], domain="example.unknown")], "unknown_op",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "T"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("example.unknown", 1)])
+    monkeypatch.chdir(tmp_path)
+    assert onnx_static_dims.symbolic_static_dims(model) == {}
+    assert list(tmp_path.iterdir()) == []
