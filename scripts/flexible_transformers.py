@@ -11,11 +11,10 @@ midpoint and upper bound). Prints compile seconds and max abs errors, or the ref
 from __future__ import annotations
 
 import argparse
-import io
+import functools
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -24,19 +23,12 @@ from airflow_neo.local.compiler import compile_model  # noqa: E402
 from tests.local import models, zoo  # noqa: E402
 
 
-def _export_dynamic(torch, module, inputs: dict, output_names=None, *, opset: int = 17) -> bytes:
-    tensors = tuple(torch.from_numpy(value) for value in inputs.values())
-    axes = {name: {0: "batch", 1: "seq"} for name in inputs}
-    buffer = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(module, tensors, buffer, input_names=list(inputs), output_names=output_names,
-                          opset_version=opset, dynamo=False, dynamic_axes=axes)
-    return buffer.getvalue()
+#: the zoo's exporter, which run() makes export batch and sequence dims dynamic
+_ZOO_EXPORT = zoo.onnx_export
 
 
 def run(name: str, seq_range: str, batch: int | str = 1, seq: int | None = None) -> dict:
-    zoo.onnx_export = _export_dynamic  # the zoo's builder, with dynamic batch and sequence dims
+    zoo.onnx_export = functools.partial(_ZOO_EXPORT, dynamic_axes={0: "batch", 1: "seq"})
     built = zoo.ZOO[name].build(True)
     config = {input_name: [batch, seq or seq_range] for input_name in built.inputs}
     with tempfile.TemporaryDirectory() as tmp:

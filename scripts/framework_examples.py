@@ -118,14 +118,20 @@ def run_cli(args: list[str], env: dict, *, show: bool = True) -> subprocess.Comp
 
 def run_job(job: Job, directory: Path, env: dict) -> dict:
     """The job's four commands; returns its report (JSON) for the summary."""
-    print(f"\n# {job.name}: {job.framework}, archive {job.archive}", flush=True)
-    run_cli(create_args(job, directory), env)
-    run_cli(["wait", "compilation-job-completed", "--compilation-job-name", job.name,
+    return run_session(job.name, f"{job.framework}, archive {job.archive}", create_args(job, directory), env)
+
+
+def run_session(name: str, heading: str, create: list[str], env: dict) -> dict:
+    """``create`` (the create-compilation-job arguments), then wait, describe and the report, under
+    the comment ``# name: heading``; returns the report (JSON)."""
+    print(f"\n# {name}: {heading}", flush=True)
+    run_cli(create, env)
+    run_cli(["wait", "compilation-job-completed", "--compilation-job-name", name,
              "--delay", "5", "--max-attempts", "120"], env)
-    run_cli(["describe-compilation-job", "--compilation-job-name", job.name,
+    run_cli(["describe-compilation-job", "--compilation-job-name", name,
              "--query", "[CompilationJobStatus, FailureReason]", "--output", "text"], env)
-    run_cli(["describe-compilation-report", "--compilation-job-name", job.name, "--output", "text"], env)
-    report = run_cli(["describe-compilation-report", "--compilation-job-name", job.name], env, show=False)
+    run_cli(["describe-compilation-report", "--compilation-job-name", name, "--output", "text"], env)
+    report = run_cli(["describe-compilation-report", "--compilation-job-name", name], env, show=False)
     try:
         return json.loads(report.stdout)
     except ValueError:

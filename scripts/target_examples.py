@@ -15,7 +15,6 @@ scripts/framework_examples.py does. Exit status: 0 when every job is COMPLETED.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import tarfile
@@ -26,7 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
-from framework_examples import ROLE, cli_environment, run_cli, shorthand_json  # noqa: E402
+from framework_examples import ROLE, cli_environment, run_session, shorthand_json  # noqa: E402
 
 
 @dataclass
@@ -80,21 +79,6 @@ def create_args(job: TargetJob, directory: Path) -> list[str]:
             "--stopping-condition", "MaxRuntimeInSeconds=900"]
 
 
-def run_job(job: TargetJob, directory: Path, env: dict) -> dict:
-    print(f"\n# {job.name}: {job.comment}", flush=True)
-    run_cli(create_args(job, directory), env)
-    run_cli(["wait", "compilation-job-completed", "--compilation-job-name", job.name,
-             "--delay", "5", "--max-attempts", "120"], env)
-    run_cli(["describe-compilation-job", "--compilation-job-name", job.name,
-             "--query", "[CompilationJobStatus, FailureReason]", "--output", "text"], env)
-    run_cli(["describe-compilation-report", "--compilation-job-name", job.name, "--output", "text"], env)
-    report = run_cli(["describe-compilation-report", "--compilation-job-name", job.name], env, show=False)
-    try:
-        return json.loads(report.stdout)
-    except ValueError:
-        return {"status": f"no report (exit {report.returncode})"}
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("directory", nargs="?", default="/tmp/neo-targets", type=Path)
@@ -104,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(directory / stale, ignore_errors=True)
     env = cli_environment(directory, None)
     jobs = build_jobs(directory)
-    reports = [run_job(job, directory, env) for job in jobs]
+    reports = [run_session(job.name, job.comment, create_args(job, directory), env) for job in jobs]
     print("\n# summary")
     for job, report in zip(jobs, reports):
         print(f"{job.name:24s} {report.get('status')!s:10s} verification passed={(report.get('verification') or {}).get('passed')}")

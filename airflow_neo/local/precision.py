@@ -300,7 +300,7 @@ def _call_tir_op():
 _KERNEL_CALLS = ("relax.call_tir", "relax.call_pure_packed", "relax.call_dps_packed", "relax.call_inplace_packed")
 
 
-def _isolated(call, call_tir) -> bool:
+def _isolated(call) -> bool:
     """Whether ``ToMixedPrecision`` cannot type ``call``: a call of a kernel or packed function
     (``call_tir``, ``call_pure_packed`` ...: the function argument), or a call with a scalar
     (PrimType) argument, such as Clip's bounds."""
@@ -308,8 +308,8 @@ def _isolated(call, call_tir) -> bool:
 
     if not isinstance(call.op, tvm.ir.Op):
         return False
-    return (call.op.same_as(call_tir) or str(call.op.name) in _KERNEL_CALLS
-            or any(type(getattr(arg, "ty", None)).__name__ == "PrimType" for arg in call.args))
+    return str(call.op.name) in _KERNEL_CALLS or any(type(getattr(arg, "ty", None)).__name__ == "PrimType"
+                                                      for arg in call.args)
 
 
 def _wrap_isolated(mod):
@@ -327,7 +327,7 @@ def _wrap_isolated(mod):
     class Wrap(relax.PyExprMutator):
         def visit_call_(self, call):
             call = super().visit_call_(call)
-            if not _isolated(call, call_tir):
+            if not _isolated(call):
                 return call
             tensors = [arg for arg in _leaves(call.args) if isinstance(arg, relax.Var)]
             params = [relax.Var(f"arg{index}", arg.ty) for index, arg in enumerate(tensors)]
@@ -346,7 +346,7 @@ def _wrap_isolated(mod):
                     self.builder_.update_func(gvar, self.visit_expr(func))
             return self.builder_.get()
 
-    if not any(_calls(func, lambda call: _isolated(call, call_tir))
+    if not any(_calls(func, _isolated)
                for func in mod.functions.values() if isinstance(func, relax.Function)):
         return mod, wrapped
     return Wrap(mod).run(), wrapped

@@ -11,6 +11,7 @@ against onnxruntime at the range's lower bound, midpoint and upper bound.
 
 from __future__ import annotations
 
+import functools
 import io
 import warnings
 
@@ -100,17 +101,7 @@ def _zoo_bert_dynamic(monkeypatch):
     """The zoo's small BERT exported with dynamic batch and sequence dims."""
     from tests.local import zoo
 
-    def export_dynamic(torch_module, module, inputs: dict, output_names=None, *, opset: int = 17) -> bytes:
-        tensors = tuple(torch_module.from_numpy(value) for value in inputs.values())
-        buffer = io.BytesIO()
-        with warnings.catch_warnings(), torch_module.no_grad():
-            warnings.simplefilter("ignore")
-            torch_module.onnx.export(module, tensors, buffer, input_names=list(inputs), output_names=output_names,
-                                     opset_version=opset, dynamo=False,
-                                     dynamic_axes={name: {0: "batch", 1: "seq"} for name in inputs})
-        return buffer.getvalue()
-
-    monkeypatch.setattr(zoo, "onnx_export", export_dynamic)
+    monkeypatch.setattr(zoo, "onnx_export", functools.partial(zoo.onnx_export, dynamic_axes={0: "batch", 1: "seq"}))
     return zoo.ZOO["bert"].build(True)
 
 

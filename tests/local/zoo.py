@@ -147,14 +147,17 @@ def ort_run(data: bytes, inputs: dict, *, literal: bool = False) -> list[np.ndar
     return [np.asarray(value) for value in session.run(None, inputs)]
 
 
-def onnx_export(torch, module, inputs: dict, output_names=None, *, opset: int = 17) -> bytes:
-    """``module`` exported with the TorchScript-based exporter, as most published ONNX files are."""
+def onnx_export(torch, module, inputs: dict, output_names=None, *, opset: int = 17,
+                dynamic_axes: dict[int, str] | None = None) -> bytes:
+    """``module`` exported with the TorchScript-based exporter, as most published ONNX files are;
+    ``dynamic_axes`` ({axis: name}) makes those axes of every input dynamic."""
     tensors = tuple(torch.from_numpy(value) for value in inputs.values())
+    axes = {name: dict(dynamic_axes) for name in inputs} if dynamic_axes else None
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(module, tensors, buffer, input_names=list(inputs), output_names=output_names,
-                          opset_version=opset, dynamo=False)
+                          opset_version=opset, dynamo=False, dynamic_axes=axes)
     return buffer.getvalue()
 
 

@@ -79,21 +79,27 @@ class _Broken:
         raise RuntimeError("boom")
 
 
-def test_unmatched_and_failing_kernels_are_named_and_still_run():
-    """A dynamic-shape matmul that only a rule that raises is offered: left as is, logged, correct."""
-    from airflow_neo.local.schedules import apply_default_schedules
-
+def _symbolic_rows_matmul(w):
+    """``main(x[n, 7]) = x @ w`` with a symbolic row count ``n`` (a DataInputConfig range)."""
     n = tvm.tirx.Var("n", "int64")
-    w = rand(7, 5)
     bb = relax.BlockBuilder()
     x = relax.Var("x", relax.TensorType((n, 7), "float32"))
     with bb.function("main", [x]):
         with bb.dataflow():
             out = bb.emit_output(relax.op.matmul(x, const(w)))
         bb.emit_func_output(out)
+    return bb.get()
+
+
+def test_unmatched_and_failing_kernels_are_named_and_still_run():
+    """A dynamic-shape matmul that only a rule that raises is offered: left as is, logged, correct."""
+    from airflow_neo.local.schedules import apply_default_schedules
+
+    w = rand(7, 5)
+    module = _symbolic_rows_matmul(w)
     target = tvm.target.Target({"kind": "llvm"})
     lines: list[str] = []
-    mod, report = apply_default_schedules(fuse(bb.get(), target), target, log=lines.append, rules=(_Broken(),))
+    mod, report = apply_default_schedules(fuse(module, target), target, log=lines.append, rules=(_Broken(),))
     [kernel] = report["kernels"]
     assert kernel["rule"] is None and kernel["errors"] == ["broken: RuntimeError: boom"]
     assert report["unscheduled"] == [kernel["kernel"]]
@@ -108,16 +114,10 @@ def test_symbolic_rows_stay_whole_and_the_static_dims_are_tiled():
     static dims, the rows loop left whole, and is correct at several row counts."""
     from airflow_neo.local.schedules import apply_default_schedules
 
-    n = tvm.tirx.Var("n", "int64")
     w = rand(7, 16)
-    bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType((n, 7), "float32"))
-    with bb.function("main", [x]):
-        with bb.dataflow():
-            out = bb.emit_output(relax.op.matmul(x, const(w)))
-        bb.emit_func_output(out)
+    module = _symbolic_rows_matmul(w)
     target = tvm.target.Target({"kind": "llvm"})
-    mod, report = apply_default_schedules(fuse(bb.get(), target), target, log=lambda _: None)
+    mod, report = apply_default_schedules(fuse(module, target), target, log=lambda _: None)
     [kernel] = report["kernels"]
     assert kernel["rule"] == "dense" and kernel["detail"].startswith("tile 1x")
     vm = relax.VirtualMachine(tvm.compile(mod, target=target), tvm.cpu())
