@@ -12,6 +12,12 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf >/dev/null
   fi
+  # tests/ui/browser/ drive Debian's Chromium through Playwright (no browser is downloaded).
+  if [ ! -x /usr/bin/chromium ]; then
+    echo "==> installing Chromium for the browser tests (apt)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+  fi
 fi
 
 echo "==> virtualenv $VENV"
