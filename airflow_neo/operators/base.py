@@ -100,6 +100,17 @@ def payload_from_event(event: dict[str, Any] | None) -> dict:
 def task_identity_of(context: Context) -> str:
     from airflow_neo.core.attach import task_identity
 
+    return task_identity(*_task_instance_key(context))
+
+
+def task_instance_tags_of(context: Context) -> list[dict]:
+    """The readable tags naming the running task instance (the UI's "created by")."""
+    from airflow_neo.core.attach import task_instance_tags
+
+    return task_instance_tags(*_task_instance_key(context))
+
+
+def _task_instance_key(context: Context) -> tuple[str, str, str, int]:
     ti = context["ti"]
     map_index = getattr(ti, "map_index", None)
-    return task_identity(ti.dag_id, ti.task_id, ti.run_id, -1 if map_index is None else map_index)
+    return ti.dag_id, ti.task_id, ti.run_id, -1 if map_index is None else map_index

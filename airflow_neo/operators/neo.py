@@ -14,7 +14,7 @@ from airflow_neo.core.exceptions import CompilationJobFailed, CompilationJobTime
 from airflow_neo.core.status import TERMINAL_STATES
 from airflow_neo.hooks.params import neo_template_fields
 from airflow_neo.links.neo import NeoCompilationJobLink
-from airflow_neo.operators.base import NeoBaseTask, payload_from_event, task_identity_of
+from airflow_neo.operators.base import NeoBaseTask, payload_from_event, task_identity_of, task_instance_tags_of
 from airflow_neo.operators.report import enforce_max_slowdown, publish_report
 
 if TYPE_CHECKING:
@@ -150,7 +150,7 @@ class NeoCompilationOperator(NeoBaseOperator):
 
     def execute(self, context: Context) -> dict:
         identity = task_identity_of(context)
-        request = self._validated_request(identity)
+        request = self._validated_request(identity, task_instance_tags_of(context))
         name = self._create_or_reattach(request, identity)
         self.compilation_job_name = name
         context["ti"].xcom_push(key="compilation_job_name", value=name)
@@ -173,14 +173,14 @@ class NeoCompilationOperator(NeoBaseOperator):
             return False
         return self.deferrable
 
-    def _validated_request(self, identity: str) -> ValidatedRequest:
+    def _validated_request(self, identity: str, created_by_tags: list[dict]) -> ValidatedRequest:
         """The config with this task instance's tag, validated once, before anything is called.
 
         The job name is the only thing changed after this (:meth:`_create_or_reattach`): the
         names that ``action_if_job_exists`` derives from a valid name are valid.
         """
         try:
-            return self.hook.validate(_with_task_tag(self.config, identity))
+            return self.hook.validate(_with_task_tag(self.config, identity, created_by_tags))
         except NeoError as err:
             raise AirflowException(str(err)) from err
 
@@ -417,8 +417,9 @@ class NeoListCompilationJobsOperator(NeoBaseOperator):
         )
 
 
-def _with_task_tag(config: Any, identity: str) -> Any:
-    """``config`` with the tag that lets a retry of this task instance find its job.
+def _with_task_tag(config: Any, identity: str, created_by_tags: list[dict]) -> Any:
+    """``config`` with the tag that lets a retry of this task instance find its job, and the
+    readable tags that name the task instance (the UI's link and permission check).
 
     A config that is not a dict of tags is left as it is, for validation to report.
     """
@@ -428,7 +429,7 @@ def _with_task_tag(config: Any, identity: str) -> Any:
         return config
     if not all(isinstance(tag, dict) for tag in config.get("Tags") or []):
         return config
-    return with_identity_tag(config, identity)
+    return with_identity_tag(config, identity, created_by_tags)
 
 
 def _checked_verify_inputs(value: str | None) -> str | None:
