@@ -232,6 +232,24 @@ def get_provider_info() -> dict:
                         "example": "0",
                         "default": "2.0",
                     },
+                    "ui_aws_conn_id": {
+                        "description": (
+                            "AWS connection whose SageMaker compilation jobs the Compilation jobs page of the Airflow "
+                            "UI lists beside the local job store's (ListCompilationJobs through it). Empty: the page "
+                            "lists local jobs only."
+                        ),
+                        "version_added": "0.3.0",
+                        "type": "string",
+                        "example": "aws_default",
+                        "default": "",
+                    },
+                    "ui_region_name": {
+                        "description": "Region of the SageMaker jobs the UI lists. Empty: the connection's region.",
+                        "version_added": "0.3.0",
+                        "type": "string",
+                        "example": "eu-west-1",
+                        "default": "",
+                    },
                     "rpc_tracker": {
                         "description": (
                             "host:port of a TVM RPC tracker (python -m tvm.exec.rpc_tracker) whose devices measure "

@@ -8,13 +8,15 @@ reason never reach that user. Every value returned is JSON-safe.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
 from airflow_neo.core.attach import TaskInstanceRef, created_by
-from airflow_neo.core.exceptions import CompilationJobNotFound, CompilationJobStateError
+from airflow_neo.core.exceptions import CompilationJobNotFound, CompilationJobStateError, NeoError
 from airflow_neo.core.payload import json_safe
 from airflow_neo.core.report import target_of
 from airflow_neo.core.status import RUNNING_STATES, STARTING, INPROGRESS, TERMINAL_STATES
@@ -37,6 +39,24 @@ class JobNotReadable(CompilationJobNotFound):
 
 class StopRefused(PermissionError):
     """The user may read the job but not stop it."""
+
+
+class BackendUnavailable(NeoError):
+    """The backend failed to answer (the service, its credentials, the job store)."""
+
+
+@contextlib.contextmanager
+def backend_errors(backend: Backend) -> Iterator[None]:
+    """Turn a failure of the backend's client (botocore, the store's driver) into BackendUnavailable.
+
+    The package's own errors, and ValueError (a bad query value), pass through unchanged.
+    """
+    try:
+        yield
+    except (NeoError, ValueError, PermissionError):
+        raise
+    except Exception as err:  # noqa: BLE001 - any client library's error, reported to the page
+        raise BackendUnavailable(f"the {backend.value} backend failed: {type(err).__name__}: {err}") from err
 
 
 class JobsView:

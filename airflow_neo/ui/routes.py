@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, status
 from airflow_neo.core.attach import TaskInstanceRef
 from airflow_neo.ui import backends
 from airflow_neo.ui.access import RESOURCE_NAME, JobAccess
-from airflow_neo.ui.jobs import JobsView
+from airflow_neo.ui.jobs import JobsView, backend_errors
 from airflow_neo.ui.query import DEFAULT_PAGE, ListQuery
 
 router = APIRouter()
@@ -43,7 +43,9 @@ Access = Annotated[JobAccess, Depends(page_access)]
 
 def _view(backend: str | None, access: JobAccess) -> JobsView:
     chosen = backends.chosen(backend)
-    return JobsView(chosen, backends.hook_for(chosen), access, airflow_base=_airflow_base())
+    with backend_errors(chosen):
+        hook = backends.hook_for(chosen)
+    return JobsView(chosen, hook, access, airflow_base=_airflow_base())
 
 
 @router.get("/backends")
@@ -67,17 +69,23 @@ def list_jobs(
     query = ListQuery(status=status_ or None, name_contains=name_contains or None, created_after=created_after,
                       created_before=created_before, max_results=max_results, next_token=next_token or None,
                       sort_by=sort_by, sort_order=sort_order)
-    return _view(backend, access).page(query)
+    view = _view(backend, access)
+    with backend_errors(view.backend):
+        return view.page(query)
 
 
 @router.get("/jobs/{backend}/{name}")
 def get_job(backend: str, name: str, access: Access) -> dict:
-    return _view(backend, access).detail(name)
+    view = _view(backend, access)
+    with backend_errors(view.backend):
+        return view.detail(name)
 
 
 @router.post("/jobs/{backend}/{name}/stop", status_code=status.HTTP_202_ACCEPTED)
 def stop_job(backend: str, name: str, access: Access) -> dict:
-    return _view(backend, access).stop(name)
+    view = _view(backend, access)
+    with backend_errors(view.backend):
+        return view.stop(name)
 
 
 @router.get("/task-instance")
@@ -89,7 +97,9 @@ def task_instance_jobs(access: Access, dag_id: str, task_id: str, run_id: str, m
     names = _job_names_of(ref)
     jobs: list[dict] = []
     for backend in backends.configured():
-        jobs += JobsView(backend, backends.hook_for(backend), access, _airflow_base()).created_by_task_instance(ref, names)
+        with backend_errors(backend):
+            view = JobsView(backend, backends.hook_for(backend), access, _airflow_base())
+            jobs += view.created_by_task_instance(ref, names)
     return {"jobs": sorted(jobs, key=lambda job: str(job.get("created")), reverse=True)}
 
 

@@ -14,6 +14,9 @@ from airflow_neo.core.attach import (
     parse_action,
     task_identity,
     with_identity_tag,
+    TaskInstanceRef,
+    created_by,
+    task_instance_tags,
 )
 from airflow_neo.core.backends import Backend, parse_backend
 from airflow_neo.core.exceptions import CompilationJobExists, CompilationJobFailed, CompilationJobTimeout, UnknownBackendError
@@ -163,6 +166,18 @@ def test_retry_after_own_failed_job_gets_a_fresh_name_even_in_fail_mode():
     me = task_identity("dag", "task", "run")
     decision = _choose(["job"], "fail", me, {"job": [{"Key": TASK_TAG_KEY, "Value": me}]}, {"job": "FAILED"})
     assert not decision.reattach and decision.name == "job-1"
+
+
+def test_created_by_tags_round_trip_and_leave_out_values_the_api_refuses():
+    tags = task_instance_tags("team_a", "compile", "manual__2026-12-02T08:00:00+00:00", 2)
+    assert created_by([{"Key": "team", "Value": "ml"}, *tags]) == TaskInstanceRef(
+        "team_a", "compile", "manual__2026-12-02T08:00:00+00:00", 2)
+    odd_run = task_instance_tags("team_a", "compile", "my~run")  # '~' is outside the API's tag pattern
+    assert created_by(odd_run) == TaskInstanceRef("team_a", "compile", None, -1)
+    assert created_by([{"Key": TASK_TAG_KEY, "Value": "x"}]) is None  # made outside Airflow (or before the tags)
+    request = with_identity_tag({"Tags": tags}, "id", task_instance_tags("team_b", "t", "r"))
+    assert created_by(request["Tags"]) == TaskInstanceRef("team_b", "t", "r", -1)
+    assert len(request["Tags"]) == 5
 
 
 def test_identity_tag_replaces_existing():

@@ -8,7 +8,7 @@ import pytest
 from moto import mock_aws
 
 from airflow.sdk.exceptions import AirflowException, TaskDeferred
-from airflow_neo.core.attach import TASK_TAG_KEY
+from airflow_neo.core.attach import TASK_TAG_KEY, TaskInstanceRef, created_by
 from airflow_neo.core.exceptions import CompilationJobExists, UnknownBackendError
 from airflow_neo.hooks.neo import NeoHook
 from airflow_neo.operators.neo import (
@@ -100,6 +100,14 @@ def test_retry_reattaches_instead_of_creating_a_second_job(mocked_aws):
     assert [s["CompilationJobName"] for s in _hook().list_compilation_jobs()] == ["c7"]
     tags = _hook().list_compilation_job_tags("c7")
     assert any(t["Key"] == TASK_TAG_KEY for t in tags)
+
+
+def test_a_job_names_the_task_instance_that_created_it(mocked_aws):
+    request = valid_request("c7b", Tags=[{"Key": "team", "Value": "ml"}])
+    _compile_op(request, wait_for_completion=False).execute(make_context(task_id="compile_b", map_index=3))
+    tags = _hook().list_compilation_job_tags("c7b")
+    assert {"Key": "team", "Value": "ml"} in tags
+    assert created_by(tags) == TaskInstanceRef("neo_dag", "compile_b", "manual__2026-11-25T00:00:00+00:00", 3)
 
 
 def test_name_taken_by_another_task(mocked_aws):

@@ -31,6 +31,10 @@ Describe output
     required). ``ModelArtifacts.S3ModelArtifacts`` follows Neo's naming:
     ``<S3OutputLocation>/<model stem>-<target>.tar.gz``.
 
+Tags
+    A job created without tags has an empty tag list: ListTags answers ``[]``
+    as the service does (moto 5.2.5 fails with an internal error).
+
 Stop and delete
     StopCompilationJob on ``STARTING``/``INPROGRESS`` sets ``STOPPING``; the
     next describe (manual mode) still reads ``STOPPING`` and the one after
@@ -275,6 +279,8 @@ def _backend_create(self: SageMakerModelBackend, **kwargs: Any) -> str:
     job = NeoCompilationJob(
         region_name=self.region_name, account_id=self.account_id, **kwargs
     )
+    if getattr(job, "tags", None) is None:  # moto's ListTags fails (500) on a job created without tags
+        job.tags = []
     self.compilation_jobs[job.compilation_job_name] = job
     return job.arn
 

@@ -45,9 +45,9 @@ def ui_store(tmp_path_factory) -> str:
     path = str(tmp_path_factory.mktemp("ui-store") / "jobs.sqlite")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("AIRFLOW__NEO__LOCAL_STORE", path)
-        _forget_hooks()
+        forget_hooks()
         yield path
-    _forget_hooks()
+    forget_hooks()
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +77,8 @@ def token_for(airflow_app):
     return token
 
 
-def _forget_hooks() -> None:
+def forget_hooks() -> None:
+    """Drop the plugin's cached hooks (they hold the store and connection of the configuration they were made with)."""
     from airflow_neo.ui import backends
 
     backends._hook.cache_clear()
