@@ -1,8 +1,10 @@
 """Fixtures of the browser tests: one real api-server with seeded jobs, and Debian's Chromium.
 
-* ``site`` (session): the jobs of :mod:`tests.ui.browser.seeds` made on a private SQLite job
-  store while ``airflow api-server`` (:mod:`tests.ui.browser.server`) migrates and starts; the
-  long jobs still running are stopped and the server's process group killed at teardown;
+* ``site`` (session): ``airflow api-server`` (:mod:`tests.ui.browser.server`) started on a freshly
+  migrated database, and the jobs of :mod:`tests.ui.browser.seeds` made on a private SQLite job
+  store while it starts (one by ``airflow dags test``); a failure names the step and shows the
+  log's tail; the long jobs still running are stopped and the server's process group killed at
+  teardown;
 * ``browser`` (session): ``/usr/bin/chromium`` driven by Playwright (nothing downloaded), headless,
   with the flags that keep it off the network;
 * ``page_as`` (function): ``page_as(user)`` is a new page (fresh context, viewport 1280x800) whose
@@ -31,12 +33,18 @@ CHROMIUM_ARGS = [
     "--disable-component-update", "--disable-sync",
 ]
 VIEWPORT = {"width": 1280, "height": 800}
-#: the seeding compile: verified and profiled (tests/conftest.py turns the profile off elsewhere)
-SEED_ENV = {
-    "AIRFLOW__NEO__PROFILE_SECONDS": "0.5",
-    "AIRFLOW__NEO__TUNING_TRIALS": "0",
-    "AIRFLOW__NEO__LOCAL_MAX_CONCURRENT_COMPILES": "4",
-}
+
+
+def compile_env(root: Path) -> dict[str, str]:
+    """The ``[neo]`` options of the seeding compiles: verified and profiled (tests/conftest.py turns
+    the profile off elsewhere), no tuning, a private compile cache shared by every seeding process."""
+    return {
+        "AIRFLOW__NEO__PROFILE_SECONDS": "0.5",
+        "AIRFLOW__NEO__TUNING_TRIALS": "0",
+        "AIRFLOW__NEO__LOCAL_MAX_CONCURRENT_COMPILES": "4",
+        "AIRFLOW__NEO__CACHE_DIR": str(root / "cache"),
+        "AIRFLOW__NEO__TUNING_DATABASE": str(root / "tuning"),
+    }
 
 
 def require_chromium() -> Path:
@@ -71,22 +79,30 @@ def site(tmp_path_factory) -> Iterator[Site]:
     require("playwright.sync_api", "pip install -e '.[test]'")
     root = tmp_path_factory.mktemp("neo-ui")
     store = str(root / "store" / "jobs.sqlite")
-    server = ApiServer.launch(root / "home", store)
+    server = None
     try:
+        server = ApiServer.launch(root / "home", store)
+        env = compile_env(root)
         with pytest.MonkeyPatch.context() as patch:
-            for key, value in {**SEED_ENV, "AIRFLOW__NEO__CACHE_DIR": str(root / "cache"),
-                               "AIRFLOW__NEO__TUNING_DATABASE": str(root / "tuning")}.items():
+            for key, value in env.items():
                 patch.setenv(key, value)
-            payloads = seeds.seed_jobs(store, root)
-        try:
-            server.wait_ready()
-        except RuntimeError as err:
-            pytest.fail(str(err), pytrace=False)
+            payloads = seeds.seed_jobs(store, root, server.run_dag, env)
+        server.wait_ready()
+    except Exception as err:
+        _teardown(server, store)
+        pytest.fail(f"{type(err).__name__}: {err}", pytrace=False)
+    try:
         yield Site(server, store, payloads)
     finally:
-        try:
-            seeds.stop_running(store)
-        finally:
+        _teardown(server, store)
+
+
+def _teardown(server: ApiServer | None, store: str) -> None:
+    """Stop the long jobs still running (their runners exit), then the server."""
+    try:
+        seeds.stop_running(store)
+    finally:
+        if server is not None:
             server.stop()
 
 

@@ -4,8 +4,11 @@ Every job is created by :class:`~airflow_neo.hooks.local.LocalNeoHook` on one SQ
 (the store the api-server's plugin reads) and run by a real detached runner:
 
 * ``cnn-team-a`` COMPLETED: a real TVM compile of the sample CNN, verified and profiled
-  (``profile_seconds`` > 0), created by a task of the DAG ``team_a_models``;
-* ``cnn-team-b`` COMPLETED: the same model for a task of ``team_b_models`` (a compile-cache hit);
+  (``profile_seconds`` > 0), made by the task ``compile`` of the DAG ``team_a_models``
+  (tests/ui/browser/dags/) run by ``airflow dags test`` against the api-server's database: the
+  operator tags the job and records it in XCom, as in production;
+* ``cnn-team-b`` COMPLETED: the same model, tagged as made by a task of ``team_b_models``
+  (:func:`~airflow_neo.core.attach.task_instance_tags`; a compile-cache hit);
 * ``broken-upload`` FAILED: a corrupt archive, made outside Airflow (no task-instance tags);
 * ``team-a-long-compile`` and ``team-b-long-compile`` INPROGRESS until stopped: their runner's
   compile function is :func:`hold_until_stopped` (a wait, no CPU), so they run for as long as the
@@ -17,6 +20,7 @@ Only one real compile is done (about 10-30 s on 2 cores); the long jobs start af
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,8 +75,13 @@ def request(seed: Seed, archive: Path, out: Path) -> dict:
     return payload
 
 
-def seed_jobs(store: str, root: Path) -> dict[str, dict]:
-    """Create the jobs of the module docstring on ``store``; return each job's describe payload."""
+def seed_jobs(store: str, root: Path, run_dag: Callable[[str, dict[str, str]], None],
+              compile_env: dict[str, str]) -> dict[str, dict]:
+    """Create the jobs of the module docstring on ``store``; return each job's describe payload.
+
+    :param run_dag: ``run_dag(dag_id, extra_env)`` runs a DAG of tests/ui/browser/dags to its end.
+    :param compile_env: the ``[neo]`` options of the compiles (this process has them set already).
+    """
     from airflow_neo.hooks.factory import get_neo_hook
     from airflow_neo.local.runner import launch_detached
 
@@ -81,8 +90,9 @@ def seed_jobs(store: str, root: Path) -> dict[str, dict]:
     corrupt = root / "models" / "corrupt.tar.gz"
     corrupt.write_bytes(b"\x1f\x8b\x08\x00this is not a gzip stream")
     out = root / "out"
-    hook.create_compilation_job(request(COMPLETED_A, archive, out))
     hook.create_compilation_job(request(FAILED, corrupt, out))
+    run_dag(COMPLETED_A.dag_id, {**compile_env, "AIRFLOW__NEO__LOCAL_STORE": store,
+                                 "NEO_UI_TEST_ARCHIVE": str(archive), "NEO_UI_TEST_OUT": str(out / COMPLETED_A.name)})
     payloads = {seed.name: _wait(hook, seed) for seed in (COMPLETED_A, FAILED)}
     hook.create_compilation_job(request(COMPLETED_B, archive, out))
     payloads[COMPLETED_B.name] = _wait(hook, COMPLETED_B)
@@ -107,10 +117,15 @@ def stop_running(store: str) -> None:
     """Stop the long jobs that are still running (teardown), so their runners exit."""
     from airflow_neo.hooks.factory import get_neo_hook
 
+    from airflow_neo.core.exceptions import CompilationJobNotFound
+
     hook = get_neo_hook("local", local_store=store, aws_conn_id=None)
     for seed in (RUNNING_A, RUNNING_B):
-        if hook.describe_compilation_job(seed.name)["CompilationJobStatus"] in ("STARTING", "INPROGRESS"):
-            hook.stop_compilation_job(seed.name)
+        try:
+            if hook.describe_compilation_job(seed.name)["CompilationJobStatus"] in ("STARTING", "INPROGRESS"):
+                hook.stop_compilation_job(seed.name)
+        except CompilationJobNotFound:  # seeding stopped before it made that job
+            continue
 
 
 def _wait(hook, seed: Seed) -> dict:

@@ -6,6 +6,9 @@ Invariants:
   --workers 1`` on 127.0.0.1 and a free port) in its own process group, with an environment built
   here from scratch for Airflow (nothing of the pytest process's ``AIRFLOW__*`` leaks in: the
   tests' conftest sets unit-test mode, which the server must not run under);
+* the DAGs folder is tests/ui/browser/dags; :meth:`ApiServer.run_dag` runs one of its DAGs with
+  ``airflow dags test`` in the server's environment, so the DAG run, its task instances, their
+  XComs and the serialized DAG are in the server's metadata database;
 * the auth manager is :class:`tests.ui.auth_managers.TeamAuthManager` (Airflow's simple auth
   manager plus the team rule), its users are :data:`USERS` and their passwords are written to the
   passwords file before the server starts, so logins are known in advance;
@@ -31,6 +34,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[3]
 AIRFLOW = Path(sys.executable).with_name("airflow")
 AUTH_MANAGER = "tests.ui.auth_managers.TeamAuthManager"
+DAGS = Path(__file__).resolve().parent / "dags"
 
 #: user -> (simple auth manager role, password)
 USERS = {
@@ -53,7 +57,6 @@ def server_env(home: Path, port: int, store: str) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith(("AIRFLOW__", "AIRFLOW_CONN_"))}
     passwords = home / "passwords.json"
     passwords.write_text(json.dumps({user: password for user, (_role, password) in USERS.items()}))
-    (home / "dags").mkdir(exist_ok=True)
     env.update({
         "AIRFLOW_HOME": str(home),
         "PYTHONPATH": os.pathsep.join(filter(None, [str(_tests_only_path(home)), env.get("PYTHONPATH", "")])),
@@ -61,7 +64,7 @@ def server_env(home: Path, port: int, store: str) -> dict[str, str]:
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{u}:{role}" for u, (role, _p) in USERS.items()),
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
         "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
@@ -93,6 +96,7 @@ class ApiServer:
     port: int
     process: subprocess.Popen
     log_path: Path
+    env: dict[str, str]
     tokens: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -101,17 +105,27 @@ class ApiServer:
 
     @classmethod
     def launch(cls, home: Path, store: str) -> ApiServer:
-        """Start ``db migrate`` then the server, in the background (see :meth:`wait_ready`)."""
+        """Migrate the metadata database, then start the server in the background (see :meth:`wait_ready`)."""
         home.mkdir(parents=True, exist_ok=True)
         port = free_port()
+        env = server_env(home, port, store)
+        _run([str(AIRFLOW), "db", "migrate"], env, home, home / "db-migrate.log")
         log_path = home / "api-server.log"
-        script = (f'"{AIRFLOW}" db migrate && exec "{AIRFLOW}" api-server --apps core --workers 1 '
-                  f"--host 127.0.0.1 --port {port}")
+        command = [str(AIRFLOW), "api-server", "--apps", "core", "--workers", "1", "--host", "127.0.0.1",
+                   "--port", str(port)]
         with open(log_path, "ab") as log:
-            process = subprocess.Popen(["bash", "-c", script], stdin=subprocess.DEVNULL, stdout=log,
-                                       stderr=subprocess.STDOUT, env=server_env(home, port, store),
-                                       cwd=str(home), start_new_session=True)
-        return cls(home=home, port=port, process=process, log_path=log_path)
+            process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                       env=env, cwd=str(home), start_new_session=True)
+        return cls(home=home, port=port, process=process, log_path=log_path, env=env)
+
+    def run_dag(self, dag_id: str, extra_env: dict[str, str]) -> None:
+        """``airflow dags test dag_id`` in the server's environment plus ``extra_env``; RuntimeError
+        with its log's tail unless the run succeeded."""
+        log_path = self.home / f"dags-test-{dag_id}.log"
+        _run([str(AIRFLOW), "dags", "test", dag_id], {**self.env, **extra_env}, self.home, log_path)
+        text = log_path.read_text(errors="replace")
+        if "state=success" not in text:
+            raise RuntimeError(f"airflow dags test {dag_id}: the run did not succeed:\n{_tail(text)}")
 
     def wait_ready(self, timeout: float = START_TIMEOUT) -> None:
         """Return once ``/api/v2/monitor/health`` answers 200; RuntimeError with the log's tail if not."""
@@ -129,9 +143,8 @@ class ApiServer:
         raise RuntimeError(f"airflow api-server did not answer /api/v2/monitor/health in {timeout:.0f} s:\n"
                            f"{self.log_tail()}")
 
-    def log_tail(self, lines: int = 60) -> str:
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
+    def log_tail(self) -> str:
+        return _tail(self.log_path.read_text(errors="replace") if self.log_path.exists() else "(no log)")
 
     def stop(self) -> None:
         """Kill the server's process group (TERM, then KILL after 15 s)."""
@@ -174,3 +187,17 @@ class ApiServer:
         if expect is not None and status != expect:
             raise AssertionError(f"{method} {path}: expected {expect}, got {status}: {payload}")
         return status, payload
+
+
+def _run(command: list[str], env: dict[str, str], cwd: Path, log_path: Path, timeout: float = 600) -> None:
+    """Run ``command`` to its end, its output in ``log_path``; RuntimeError with the log's tail if it fails."""
+    with open(log_path, "ab") as log:
+        done = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+                              cwd=str(cwd), timeout=timeout, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command[1:])} exited with {done.returncode}:\n"
+                           f"{_tail(log_path.read_text(errors='replace'))}")
+
+
+def _tail(text: str, lines: int = 60) -> str:
+    return "\n".join(text.splitlines()[-lines:])

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -239,3 +240,40 @@ def test_anonymous_page_asks_to_sign_in_and_the_api_answers_401(site, page_as):
     response = page.request.get(f"{site.url}/neo/api/jobs")
     assert response.status == 401
     assert response.json() == {"detail": "Not authenticated"}
+
+
+# ----------------------------------------------------------------------------- the task-instance tab
+
+
+def _team_a_run_id(site) -> str:
+    status, runs = site.server.request("GET", "/api/v2/dags/team_a_models/dagRuns", user="admin")
+    assert status == 200 and runs["total_entries"] == 1, runs
+    return runs["dag_runs"][0]["dag_run_id"]
+
+
+def test_task_instance_tab_shows_the_job_that_task_instance_made(site, page_as):
+    page = page_as("admin")
+    page.goto(f"{site.url}/dags/team_a_models/runs/{quote(_team_a_run_id(site), safe='')}/tasks/compile")
+    page.get_by_role("link", name="Compilation job", exact=True).click()
+    frame = page.frame_locator("iframe[src*='view=task_instance']")
+    expect(frame.locator("body")).to_have_attribute("data-state", "ready", timeout=TIMEOUT_MS)
+    error = frame.locator("[data-testid=error]")
+    assert error.count() == 0, (f"the tab's page shows an error: {error.inner_text()!r} "
+                                f"(iframe src {page.locator('iframe').first.get_attribute('src')})")
+    expect(frame.locator("[data-testid=job-title]")).to_have_text(seeds.COMPLETED_A.name)
+    expect(frame.locator("[data-testid=job-status]")).to_have_text("COMPLETED")
+    expect(frame.locator("[data-testid=created-by]")).to_contain_text("team_a_models / compile")
+    shoot(page, "task-instance-tab")
+
+
+def test_created_by_link_inside_airflow_opens_the_task_instance(site, page_as):
+    page = page_as("admin")
+    page.goto(f"{site.url}/plugin/neo-compilation-jobs")
+    frame = page.frame_locator("iframe[src*='/neo/ui/']")
+    link = row(frame, seeds.COMPLETED_A.name).locator("[data-testid=created-by]")
+    expect(link).to_have_text("team_a_models / compile", timeout=TIMEOUT_MS)
+    link.click()
+    run_path = re.escape(quote(_team_a_run_id(site), safe=""))
+    # the top window (Airflow's UI) moves to the task instance: Airflow's iframe is sandboxed
+    # (allow-scripts allow-same-origin allow-forms allow-downloads), so target=_top alone cannot do it
+    expect(page).to_have_url(re.compile(rf"/dags/team_a_models/runs/{run_path}/tasks/compile"), timeout=TIMEOUT_MS)
