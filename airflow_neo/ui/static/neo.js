@@ -239,7 +239,23 @@ function createdBy(job) {
   if (by.map_index !== undefined && by.map_index !== null && Number(by.map_index) >= 0) text += ` [${by.map_index}]`;
   const href = safeHref(by.url);
   if (!href) return el("span", { "data-testid": "created-by", title: by.run_id || "" }, text);
-  return el("a", { href, target: "_top", "data-testid": "created-by", title: `run ${by.run_id || "?"}` }, text);
+  return el("a", { href, target: "_top", "data-testid": "created-by", title: `run ${by.run_id || "?"}`,
+    onclick: (event) => openInAirflow(event, href) }, text);
+}
+
+/* Airflow shows this page in a sandboxed iframe (no top navigation): a link into Airflow's own UI
+   pushes the path onto Airflow's history and tells its router, as a back/forward step would. */
+function openInAirflow(event, href) {
+  if (window.top === window || !href.startsWith("/")) return;
+  try {
+    const top = window.top;
+    const idx = ((top.history.state && top.history.state.idx) || 0) + 1;
+    top.history.pushState({ usr: null, key: Math.random().toString(36).slice(2, 10), idx }, "", href);
+    top.dispatchEvent(new PopStateEvent("popstate", { state: top.history.state }));
+    event.preventDefault();
+  } catch (err) {
+    /* another origin: leave the link to the browser */
+  }
 }
 
 function stopButton(job, onStopped) {
@@ -450,12 +466,16 @@ function jobFacts(data, payload) {
     ["Ended", fmtTime(job.ended || payload.CompilationEndTime)], ["Duration", jobDuration(job)],
     ["Created by", createdBy(job)],
     ["Model", (payload.InputConfig || {}).S3Uri], ["Output location", (payload.OutputConfig || {}).S3OutputLocation],
-    ["Console", consoleHref ? el("a", { href: consoleHref, target: "_blank", rel: "noopener", "data-testid": "console-link" },
-      "Open in the SageMaker console ↗") : null],
+    ["Console", consoleHref ? el("span", {},
+      el("a", { href: consoleHref, target: "_blank", rel: "noopener", "data-testid": "console-link" },
+        "Open in the SageMaker console ↗"),
+      /* Airflow's iframe blocks new windows: the address, to copy */
+      el("code", { class: "wrap muted" }, " ", consoleHref)) : null],
   ]));
 }
 
 function artifactSection(payload, report) {
+  if (payload.CompilationJobStatus !== "COMPLETED") return null; /* only a completed job published one */
   const uri = (payload.ModelArtifacts || {}).S3ModelArtifacts || (report && report.artifact);
   const digest = (payload.ModelDigests || {}).ArtifactDigest || (report && report.digest);
   if (!uri && !digest) return null;
@@ -578,7 +598,8 @@ function payloadSection(payload) {
 async function taskInstanceView(root) {
   const q = query();
   const params = Object.fromEntries(["dag_id", "run_id", "task_id", "map_index"].map((key) => [key, q.get(key) || ""]));
-  if (!params.map_index) params.map_index = "-1";
+  /* Airflow leaves {MAP_INDEX} unfilled on the tab of an unmapped task */
+  if (!/^-?\d+$/.test(params.map_index)) params.map_index = "-1";
   let data;
   try {
     data = await api("task-instance", { params });

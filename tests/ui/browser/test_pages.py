@@ -185,6 +185,7 @@ def test_failed_job_page_shows_the_failure_reason(site, page_as):
     expect(reason).to_be_visible()
     expect(reason).to_contain_text(site.payloads[name]["FailureReason"].splitlines()[0])
     expect(page.locator("[data-testid=created-by]")).to_have_text("outside Airflow")
+    expect(page.locator("[data-testid=artifact-uri]")).to_have_count(0)  # a failed job published nothing
     shoot(page, "job-failed")
 
 
