@@ -123,7 +123,7 @@ class JobsView:
                                            "jobs can be stopped")
         self.hook.log.info("Compilation job %s: stop asked by %s in the UI", name, self.access.user_name)
         self.hook.stop_compilation_job(name)
-        return {"name": name, "status": "STOPPING"}
+        return {"name": name, "status": "STOPPING", "created_by": job["summary"]["created_by"]}
 
     def created_by_task_instance(self, ref: TaskInstanceRef, names: list[str]) -> list[dict]:
         """The summaries of the jobs of ``names`` that the task instance ``ref`` created."""

@@ -21,6 +21,8 @@ router = APIRouter()
 
 #: the XCom key under which the compile operator records the name of the job it made
 JOB_NAME_XCOM_KEY = "compilation_job_name"
+#: the event of Airflow's audit log that a stop from the UI records (the user is its owner)
+STOP_AUDIT_EVENT = "neo.stop_compilation_job"
 
 
 def _user_dependency():
@@ -85,7 +87,9 @@ def get_job(backend: str, name: str, access: Access) -> dict:
 def stop_job(backend: str, name: str, access: Access) -> dict:
     view = _view(backend, access)
     with backend_errors(view.backend):
-        return view.stop(name)
+        stopped = view.stop(name)
+    _audit_stop(access, view.backend.value, stopped)
+    return stopped
 
 
 @router.get("/task-instance")
@@ -101,6 +105,25 @@ def task_instance_jobs(access: Access, dag_id: str, task_id: str, run_id: str, m
             view = JobsView(backend, backends.hook_for(backend), access, _airflow_base())
             jobs += view.created_by_task_instance(ref, names)
     return {"jobs": sorted(jobs, key=lambda job: str(job.get("created")), reverse=True)}
+
+
+def _audit_stop(access: JobAccess, backend: str, stopped: dict) -> None:
+    """Record the stop in Airflow's audit log (on the creating task instance's DAG, when there is one)."""
+    import json
+    import logging
+
+    from airflow.models.log import Log
+    from airflow.utils.session import create_session
+
+    owner = stopped.get("created_by") or {}
+    extra = json.dumps({"backend": backend, "compilation_job_name": stopped["name"], "via": "airflow-neo UI"})
+    entry = Log(event=STOP_AUDIT_EVENT, owner=access.user_name, extra=extra, dag_id=owner.get("dag_id"),
+                task_id=owner.get("task_id"), run_id=owner.get("run_id"), map_index=owner.get("map_index"))
+    try:
+        with create_session() as session:
+            session.add(entry)
+    except Exception:  # the job is already stopping: a full audit table must not turn that into an error
+        logging.getLogger(__name__).exception("Could not record the stop of %s in the audit log", stopped["name"])
 
 
 def _job_names_of(ref: TaskInstanceRef) -> list[str]:

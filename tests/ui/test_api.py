@@ -167,10 +167,30 @@ def test_who_may_stop_which_job(airflow_app, jobs, token_for):
     assert jobs.describe_compilation_job("outside-running")["CompilationJobStatus"] == "INPROGRESS"
 
     stopped = _post(airflow_app, "jobs/local/b-running/stop", "team-b-editor", token_for)
-    assert stopped.status_code == 202 and stopped.json() == {"name": "b-running", "status": "STOPPING"}
+    assert stopped.status_code == 202 and stopped.json()["status"] == "STOPPING"
+    assert stopped.json()["created_by"]["dag_id"] == TEAM_B
     assert jobs.describe_compilation_job("b-running")["CompilationJobStatus"] == "STOPPING"
+    assert _audit_entries("b-running") == [("team-b-editor", TEAM_B, "compile", RUN_ID)]
     assert _post(airflow_app, "jobs/local/outside-running/stop", "admin", token_for).status_code == 202
+    assert _audit_entries("outside-running") == [("admin", None, None, None)]
+    assert _audit_entries("a-running") == []  # refused stops change nothing and record nothing
     again = _post(airflow_app, "jobs/local/b-running/stop", "team-b-editor", token_for)
     assert again.status_code == 409 and "STOPPING" in again.json()["detail"]
     finished = _post(airflow_app, "jobs/local/a-done/stop", "editor", token_for)
     assert finished.status_code == 409 and "COMPLETED" in finished.json()["detail"]
+
+
+def _audit_entries(job: str) -> list[tuple]:
+    """(user, dag, task, run) of each audit-log entry of a UI stop of ``job``."""
+    import json
+
+    from airflow.models.log import Log
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    from airflow_neo.ui.routes import STOP_AUDIT_EVENT
+
+    with create_session() as session:
+        rows = session.scalars(select(Log).where(Log.event == STOP_AUDIT_EVENT)).all()
+        return [(row.owner, row.dag_id, row.task_id, row.run_id) for row in rows
+                if json.loads(row.extra)["compilation_job_name"] == job]
