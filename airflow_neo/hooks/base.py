@@ -103,6 +103,11 @@ class CompilationJobHook(ABC):
     def list_compilation_job_tags(self, name: str) -> list[dict]:
         """The job's tags, ``[{"Key": ..., "Value": ...}]``."""
 
+    def tags_of(self, payload: dict) -> list[dict]:
+        """The tags of the job whose describe payload is ``payload`` (a backend that can save a call
+        with what the payload holds, such as its ARN, overrides this)."""
+        return self.list_compilation_job_tags(payload["CompilationJobName"])
+
     @abstractmethod
     async def adescribe_compilation_job(self, name: str) -> dict:
         """:meth:`describe_compilation_job` without blocking the event loop."""

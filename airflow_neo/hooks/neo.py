@@ -112,7 +112,11 @@ class NeoHook(CompilationJobHook, AwsBaseHook):
         self._call("delete_compilation_job", CompilationJobName=name)
 
     def list_compilation_job_tags(self, name: str) -> list[dict]:
-        arn = self.describe_compilation_job(name)["CompilationJobArn"]
+        return self.tags_of(self.describe_compilation_job(name))
+
+    def tags_of(self, payload: dict) -> list[dict]:
+        """ListTags of the payload's ARN (no second describe)."""
+        arn = payload["CompilationJobArn"]
         return collect_pages(
             lambda token: self._call("list_tags", ResourceArn=arn, **({"NextToken": token} if token else {})), "Tags"
         )

@@ -132,7 +132,7 @@ class JobsView:
 
     def _read(self, name: str) -> dict:
         payload = self.hook.describe_compilation_job(name)
-        owner = created_by(self.hook.list_compilation_job_tags(name))
+        owner = created_by(self.hook.tags_of(payload))
         if not self.access.may_read(owner):
             raise JobNotReadable(f"no compilation job named {name!r} that you may read")
         return {"payload": payload, "owner": owner, "summary": self._summary(payload, owner)}

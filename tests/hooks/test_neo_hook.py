@@ -173,3 +173,14 @@ async def test_async_describe_through_the_connection(aws_conn_env):
     assert payload["CreationTime"].endswith("+00:00")
     with pytest.raises(CompilationJobNotFound):
         await hook.adescribe_compilation_job("missing")
+
+
+def test_tags_of_a_described_job_is_one_listtags_call(hook):
+    hook.create_compilation_job(valid_request("tagged", Tags=[{"Key": "team", "Value": "ml"}]))
+    payload = hook.describe_compilation_job("tagged")
+    calls: list[str] = []
+    hook.conn.meta.events.register("before-call.sagemaker.*", lambda model, **_: calls.append(model.name))
+    assert hook.tags_of(payload) == [{"Key": "team", "Value": "ml"}]
+    assert calls == ["ListTags"]
+    assert hook.list_compilation_job_tags("tagged") == [{"Key": "team", "Value": "ml"}]
+    assert calls == ["ListTags", "DescribeCompilationJob", "ListTags"]
