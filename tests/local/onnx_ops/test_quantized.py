@@ -387,9 +387,14 @@ def test_conv_weights_computed_at_run_time_are_refused_naming_the_node():
         rewritten(model, {"x": _u8((1, 2, 4, 4)), "w": _u8((3, 2, 3, 3))})
 
 
-def test_static_qoperator_mobilenet_v2_compiles_and_matches_onnxruntime_exactly(tmp_path):
+def test_static_qoperator_mobilenet_v2_compiles_and_matches_onnxruntime_within_one_output_step(tmp_path):
     """A real architecture (torchvision MobileNetV2, random weights, non-trivial batch-norm statistics):
-    52 QLinearConv, 10 QLinearAdd, QLinearGlobalAveragePool and QGemm after quantize_static."""
+    52 QLinearConv, 10 QLinearAdd, QLinearGlobalAveragePool and QGemm after quantize_static.
+
+    Identical to onnxruntime on an AVX2 machine; on one with AVX512-VNNI and AMX, onnxruntime's
+    kernels of the dequantize -> float -> quantize ops (QLinearAdd, QLinearGlobalAveragePool) round
+    differently, and 5 of the 10 outputs were one output step off (measured 2026-12-02). The bound
+    is the one those ops have in the unit tests above: one quantization step."""
     from tests.local.test_onnx_normalize import _import_torchvision
 
     torchvision = _import_torchvision()
@@ -426,7 +431,8 @@ def test_static_qoperator_mobilenet_v2_compiles_and_matches_onnxruntime_exactly(
     got, metadata, _ = compile_and_run(tmp_path, quantized, {"x": x})
     want = ort_run(quantized, {"x": x})[0]
     assert np.max(np.abs(want)) > 0.1  # a real signal, not quantized zeros
-    np.testing.assert_array_equal(got[0], want)
+    steps = np.abs(got[0] - want) / _output_scale(quantized)
+    assert steps.max() <= 1.001, steps
     assert metadata["versions"]["onnx_normalized"]["expanded"] == {"QLinearConv": 52, "QLinearAdd": 10, "QLinearGlobalAveragePool": 1, "QGemm": 1}
 
 
