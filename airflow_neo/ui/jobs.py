@@ -19,13 +19,13 @@ from airflow_neo.core.attach import TaskInstanceRef, created_by
 from airflow_neo.core.exceptions import CompilationJobNotFound, CompilationJobStateError, NeoError
 from airflow_neo.core.payload import json_safe
 from airflow_neo.core.report import target_of
-from airflow_neo.core.status import RUNNING_STATES, STARTING, INPROGRESS, TERMINAL_STATES
+from airflow_neo.core.status import INPROGRESS, RUNNING_STATES, STARTING, TERMINAL_STATES
+from airflow_neo.ui.query import ListQuery, parse_time
 
 if TYPE_CHECKING:
     from airflow_neo.core.backends import Backend
     from airflow_neo.hooks.base import CompilationJobHook
     from airflow_neo.ui.access import JobAccess
-    from airflow_neo.ui.query import ListQuery
 
 #: jobs described at once while a list page is built (SageMaker: one describe and one ListTags each)
 DESCRIBE_THREADS = 8
@@ -187,14 +187,13 @@ def _duration(payload: dict) -> float | None:
 
 
 def _time(value: Any) -> dt.datetime | None:
+    """A payload's time (a datetime, or ISO text once JSON-safe) as an aware datetime; None if unreadable."""
     if isinstance(value, dt.datetime):
         return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
-    if isinstance(value, str) and value:
-        try:
-            return _time(dt.datetime.fromisoformat(value.replace("Z", "+00:00")))
-        except ValueError:
-            return None
-    return None
+    try:
+        return parse_time("time", value) if isinstance(value, str) else None
+    except ValueError:
+        return None
 
 
 def _tail(text: str, lines: int) -> str:

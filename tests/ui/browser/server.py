@@ -10,7 +10,7 @@ Invariants:
   ``airflow dags test`` in the server's environment, so the DAG run, its task instances, their
   XComs and the serialized DAG are in the server's metadata database;
 * the auth manager is :class:`tests.ui.auth_managers.TeamAuthManager` (Airflow's simple auth
-  manager plus the team rule), its users are :data:`USERS` and their passwords are written to the
+  manager plus the team rule), its users are those of tests/ui/conftest.py and their passwords (:data:`PASSWORDS`) are written to the
   passwords file before the server starts, so logins are known in advance;
 * the ``[neo]`` options point the plugin at the given local job store, local backend by default;
 * :meth:`ApiServer.stop` kills the whole process group (the api-server's uvicorn worker too);
@@ -31,18 +31,14 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.ui.conftest import USERS, airflow_ui_env
+
 REPO_ROOT = Path(__file__).resolve().parents[3]
 AIRFLOW = Path(sys.executable).with_name("airflow")
-AUTH_MANAGER = "tests.ui.auth_managers.TeamAuthManager"
 DAGS = Path(__file__).resolve().parent / "dags"
 
-#: user -> (simple auth manager role, password)
-USERS = {
-    "admin": ("admin", "admin-pass"),
-    "editor": ("user", "editor-pass"),
-    "viewer": ("viewer", "viewer-pass"),
-    "team-b-editor": ("user", "team-b-pass"),
-}
+#: user -> password (the users and their roles: tests.ui.conftest.USERS)
+PASSWORDS = {user: f"{user}-pass" for user in USERS}
 START_TIMEOUT = 240.0
 
 
@@ -56,12 +52,11 @@ def server_env(home: Path, port: int, store: str) -> dict[str, str]:
     """The api-server's environment: this process's, less every ``AIRFLOW__*``, plus ours."""
     env = {key: value for key, value in os.environ.items() if not key.startswith(("AIRFLOW__", "AIRFLOW_CONN_"))}
     passwords = home / "passwords.json"
-    passwords.write_text(json.dumps({user: password for user, (_role, password) in USERS.items()}))
+    passwords.write_text(json.dumps(PASSWORDS))
     env.update({
         "AIRFLOW_HOME": str(home),
         "PYTHONPATH": os.pathsep.join(filter(None, [str(_tests_only_path(home)), env.get("PYTHONPATH", "")])),
-        "AIRFLOW__CORE__AUTH_MANAGER": AUTH_MANAGER,
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{u}:{role}" for u, (role, _p) in USERS.items()),
+        **airflow_ui_env(),  # the auth manager, its users and the default backend
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
@@ -70,7 +65,6 @@ def server_env(home: Path, port: int, store: str) -> dict[str, str]:
         "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
         "AIRFLOW__API_AUTH__JWT_SECRET": "airflow-neo-browser-tests-" + "0123456789abcdef" * 4,
         "AIRFLOW__NEO__LOCAL_STORE": store,
-        "AIRFLOW__NEO__DEFAULT_BACKEND": "local",
     })
     return env
 
@@ -163,7 +157,7 @@ class ApiServer:
         """A JWT for ``user`` from ``POST /auth/token`` (username and password as JSON), cached."""
         if user not in self.tokens:
             _status, body = self.request("POST", "/auth/token",
-                                         {"username": user, "password": USERS[user][1]}, expect=201)
+                                         {"username": user, "password": PASSWORDS[user]}, expect=201)
             self.tokens[user] = body["access_token"]
         return self.tokens[user]
 

@@ -19,7 +19,7 @@ from urllib.parse import quote
 import pytest
 
 from tests.ui.browser import seeds
-from tests.ui.browser.server import USERS
+from tests.ui.browser.server import PASSWORDS
 
 SCREENSHOTS = Path(__file__).resolve().parents[3] / "docs" / "_static" / "ui"
 TIMEOUT_MS = 20_000
@@ -67,7 +67,7 @@ def test_login_form_then_the_nav_entry_opens_the_jobs_page_in_a_frame(site, page
     page.goto(site.url + "/")
     page.wait_for_url(re.compile(r"/auth/login"), timeout=TIMEOUT_MS)
     page.fill("input[name=username]", "admin")
-    page.fill("input[name=password]", USERS["admin"][1])
+    page.fill("input[name=password]", PASSWORDS["admin"])
     page.locator("button[type=submit]").click()
     page.wait_for_url(lambda url: "/auth/login" not in url, timeout=TIMEOUT_MS)
     assert any(c["name"] == "_token" for c in page.context.cookies()), "Airflow's login sets the _token cookie"
